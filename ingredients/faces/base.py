@@ -1,0 +1,49 @@
+"""The face-analysis interface shared by reference processing, curation and evaluation.
+
+A backend detects faces (box, 5 landmarks, score), aligns a face to a square crop with a 5-point
+similarity transform, and embeds an aligned crop into an L2-normalised identity vector.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Face:
+    """One detected face in pixel coordinates of the image it was found in.
+
+    box: [4] float (x0, y0, x1, y1); landmarks: [5, 2] float in insightface order (left eye,
+    right eye, nose tip, left mouth corner, right mouth corner; "left" = image left); score: detector
+    confidence (backend-specific scale).
+    """
+
+    box: np.ndarray
+    landmarks: np.ndarray
+    score: float
+
+    @property
+    def size(self) -> float:
+        """Geometric mean of box width and height, in pixels."""
+        w = float(self.box[2] - self.box[0])
+        h = float(self.box[3] - self.box[1])
+        return float(np.sqrt(max(w, 0.0) * max(h, 0.0)))
+
+
+@runtime_checkable
+class FaceAnalyzer(Protocol):
+    """A face backend. Images are RGB uint8 arrays [H, W, 3]."""
+
+    name: str
+    embedding_dim: int
+    # cosine similarity at or above which two embeddings are taken as the same person
+    verification_threshold: float
+
+    def detect(self, image: np.ndarray) -> list[Face]: ...
+
+    def align(self, image: np.ndarray, face: Face, size: int = 112) -> np.ndarray: ...
+
+    def embed(self, aligned: np.ndarray) -> np.ndarray: ...
