@@ -1,0 +1,332 @@
+"""The Ingredients transformer: CogVideoX image-to-video backbone + projector + ID injection + ID router.
+
+Module names match the authors' checkpoint (backbone names of diffusers' CogVideoX,
+`local_facial_extractor.*`, `perceiver_cross_attention.{n}.*`, `router.{n}.*`), so a released
+checkpoint loads as it is (see `reference_format.py` for its config).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from diffusers.configuration_utils import register_to_config
+from diffusers.models import CogVideoXTransformer3DModel
+from diffusers.utils import BaseOutput
+from torch import nn
+
+from .identity_router import IDRouter, PerceiverCrossAttention, routed_injection, routing_loss
+from .projector import MultiScaleProjector
+
+try:  # diffusers >= 0.36
+    from diffusers.utils import apply_lora_scale
+except ImportError:  # pragma: no cover - older diffusers scale LoRA inside the processors
+    def apply_lora_scale(_name):
+        return lambda fn: fn
+
+
+@dataclass
+class IngredientsTransformerOutput(BaseOutput):
+    """sample [B, F, C, H, W]; routing_loss scalar (with an index mask); routing_logits one [B, N, K] per injection point."""
+
+    sample: torch.Tensor
+    routing_loss: torch.Tensor | None = None
+    routing_logits: list[torch.Tensor] | None = None
+
+
+@dataclass
+class IdentityBatch:
+    """Padded identities of a batch: ID tokens [B, K, Q, D] and which slots are real, id_mask [B, K]."""
+
+    tokens: torch.Tensor
+    mask: torch.Tensor
+
+
+class IngredientsTransformer3DModel(CogVideoXTransformer3DModel):
+    """CogVideoX transformer with multi-identity conditioning (Ingredients, arXiv 2501.01790).
+
+    Face sizes default to the reference's hard-coded full-size values. Any number of identities per
+    sample is supported; a batch may mix samples with different K (padded, with `id_mask`).
+    `reference_batch_semantics=True` reproduces the reference's batch behaviour: routing and
+    injection computed from sample 0 and added to every sample.
+    """
+
+    _no_split_modules = ["CogVideoXBlock", "CogVideoXPatchEmbed", "MultiScaleProjector"]
+
+    @register_to_config
+    def __init__(
+        self,
+        num_attention_heads: int = 48,
+        attention_head_dim: int = 64,
+        in_channels: int = 32,
+        out_channels: int | None = 16,
+        flip_sin_to_cos: bool = True,
+        freq_shift: int = 0,
+        time_embed_dim: int = 512,
+        ofs_embed_dim: int | None = None,
+        text_embed_dim: int = 4096,
+        num_layers: int = 42,
+        dropout: float = 0.0,
+        attention_bias: bool = True,
+        sample_width: int = 90,
+        sample_height: int = 60,
+        sample_frames: int = 49,
+        patch_size: int = 2,
+        patch_size_t: int | None = None,
+        temporal_compression_ratio: int = 4,
+        max_text_seq_length: int = 226,
+        activation_fn: str = "gelu-approximate",
+        timestep_activation_fn: str = "silu",
+        norm_elementwise_affine: bool = True,
+        norm_eps: float = 1e-5,
+        spatial_interpolation_scale: float = 1.875,
+        temporal_interpolation_scale: float = 1.0,
+        use_rotary_positional_embeddings: bool = True,
+        use_learned_positional_embeddings: bool = True,
+        patch_bias: bool = True,
+        # identity modules (reference values as defaults)
+        cross_attn_interval: int = 2,
+        local_face_scale: float = 1.0,
+        id_embed_dim: int = 1280,
+        vit_dim: int = 1024,
+        num_vit_scales: int = 5,
+        mapping_hidden_dim: int = 1024,
+        extractor_dim: int = 1024,
+        extractor_depth: int = 10,
+        extractor_dim_head: int = 64,
+        extractor_heads: int = 16,
+        extractor_ff_mult: int = 4,
+        num_id_tokens: int = 5,
+        num_queries: int = 32,
+        id_token_dim: int = 2048,
+        injector_dim_head: int = 128,
+        injector_heads: int = 16,
+        router_dim: int = 2048,
+        max_identities: int = 8,
+        use_router: bool = True,
+        routing_loss_type: str = "ce",
+        reference_batch_semantics: bool = False,
+        identity_sdpa: bool = True,
+        fused_identity_injection: bool = True,
+    ):
+        super().__init__(
+            num_attention_heads=num_attention_heads,
+            attention_head_dim=attention_head_dim,
+            in_channels=in_channels,
+            out_channels=out_channels,
+            flip_sin_to_cos=flip_sin_to_cos,
+            freq_shift=freq_shift,
+            time_embed_dim=time_embed_dim,
+            ofs_embed_dim=ofs_embed_dim,
+            text_embed_dim=text_embed_dim,
+            num_layers=num_layers,
+            dropout=dropout,
+            attention_bias=attention_bias,
+            sample_width=sample_width,
+            sample_height=sample_height,
+            sample_frames=sample_frames,
+            patch_size=patch_size,
+            patch_size_t=patch_size_t,
+            temporal_compression_ratio=temporal_compression_ratio,
+            max_text_seq_length=max_text_seq_length,
+            activation_fn=activation_fn,
+            timestep_activation_fn=timestep_activation_fn,
+            norm_elementwise_affine=norm_elementwise_affine,
+            norm_eps=norm_eps,
+            spatial_interpolation_scale=spatial_interpolation_scale,
+            temporal_interpolation_scale=temporal_interpolation_scale,
+            use_rotary_positional_embeddings=use_rotary_positional_embeddings,
+            use_learned_positional_embeddings=use_learned_positional_embeddings,
+            patch_bias=patch_bias,
+        )
+        if routing_loss_type not in ("ce", "mse"):
+            raise ValueError(f"routing_loss_type must be 'ce' or 'mse', got {routing_loss_type!r}")
+        if cross_attn_interval < 1:
+            raise ValueError(f"cross_attn_interval must be >= 1, got {cross_attn_interval}")
+        inner_dim = num_attention_heads * attention_head_dim
+        num_points = len(self.injection_layers(num_layers, cross_attn_interval))
+        self.local_facial_extractor = MultiScaleProjector(
+            id_dim=id_embed_dim,
+            vit_dim=vit_dim,
+            mapping_hidden_dim=mapping_hidden_dim,
+            dim=extractor_dim,
+            depth=extractor_depth,
+            dim_head=extractor_dim_head,
+            heads=extractor_heads,
+            num_id_tokens=num_id_tokens,
+            num_queries=num_queries,
+            output_dim=id_token_dim,
+            ff_mult=extractor_ff_mult,
+            num_scales=num_vit_scales,
+            use_sdpa=identity_sdpa,
+        )
+        self.perceiver_cross_attention = nn.ModuleList(
+            PerceiverCrossAttention(inner_dim, injector_dim_head, injector_heads, id_token_dim, identity_sdpa)
+            for _ in range(num_points)
+        )
+        self.router = nn.ModuleList(
+            IDRouter(inner_dim, id_token_dim, num_queries, router_dim) for _ in range(num_points)
+        )
+
+    @staticmethod
+    def injection_layers(num_layers: int, interval: int) -> list[int]:
+        """Indices of the blocks after which identity features are injected."""
+        return [i for i in range(num_layers) if i % interval == 0]
+
+    # ------------------------------------------------------------------ identities
+    def encode_identities(
+        self,
+        id_cond: torch.Tensor | list[torch.Tensor],
+        id_vit_hidden: list,
+        id_mask: torch.Tensor | None = None,
+        batch_size: int | None = None,
+    ) -> IdentityBatch:
+        """Photo features -> padded ID tokens, computed once and reusable across steps and guidance branches.
+
+        Accepts the reference's form (`id_cond`: list of K tensors [1, D]; `id_vit_hidden`: list of K
+        lists of scales [1, T, Dv]; shared by the whole batch) or ours (`id_cond` [B, K, D];
+        `id_vit_hidden`: scales x [B, K, T, Dv]; `id_mask` [B, K] marks real identities).
+        """
+        if isinstance(id_cond, (list, tuple)):
+            if len(id_cond) == 0:
+                raise ValueError("id_cond is an empty list: at least one identity is needed")
+            if len(id_vit_hidden) != len(id_cond):
+                raise ValueError(f"id_vit_hidden has {len(id_vit_hidden)} identities but id_cond has {len(id_cond)}")
+            # K x [1, D] -> [1, K, D]; K x scales x [1, T, Dv] -> scales x [1, K, T, Dv]
+            cond = torch.stack([c.reshape(-1, c.shape[-1])[0] for c in id_cond])[None]
+            vit = [torch.stack([ident[s][0] for ident in id_vit_hidden])[None] for s in range(len(id_vit_hidden[0]))]
+            mask = torch.ones(1, len(id_cond), dtype=torch.bool, device=cond.device)
+        else:
+            cond, vit = id_cond, list(id_vit_hidden)
+            if cond.ndim != 3:
+                raise ValueError(f"id_cond must be [B, K, D] or a list of K tensors [1, D], got shape {tuple(cond.shape)}")
+            mask = torch.ones(cond.shape[:2], dtype=torch.bool, device=cond.device) if id_mask is None else id_mask.bool()
+        k = cond.shape[1]
+        if k > self.config.max_identities:
+            raise ValueError(f"{k} identities given; this model takes at most max_identities={self.config.max_identities}")
+        if cond.shape[-1] != self.config.id_embed_dim:
+            raise ValueError(f"id_cond has width {cond.shape[-1]}, the model expects id_embed_dim={self.config.id_embed_dim}")
+        if len(vit) != self.config.num_vit_scales:
+            raise ValueError(f"id_vit_hidden has {len(vit)} scales, the model expects num_vit_scales={self.config.num_vit_scales}")
+        dtype = self.local_facial_extractor.latents.dtype
+        flat_cond = cond[mask].to(dtype)  # [N_valid, D]
+        flat_vit = [v[mask].to(dtype) for v in vit]  # scales x [N_valid, T, Dv]
+        tokens = cond.new_zeros(*mask.shape, self.config.num_queries, self.config.id_token_dim, dtype=dtype)
+        if flat_cond.shape[0] > 0:
+            tokens = tokens.index_put((mask,), self.local_facial_extractor(flat_cond, flat_vit))
+        if batch_size is not None and tokens.shape[0] == 1 and batch_size > 1:
+            tokens = tokens.expand(batch_size, -1, -1, -1)
+            mask = mask.expand(batch_size, -1)
+        return IdentityBatch(tokens=tokens, mask=mask)
+
+    # ------------------------------------------------------------------ forward
+    @apply_lora_scale("attention_kwargs")
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        timestep: int | float | torch.LongTensor,
+        timestep_cond: torch.Tensor | None = None,
+        ofs: int | float | torch.LongTensor | None = None,
+        image_rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None,
+        attention_kwargs: dict[str, Any] | None = None,
+        id_cond: torch.Tensor | list[torch.Tensor] | None = None,
+        id_vit_hidden: list | None = None,
+        id_mask: torch.Tensor | None = None,
+        identities: IdentityBatch | None = None,
+        index_mask: torch.Tensor | None = None,
+        reference_batch_semantics: bool | None = None,
+        return_routing_logits: bool = False,
+        return_dict: bool = True,
+    ) -> tuple | IngredientsTransformerOutput:
+        """Denoise `hidden_states` [B, F, 2C, H, W] (noisy latents ⊕ image latents).
+
+        Identities come as photo features (`id_cond`, `id_vit_hidden`, optional `id_mask`, see
+        `encode_identities`) or precomputed (`identities`). With `index_mask` [B, N] the routing
+        loss is returned. `return_dict=False` gives `(sample,)` or `(sample, routing_loss)`.
+        """
+        batch_size, num_frames, _, height, width = hidden_states.shape
+        ref_batch = self.config.reference_batch_semantics if reference_batch_semantics is None else reference_batch_semantics
+        if identities is None and id_cond is not None:
+            identities = self.encode_identities(id_cond, id_vit_hidden, id_mask, batch_size=batch_size)
+        if identities is not None and identities.tokens.shape[0] not in (1, batch_size):
+            raise ValueError(f"identities have batch {identities.tokens.shape[0]}, hidden_states have {batch_size}")
+        if identities is not None and identities.tokens.shape[0] == 1 and batch_size > 1:
+            identities = IdentityBatch(
+                identities.tokens.expand(batch_size, -1, -1, -1), identities.mask.expand(batch_size, -1)
+            )
+
+        # 1. Time embedding
+        t_emb = self.time_proj(timestep).to(dtype=hidden_states.dtype)
+        emb = self.time_embedding(t_emb, timestep_cond)
+        if self.ofs_embedding is not None:
+            emb = emb + self.ofs_embedding(self.ofs_proj(ofs).to(dtype=hidden_states.dtype))
+
+        # 2. Patch embedding: [B, F, C, H, W] -> [B, T_text + F*H/p*W/p, D]
+        hidden_states = self.embedding_dropout(self.patch_embed(encoder_hidden_states, hidden_states))
+        text_seq_length = encoder_hidden_states.shape[1]
+        encoder_hidden_states = hidden_states[:, :text_seq_length]
+        hidden_states = hidden_states[:, text_seq_length:]
+
+        # 3. Transformer blocks, identity injection after every `cross_attn_interval`-th block
+        all_logits: list[torch.Tensor] = []
+        point = 0
+        for i, block in enumerate(self.transformer_blocks):
+            if torch.is_grad_enabled() and self.gradient_checkpointing:
+                hidden_states, encoder_hidden_states = self._gradient_checkpointing_func(
+                    block, hidden_states, encoder_hidden_states, emb, image_rotary_emb, attention_kwargs
+                )
+            else:
+                hidden_states, encoder_hidden_states = block(
+                    hidden_states=hidden_states,
+                    encoder_hidden_states=encoder_hidden_states,
+                    temb=emb,
+                    image_rotary_emb=image_rotary_emb,
+                    attention_kwargs=attention_kwargs,
+                )
+            if identities is not None and i % self.config.cross_attn_interval == 0:
+                hidden_states, logits = self._inject(point, hidden_states, identities, ref_batch)
+                if logits is not None:
+                    all_logits.append(logits)
+                point += 1
+
+        # 4. Final block
+        hidden_states = self.norm_final(hidden_states)
+        hidden_states = self.norm_out(hidden_states, temb=emb)
+        hidden_states = self.proj_out(hidden_states)
+
+        # 5. Unpatchify: [B, F*H/p*W/p, C*p*p] -> [B, F, C, H, W]
+        p = self.config.patch_size
+        output = hidden_states.reshape(batch_size, num_frames, height // p, width // p, -1, p, p)
+        output = output.permute(0, 1, 4, 2, 5, 3, 6).flatten(5, 6).flatten(3, 4)
+
+        loss = None
+        if index_mask is not None:
+            if identities is None:
+                raise ValueError("index_mask was given without identities: the routing loss needs id_cond or identities")
+            if not all_logits:
+                raise ValueError("index_mask was given but the model has no router (use_router=False)")
+            # reference batch semantics: the logits of sample 0 stand for every sample
+            logits_b = [z.expand(batch_size, -1, -1) for z in all_logits]
+            loss = routing_loss(logits_b, index_mask.to(hidden_states.device), identities.mask, self.config.routing_loss_type)
+
+        if not return_dict:
+            out = (output,) if loss is None else (output, loss)
+            return out + (all_logits,) if return_routing_logits else out
+        return IngredientsTransformerOutput(
+            sample=output, routing_loss=loss, routing_logits=all_logits if return_routing_logits else None
+        )
+
+    def _inject(
+        self, point: int, hidden_states: torch.Tensor, identities: IdentityBatch, ref_batch: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        router = self.router[point] if self.config.use_router else None
+        tokens, mask, h = identities.tokens, identities.mask, hidden_states
+        if ref_batch:
+            # the reference routes and injects with sample 0 and adds that to every sample
+            tokens, mask, h = tokens[:1], mask[:1], hidden_states[:1]
+        residual, logits = routed_injection(
+            self.perceiver_cross_attention[point], router, tokens, mask, h, fused=self.config.fused_identity_injection
+        )
+        return hidden_states + self.config.local_face_scale * residual, logits
