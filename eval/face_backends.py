@@ -1,0 +1,94 @@
+"""Face recognizer backends for evaluation, built once per process through
+`ingredients.faces.registry.build_analyzer`, with reference embeddings cached per image file.
+
+A backend that cannot be built is remembered with the reason, which the face metrics report as
+missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from eval.registry import MetricUnavailable
+from eval.video_faces import NoFaceError, embed_reference
+from ingredients.faces.base import FaceAnalyzer
+
+logger = logging.getLogger(__name__)
+
+
+def load_image(path: Path) -> np.ndarray:
+    """An image file as uint8 RGB [H, W, 3]."""
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read image {path}: {exc}") from exc
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class AnalyzerPool:
+    """Lazily built face analyzers by backend name, plus a reference-embedding cache.
+
+    `analyzers` may pre-seed instances (tests, or callers that already hold a backend).
+    """
+
+    def __init__(self, options: dict[str, dict[str, Any]] | None = None,
+                 analyzers: dict[str, FaceAnalyzer] | None = None) -> None:
+        self._options = dict(options or {})
+        self._analyzers: dict[str, FaceAnalyzer] = dict(analyzers or {})
+        self._failures: dict[str, str] = {}
+        self._refs: dict[tuple[str, str], np.ndarray | str] = {}
+
+    def get(self, backend: str) -> FaceAnalyzer:
+        """The analyzer for `backend`; MetricUnavailable with the reason when it cannot be built."""
+        if backend in self._analyzers:
+            return self._analyzers[backend]
+        if backend in self._failures:
+            raise MetricUnavailable(self._failures[backend])
+        try:
+            from ingredients.faces.registry import build_analyzer
+
+            analyzer = build_analyzer(backend, **self._options.get(backend, {}))
+        except (ImportError, FileNotFoundError, KeyError, ValueError, RuntimeError, OSError) as exc:
+            reason = f"face backend {backend!r} unavailable: {type(exc).__name__}: {exc}"
+            logger.warning(reason)
+            self._failures[backend] = reason
+            raise MetricUnavailable(reason) from exc
+        self._analyzers[backend] = analyzer
+        return analyzer
+
+    def reference_embedding(self, backend: str, path: Path) -> np.ndarray:
+        """Embedding [D] of the largest face in the reference image at `path` (cached by content).
+
+        MetricUnavailable when the backend is unavailable or the image has no face.
+        """
+        analyzer = self.get(backend)
+        key = (backend, file_digest(path))
+        if key not in self._refs:
+            try:
+                self._refs[key] = embed_reference(analyzer, load_image(path), name=f"reference {path}")
+            except NoFaceError as exc:
+                self._refs[key] = str(exc)
+        value = self._refs[key]
+        if isinstance(value, str):
+            raise MetricUnavailable(value)
+        return value
+
+    def options_digest(self) -> str:
+        """Stable digest of the backend options (part of the per-video cache key)."""
+        return hashlib.sha256(json.dumps(self._options, sort_keys=True, default=str).encode()).hexdigest()

@@ -1,0 +1,177 @@
+"""Evaluate method output folders on a benchmark.
+
+    python -m eval.run --benchmark FILE --method NAME=DIR [--method NAME=DIR ...] --out DIR
+                       [--params params.yaml] [--shard I/N]
+
+Writes DIR/per_video.jsonl (one record per method x case: {"method", "case_id", "metrics":
+{name: value}, "missing": {name: reason}}), then DIR/metrics.json ({method: {metric: value}}) and
+DIR/missing.json computed from those records alone. Each (method, case) is cached under DIR/cache
+keyed by a fingerprint of the video, routing file, references, prompt and params, so a rerun
+resumes and only recomputes what changed. `--shard I/N` evaluates every N-th case starting at I;
+`python -m eval.merge` combines shard or per-method runs into the same aggregates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+
+from tqdm import tqdm
+
+from eval.aggregate import aggregate
+from eval.atomic import write_json, write_jsonl
+from eval.benchmark import CASE_ID_PATTERN, Case, read_benchmark
+from eval.context import VideoContext
+from eval.face_backends import AnalyzerPool, file_digest
+from eval.params import EvalParams, load_params
+from eval.registry import MetricResult, MetricUnavailable, get_metric
+from eval.run_layout import RunLayout, read_records, save_faces
+
+logger = logging.getLogger(__name__)
+
+CACHE_VERSION = 1
+
+
+def parse_method(spec: str) -> tuple[str, Path]:
+    """'NAME=DIR' -> (NAME, DIR); NAME must be a plain folder name."""
+    name, sep, folder = spec.partition("=")
+    if not sep or not name or not folder:
+        raise ValueError(f"--method {spec!r}: expected NAME=DIR")
+    if not CASE_ID_PATTERN.match(name):
+        raise ValueError(f"--method {spec!r}: method name {name!r} may only use letters, digits, '.', '_' and '-'")
+    return name, Path(folder)
+
+
+def parse_shard(spec: str) -> tuple[int, int]:
+    """'I/N' -> (I, N) with 0 <= I < N."""
+    try:
+        index, count = (int(x) for x in spec.split("/"))
+    except ValueError as exc:
+        raise ValueError(f"--shard {spec!r}: expected I/N, e.g. 0/4") from exc
+    if count < 1 or not 0 <= index < count:
+        raise ValueError(f"--shard {spec!r}: need 0 <= I < N")
+    return index, count
+
+
+def fingerprint(ctx: VideoContext) -> str:
+    """Cache key of one (method, case) evaluation: inputs' content and the params."""
+    case = ctx.case
+    routing = file_digest(ctx.routing_path) if ctx.routing_path.is_file() else None
+    payload = {
+        "version": CACHE_VERSION,
+        "case": {"case_id": case.case_id, "prompt": case.prompt, "seed": case.seed,
+                 "references": [file_digest(p) for p in case.references]},
+        "video": file_digest(ctx.video_path),
+        "routing": routing,
+        "params": ctx.params.to_dict(),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def evaluate_video(ctx: VideoContext) -> dict:
+    """Run every configured metric on one video; returns its per-video record."""
+    result = MetricResult()
+    for name in ctx.params.metrics:
+        spec = get_metric(name)
+        try:
+            if spec.level == "video":
+                result.update(spec.compute(ctx))
+            elif spec.prepare is not None:
+                spec.prepare(ctx)
+        except MetricUnavailable as exc:
+            result.missing[name] = str(exc)
+    return {
+        "method": ctx.method,
+        "case_id": ctx.case.case_id,
+        "metrics": dict(sorted(result.values.items())),
+        "missing": dict(sorted(result.missing.items())),
+    }
+
+
+def check_method_dirs(methods: dict[str, Path], cases: list[Case]) -> None:
+    """Every method folder exists and holds a video for every case."""
+    for name, folder in methods.items():
+        if not folder.is_dir():
+            raise FileNotFoundError(f"method {name!r}: output folder not found: {folder}")
+        absent = [c.case_id for c in cases if not (folder / f"{c.case_id}.mp4").is_file()]
+        if absent:
+            shown = ", ".join(f"{a}.mp4" for a in absent[:5]) + (" ..." if len(absent) > 5 else "")
+            raise FileNotFoundError(
+                f"method {name!r}: {len(absent)} of {len(cases)} videos missing in {folder}: {shown}; "
+                "generate them, or evaluate a benchmark that lists only the cases present"
+            )
+
+
+def evaluate(benchmark: str | os.PathLike, methods: dict[str, Path], out_dir: str | os.PathLike,
+             params: EvalParams | None = None, shard: tuple[int, int] = (0, 1),
+             analyzers: AnalyzerPool | None = None) -> dict:
+    """Evaluate `methods` ({name: folder}) on a benchmark into `out_dir`; returns metrics.json's dict."""
+    params = params or EvalParams()
+    for name in params.metrics:
+        get_metric(name)  # fail fast on unknown names
+    cases = read_benchmark(benchmark)[shard[0]::shard[1]]
+    if not cases:
+        raise ValueError(f"shard {shard[0]}/{shard[1]} of {benchmark} has no cases")
+    if not methods:
+        raise ValueError("no --method given")
+    check_method_dirs(methods, cases)
+    analyzers = analyzers or AnalyzerPool(params.face_backend_options)
+    layout = RunLayout(Path(out_dir))
+    records = []
+    jobs = [(m, folder, c) for m, folder in methods.items() for c in cases]
+    reused = 0
+    for method, folder, case in tqdm(jobs, desc="evaluate", unit="video"):
+        ctx = VideoContext(method, folder, case, params, analyzers)
+        key = fingerprint(ctx)
+        cache_path = layout.cache_record(method, case.case_id)
+        if cache_path.is_file():
+            cached = json.loads(cache_path.read_text(encoding="utf-8"))
+            if cached.get("fingerprint") == key:
+                records.append(cached["record"])
+                reused += 1
+                continue
+        record = evaluate_video(ctx)
+        save_faces(layout.cache_faces(method, case.case_id), ctx.face_analyses)
+        write_json(cache_path, {"fingerprint": key, "record": record})
+        records.append(record)
+    logger.info("evaluated %d videos (%d from cache) into %s", len(jobs), reused, layout.root)
+    records.sort(key=lambda r: (r["method"], r["case_id"]))
+    write_json(layout.params, {"eval": params.to_dict()})
+    write_jsonl(layout.per_video, records)
+    return write_aggregates(layout, params)
+
+
+def write_aggregates(layout: RunLayout, params: EvalParams) -> dict:
+    """Compute metrics.json and missing.json from the run's per_video.jsonl."""
+    metrics, missing = aggregate(read_records(layout.per_video), params, layout)
+    write_json(layout.metrics, metrics)
+    write_json(layout.missing, missing)
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m eval.run", description=__doc__.splitlines()[0])
+    parser.add_argument("--benchmark", required=True, help="benchmark JSONL")
+    parser.add_argument("--method", action="append", required=True, metavar="NAME=DIR",
+                        help="a method's output folder of {case_id}.mp4 (repeatable)")
+    parser.add_argument("--out", required=True, help="evaluation output folder")
+    parser.add_argument("--params", default=None, help="params.yaml with an eval: section")
+    parser.add_argument("--shard", default="0/1", metavar="I/N", help="evaluate every N-th case from I")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    methods: dict[str, Path] = {}
+    for spec in args.method:
+        name, folder = parse_method(spec)
+        if name in methods:
+            parser.error(f"method {name!r} given twice")
+        methods[name] = folder
+    metrics = evaluate(args.benchmark, methods, args.out, load_params(args.params), parse_shard(args.shard))
+    logger.info("metrics: %s", json.dumps(metrics, indent=1, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()
