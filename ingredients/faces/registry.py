@@ -1,0 +1,34 @@
+"""Face backends chosen by name. Adding one = a new module with a FaceAnalyzer class + one line here."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from ingredients.faces.base import FaceAnalyzer
+
+# name -> "module:Class", imported lazily so that e.g. onnxruntime loads only when asked for
+_BACKENDS: dict[str, str] = {
+    "dlib": "ingredients.faces.dlib_backend:DlibFaceAnalyzer",
+    "insightface": "ingredients.faces.insightface_backend:InsightFaceAnalyzer",
+}
+
+
+def available_backends() -> list[str]:
+    """Registered backend names, sorted."""
+    return sorted(_BACKENDS)
+
+
+def build_analyzer(name: str, **options: Any) -> FaceAnalyzer:
+    """Construct the backend registered as `name` with its keyword `options`."""
+    if name not in _BACKENDS:
+        raise ValueError(f"unknown face backend {name!r}; valid names: {', '.join(available_backends())}")
+    module_name, class_name = _BACKENDS[name].split(":")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    try:
+        analyzer = cls(**options)
+    except TypeError as exc:
+        raise TypeError(f"bad options for face backend {name!r}: {exc}") from exc
+    if not isinstance(analyzer, FaceAnalyzer):
+        raise TypeError(f"backend {name!r} ({_BACKENDS[name]}) does not implement FaceAnalyzer")
+    return analyzer
