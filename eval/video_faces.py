@@ -87,8 +87,12 @@ def largest_face(faces: list[Face]) -> Face | None:
 
 
 def embed_face(analyzer: FaceAnalyzer, image: np.ndarray, face: Face) -> np.ndarray:
-    """Align and embed one detected face; [D] float32."""
-    emb = np.asarray(analyzer.embed(analyzer.align(image, face)), dtype=np.float32).reshape(-1)
+    """Embed one detected face; [D] float32. Uses the backend's own `embed_face(image, face)` when it
+    has one (dlib: its native chip extraction from the full image, the more accurate path), else
+    `embed(align(image, face))`."""
+    direct = getattr(analyzer, "embed_face", None)
+    raw = direct(image, face) if callable(direct) else analyzer.embed(analyzer.align(image, face))
+    emb = np.asarray(raw, dtype=np.float32).reshape(-1)
     if emb.shape[0] != analyzer.embedding_dim or not np.all(np.isfinite(emb)):
         raise ValueError(
             f"backend {analyzer.name!r} returned an embedding of shape {emb.shape} (finite: "
