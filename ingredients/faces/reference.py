@@ -1,0 +1,381 @@
+"""Reference photos -> identity conditioning: aligned crops, id_cond, multi-scale ViT tokens, canvas.
+
+For each of K photos (one identity each, in order): read it (any mode, as RGB), detect faces and
+keep the largest, embed it with the backend's recognizer, align it onto the ArcFace template at
+`crop_size`, and run EVA-CLIP (or the tiny stand-in) on the crop. Then
+
+    id_cond[k]       = recognizer vector (rec_dim) ⊕ pooled, L2-normalised CLIP embedding (clip_dim)
+    id_vit_hidden[s] = CLIP block inputs at scale s, [K, tokens, width], s = 0..4 (coarse to fine)
+    canvas           = white W x H image with the K crops pasted side by side (see canvas_layout)
+
+Results are cached on disk by content: sha256 of the photo bytes, the backend's and the CLIP
+tower's identity (names, model files, weight digest) and the settings that change the output.
+A cache entry is `<key>.safetensors` (tensors) + `<key>.json` (faces, warnings, provenance), each
+written atomically; the json is written last and marks the entry complete.
+
+Differences from the reference code (which uses facexlib's 512-px FFHQ-style crop and whitens the
+background with a BiSeNet face parser before EVA-CLIP): our crops use the ArcFace template, and
+without a parser the background is kept. `clip_gray=True` (default) feeds EVA-CLIP the grayscale
+crop as the reference does; the canvas keeps colour.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ingredients.faces.base import Face, FaceAnalyzer
+from ingredients.faces.embedding import embed_detected_face
+from ingredients.faces.errors import FaceQualityWarning, ImageReadError, NoFaceError
+from ingredients.faces.eva_clip import ClipFaceEncoder, build_clip
+from ingredients.faces.image_io import load_rgb
+from ingredients.faces.registry import build_analyzer
+
+logger = logging.getLogger(__name__)
+
+CACHE_VERSION = 1
+# the reference layout for K = 2 on 720 x 480: faces of 360 px at x = 360 i, y = 60
+FACE_TO_CANVAS_HEIGHT = 0.75
+
+
+# ------------------------------------------------------------------------------------------ settings
+
+@dataclass(frozen=True)
+class FaceSettings:
+    """Settings of the face conditioner, read from a plain dict (params.yaml).
+
+    backend: face backend name (registry); backend_options: its keyword options; model_dir: the
+    insightface model folder (`.../models/antelopev2`), passed to backends that take one.
+    clip: 'tiny' or 'full'; clip_dir: tiny folder (None = build from clip_seed) or the full model's
+    weight file / folder. crop_size: side of the aligned crops. canvas_width / canvas_height: the
+    image condition. clip_gray: grayscale CLIP input (reference behaviour). id_vector: 'normalized'
+    (unit recognizer vector) or 'raw' (the recognizer's unnormalised output, which the reference
+    concatenates for insightface). min_face_size: faces smaller than this (px) are warned about.
+    cache_dir: cache folder (None = no cache). device: where the CLIP tower runs.
+    """
+
+    backend: str = "dlib"
+    backend_options: Mapping[str, Any] = field(default_factory=dict)
+    model_dir: str | None = None
+    clip: str = "tiny"
+    clip_dir: str | None = None
+    clip_seed: int = 0
+    crop_size: int = 512
+    canvas_width: int = 720
+    canvas_height: int = 480
+    clip_gray: bool = True
+    id_vector: str = "normalized"
+    min_face_size: float = 64.0
+    cache_dir: str | None = None
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.id_vector not in ("normalized", "raw"):
+            raise ValueError(f"face settings: id_vector must be 'normalized' or 'raw', got {self.id_vector!r}")
+        if self.clip not in ("tiny", "full"):
+            raise ValueError(f"face settings: clip must be 'tiny' or 'full', got {self.clip!r}")
+        for key in ("crop_size", "canvas_width", "canvas_height"):
+            if int(getattr(self, key)) <= 0:
+                raise ValueError(f"face settings: {key} must be positive, got {getattr(self, key)!r}")
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> FaceSettings:
+        """Build from a mapping; unknown keys are an error listing the valid ones."""
+        valid = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - valid)
+        if unknown:
+            raise ValueError(f"unknown face settings {unknown}; valid keys: {sorted(valid)}")
+        values = dict(values)
+        values["backend_options"] = dict(values.get("backend_options") or {})
+        return cls(**values)
+
+    def output_settings(self) -> dict:
+        """The settings that change the conditioning (part of the cache key)."""
+        return {"crop_size": int(self.crop_size), "canvas": [int(self.canvas_width), int(self.canvas_height)],
+                "clip_gray": bool(self.clip_gray), "id_vector": self.id_vector}
+
+
+# ------------------------------------------------------------------------------------------- result
+
+@dataclass
+class ReferenceConditioning:
+    """The conditioning of K reference identities, in the order of the photos.
+
+    crops: uint8 [K, S, S, 3] aligned faces; id_cond: float32 [K, rec_dim + clip_dim];
+    id_vit_hidden: 5 x float32 [K, tokens, width]; canvas: RGB PIL image (the image condition);
+    faces: the face used in each photo (photo pixel coordinates); warnings: doubts about the photos.
+    """
+
+    crops: np.ndarray
+    id_cond: torch.Tensor
+    id_vit_hidden: list[torch.Tensor]
+    canvas: Image.Image
+    faces: list[Face]
+    paths: list[str]
+    warnings: list[str]
+    cache_key: str
+    from_cache: bool = False
+
+    @property
+    def num_identities(self) -> int:
+        return int(self.id_cond.shape[0])
+
+
+# ---------------------------------------------------------------------------------- pure functions
+
+def select_face(faces: Sequence[Face], path: str | Path, image_shape: tuple[int, ...], backend: str,
+                min_face_size: float) -> tuple[Face, list[str]]:
+    """The largest face, and messages about doubts (several faces, tiny face, face cut by the border)."""
+    if not faces:
+        raise NoFaceError(path, backend)
+    face = max(faces, key=lambda f: (f.size, f.score))
+    height, width = image_shape[:2]
+    x0, y0, x1, y1 = (float(v) for v in face.box)
+    box_text = f"box ({x0:.0f}, {y0:.0f}, {x1:.0f}, {y1:.0f}), {x1 - x0:.0f}x{y1 - y0:.0f} px"
+    messages = []
+    if len(faces) > 1:
+        messages.append(f"{path}: {len(faces)} faces detected; using the largest ({box_text})")
+    if face.size < min_face_size:
+        messages.append(f"{path}: the face is tiny, {face.size:.0f} px ({box_text}), below min_face_size "
+                        f"{min_face_size:.0f} px; its identity features are unreliable, use a larger photo")
+    marks = np.asarray(face.landmarks)
+    outside = bool(((marks < 0) | (marks >= [width, height])).any())
+    if x0 <= 0 or y0 <= 0 or x1 >= width or y1 >= height or outside:
+        messages.append(f"{path}: the face touches or crosses the image border ({box_text}, image {width}x{height}); "
+                        f"it may be cut off, use a photo with the whole face inside the frame")
+    return face, messages
+
+
+def canvas_layout(num_faces: int, width: int, height: int) -> list[tuple[int, int, int]]:
+    """(x, y, size) of each face on the canvas: a centred row of equal squares.
+
+    size = min(3/4 of the height, width / K); the row is centred horizontally, the faces vertically.
+    K = 2 on 720 x 480 gives the reference placement exactly (360 px at x = 0 and 360, y = 60);
+    K = 1 puts one 360 px face in the middle (x = 180, y = 60); K = 3 gives 240 px at x = 0, 240, 480,
+    y = 120.
+    """
+    if num_faces < 1:
+        raise ValueError(f"need at least one face, got {num_faces}")
+    size = min(int(height * FACE_TO_CANVAS_HEIGHT), width // num_faces)
+    if size < 1:
+        raise ValueError(f"canvas {width}x{height} is too small for {num_faces} faces")
+    x0 = (width - num_faces * size) // 2
+    y = (height - size) // 2
+    return [(x0 + i * size, y, size) for i in range(num_faces)]
+
+
+def make_canvas(crops: np.ndarray, width: int, height: int) -> Image.Image:
+    """White RGB canvas with crops [K, S, S, 3] resized (bicubic) and pasted per canvas_layout."""
+    canvas = Image.new("RGB", (int(width), int(height)), (255, 255, 255))
+    for crop, (x, y, size) in zip(crops, canvas_layout(len(crops), int(width), int(height))):
+        face = Image.fromarray(np.ascontiguousarray(crop))
+        if face.size != (size, size):
+            face = face.resize((size, size), Image.Resampling.BICUBIC)
+        canvas.paste(face, (x, y))
+    return canvas
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes; ImageReadError when it cannot be read."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+    except OSError as exc:
+        raise ImageReadError(path, f"cannot open the file ({exc.strerror or exc})") from exc
+    return digest.hexdigest()
+
+
+# ------------------------------------------------------------------------------------- conditioner
+
+def analyzer_identity(analyzer: FaceAnalyzer) -> dict:
+    """A backend's identity for cache keys: its own `identity` when it has one."""
+    identity = getattr(analyzer, "identity", None)
+    if identity is not None:
+        return dict(identity)
+    cls = type(analyzer)
+    return {"backend": analyzer.name, "class": f"{cls.__module__}.{cls.__qualname__}"}
+
+
+class FaceConditioner:
+    """A face backend + a CLIP tower + settings: turns reference photos into ReferenceConditioning."""
+
+    def __init__(self, analyzer: FaceAnalyzer, clip: ClipFaceEncoder, settings: FaceSettings) -> None:
+        if settings.id_vector == "raw" and getattr(analyzer, "embed_face", None) is None:
+            raise ValueError(f"id_vector 'raw' needs a backend with embed_face; {analyzer.name!r} has none")
+        self.analyzer = analyzer
+        self.clip = clip
+        self.settings = settings
+
+    @property
+    def rec_dim(self) -> int:
+        return int(self.analyzer.embedding_dim)
+
+    @property
+    def id_embed_dim(self) -> int:
+        """Width of id_cond: recognizer dim + CLIP embed dim (1280 full, 160 dlib + tiny)."""
+        return self.rec_dim + int(self.clip.embed_dim)
+
+    @property
+    def vit_dim(self) -> int:
+        """Width of each id_vit_hidden tensor (1024 full, 64 tiny)."""
+        return int(self.clip.width)
+
+    @property
+    def vit_tokens(self) -> int:
+        """Tokens of each id_vit_hidden tensor (577 full, 65 tiny)."""
+        return int(self.clip.num_tokens)
+
+    @property
+    def identity(self) -> dict:
+        return {"analyzer": analyzer_identity(self.analyzer), "clip": self.clip.identity,
+                "settings": self.settings.output_settings()}
+
+    def __call__(self, photo_paths: Sequence[str | Path], use_cache: bool = True) -> ReferenceConditioning:
+        return process_references(photo_paths, self, use_cache=use_cache)
+
+
+def build_face_conditioner(settings: Mapping[str, Any] | FaceSettings) -> FaceConditioner:
+    """FaceConditioner from a plain dict of settings (see FaceSettings)."""
+    if not isinstance(settings, FaceSettings):
+        settings = FaceSettings.from_dict(settings)
+    options = dict(settings.backend_options)
+    if settings.model_dir is not None:
+        if "model_dir" in options and str(options["model_dir"]) != str(settings.model_dir):
+            raise ValueError(f"face settings give model_dir twice: {settings.model_dir!r} and "
+                             f"backend_options.model_dir {options['model_dir']!r}; keep one")
+        options["model_dir"] = settings.model_dir
+    analyzer = build_analyzer(settings.backend, **options)
+    clip = build_clip(settings.clip, settings.clip_dir, seed=settings.clip_seed, device=settings.device)
+    return FaceConditioner(analyzer, clip, settings)
+
+
+# ------------------------------------------------------------------------------------------- cache
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _face_to_json(face: Face) -> dict:
+    return {"box": [float(v) for v in face.box], "landmarks": np.asarray(face.landmarks, float).tolist(),
+            "score": float(face.score)}
+
+
+def _face_from_json(values: Mapping[str, Any]) -> Face:
+    return Face(box=np.asarray(values["box"], dtype=np.float64),
+                landmarks=np.asarray(values["landmarks"], dtype=np.float64), score=float(values["score"]))
+
+
+def _write_cache(cache_dir: Path, result: ReferenceConditioning, meta: dict) -> None:
+    from safetensors.torch import save
+
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tensors = {"crops": torch.from_numpy(np.ascontiguousarray(result.crops)),
+               "id_cond": result.id_cond.contiguous(),
+               "canvas": torch.from_numpy(np.array(result.canvas, dtype=np.uint8))}
+    for i, hidden in enumerate(result.id_vit_hidden):
+        tensors[f"id_vit_hidden.{i}"] = hidden.contiguous()
+    _atomic_write(cache_dir / f"{result.cache_key}.safetensors", save(tensors))
+    _atomic_write(cache_dir / f"{result.cache_key}.json", (json.dumps(meta, indent=1) + "\n").encode())
+
+
+def _read_cache(cache_dir: Path, key: str, identity: dict) -> ReferenceConditioning | None:
+    from safetensors.torch import load_file
+
+    meta_path, tensor_path = cache_dir / f"{key}.json", cache_dir / f"{key}.safetensors"
+    if not (meta_path.is_file() and tensor_path.is_file()):
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+        tensors = load_file(str(tensor_path))
+    except (OSError, ValueError) as exc:
+        logger.warning("ignoring unreadable reference cache entry %s: %s", meta_path, exc)
+        return None
+    if meta.get("version") != CACHE_VERSION or meta.get("identity") != identity:
+        logger.warning("ignoring reference cache entry %s: written by different models or settings", meta_path)
+        return None
+    hidden = [tensors[f"id_vit_hidden.{i}"] for i in range(len(meta["hidden_shapes"]))]
+    return ReferenceConditioning(
+        crops=tensors["crops"].numpy(), id_cond=tensors["id_cond"], id_vit_hidden=hidden,
+        canvas=Image.fromarray(tensors["canvas"].numpy(), mode="RGB"),
+        faces=[_face_from_json(f) for f in meta["faces"]], paths=list(meta["paths"]),
+        warnings=list(meta["warnings"]), cache_key=key, from_cache=True)
+
+
+# -------------------------------------------------------------------------------------------- main
+
+def process_references(photo_paths: Sequence[str | Path], conditioner: FaceConditioner,
+                       use_cache: bool = True) -> ReferenceConditioning:
+    """K photo paths (one identity each) -> ReferenceConditioning; cached under settings.cache_dir."""
+    if isinstance(photo_paths, (str, Path)):
+        raise TypeError("photo_paths must be a list of paths, one per identity, not a single path")
+    paths = [str(p) for p in photo_paths]
+    if not paths:
+        raise ValueError("process_references needs at least one reference photo")
+    settings = conditioner.settings
+    identity = conditioner.identity
+    digests = [file_sha256(p) for p in paths]
+    key = hashlib.sha256(json.dumps({"version": CACHE_VERSION, "photos": digests, "identity": identity},
+                                    sort_keys=True).encode()).hexdigest()
+    cache_dir = Path(settings.cache_dir) if (use_cache and settings.cache_dir) else None
+    if cache_dir is not None:
+        cached = _read_cache(cache_dir, key, identity)
+        if cached is not None:
+            logger.info("reference conditioning for %d photos read from cache %s", len(paths), cache_dir)
+            cached.paths = paths
+            for message in cached.warnings:
+                warnings.warn(message, FaceQualityWarning, stacklevel=2)
+            return cached
+
+    analyzer = conditioner.analyzer
+    rec_vectors, crops, faces, messages = [], [], [], []
+    for path in paths:
+        image = load_rgb(path)
+        face, face_messages = select_face(analyzer.detect(image), path, image.shape, analyzer.name,
+                                          settings.min_face_size)
+        for message in face_messages:
+            warnings.warn(message, FaceQualityWarning, stacklevel=2)
+            logger.warning(message)
+        messages.extend(face_messages)
+        vector = embed_detected_face(analyzer, image, face, normalize=settings.id_vector == "normalized")
+        vector = np.asarray(vector, dtype=np.float32).reshape(-1)
+        if vector.shape != (conditioner.rec_dim,) or not np.isfinite(vector).all() or not np.any(vector):
+            raise RuntimeError(f"{path}: the {analyzer.name!r} recognizer gave an unusable vector "
+                               f"(shape {vector.shape}, finite {bool(np.isfinite(vector).all())})")
+        rec_vectors.append(vector)
+        crops.append(analyzer.align(image, face, settings.crop_size))
+        faces.append(face)
+
+    crops_arr = np.stack(crops).astype(np.uint8)  # [K, S, S, 3]
+    features = conditioner.clip.encode(crops_arr, gray=settings.clip_gray)
+    rec = torch.from_numpy(np.stack(rec_vectors))  # [K, rec_dim]
+    id_cond = torch.cat([rec, features.pooled.float()], dim=-1).contiguous()  # [K, rec_dim + clip_dim]
+    canvas = make_canvas(crops_arr, settings.canvas_width, settings.canvas_height)
+    result = ReferenceConditioning(crops=crops_arr, id_cond=id_cond, id_vit_hidden=features.hidden, canvas=canvas,
+                                   faces=faces, paths=paths, warnings=messages, cache_key=key)
+    if cache_dir is not None:
+        meta = {"version": CACHE_VERSION, "identity": identity, "paths": paths, "photo_sha256": digests,
+                "faces": [_face_to_json(f) for f in faces], "warnings": messages,
+                "id_cond_shape": list(id_cond.shape), "hidden_shapes": [list(h.shape) for h in features.hidden]}
+        _write_cache(cache_dir, result, meta)
+    return result
