@@ -263,8 +263,8 @@ RECIPES: tuple[tuple[ShotSpec, ...], ...] = (
     (ShotSpec(20, 1),),
     (ShotSpec(16, 2), ShotSpec(16, 2, "new")),
 )
-FACE_PX = {1: (100, 128), 2: (84, 104), 3: (70, 84), 4: (64, 76)}  # face box side range by count
-SMALL_FACE_PX = (50, 56)
+FACE_PX = {1: (100, 128), 2: (84, 104), 3: (76, 90), 4: (64, 76)}  # face box side range by count
+SMALL_FACE_PX = (42, 48)  # still detected at upsample 1 (dlib boxes 44-53 px), below min_face_size 60
 
 
 def _cells(k: int) -> list[tuple[float, float, float, float]]:

@@ -1,0 +1,363 @@
+"""Data curation: raw videos -> training clips with identities, reference crops, masks and captions.
+
+Per video: decode -> shots (PySceneDetect) -> face detection every `detect_stride` frames -> tracks
+within each shot -> tracks clustered into identities over the whole video (recognizer embeddings,
+agglomerative, cannot-link for co-visible tracks; one video's identities are consistent across its
+shots, which lets a clip take its reference crop from another shot) -> one candidate clip per shot ->
+filters (each drop counted by reason) -> per kept clip: caption, reference crop per identity, masks.
+
+Each video's result is written atomically to `OUT/work/NAME.json` once it is complete (reference
+crops and masks are written before it), so a killed run resumes where it stopped: finished videos
+are reused when their file fingerprint and the settings fingerprint match. The manifest
+(`OUT/manifest.jsonl`), the report (`OUT/report.json`) and a contact sheet (`OUT/contact_sheet.png`)
+are written atomically at the end from all per-video results, in video order, so a resumed run
+produces the same manifest as an uninterrupted one.
+
+Corrupt or empty videos, videos without faces and missing or unreadable caption sidecars are
+counted (report `videos.skipped`) and skipped. With ground truth (`NAME.gt.json`, the tiny data),
+the report scores identity assignment and masks (see `ingredients.data.scoring`).
+
+CLI: `python -m ingredients.data.curate --raw DIR --out DIR [--params params.yaml]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import time
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from ingredients.data.atomic_io import write_json_atomic, write_npz_atomic, write_png_atomic
+from ingredients.data.captions import CaptionError, build_captioner
+from ingredients.data.clustering import cluster_tracks
+from ingredients.data.curation_params import CurationParams, load_curation_params
+from ingredients.data.manifest import ManifestClip, write_manifest
+from ingredients.data.masks import build_masker
+from ingredients.data.reference_crop import choose_reference, crop_reference, face_quality
+from ingredients.data.scoring import pool_scores, score_video
+from ingredients.data.shots import detect_shots
+from ingredients.data.tracking import Track, track_faces
+from ingredients.data.video_io import VideoReadError, read_video
+
+logger = logging.getLogger(__name__)
+
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm")
+RESULT_VERSION = 1
+# clip drop reasons, in the order the filters are applied
+CLIP_DROP_REASONS = ("too_short", "no_faces", "too_many_identities", "face_too_small", "briefly_visible")
+# video skip reasons
+VIDEO_SKIP_REASONS = ("empty_video", "corrupt_video", "missing_caption", "unreadable_sidecar", "no_faces")
+
+
+# ---------------------------------------------------------------------------------------------
+# components
+
+
+class Components:
+    """The face backend and plug-ins, built once per process from the settings."""
+
+    def __init__(self, params: CurationParams) -> None:
+        from ingredients.faces.registry import build_analyzer
+
+        self.analyzer = build_analyzer(params.analyzer, **params.analyzer_options)
+        self.masker = build_masker(params.masker)
+        self.captioner = build_captioner(params.captioner)
+        self.threshold = params.cluster_threshold if params.cluster_threshold is not None else float(self.analyzer.verification_threshold)
+
+    def embed(self, image: np.ndarray, face) -> np.ndarray:
+        if hasattr(self.analyzer, "embed_face"):  # dlib: its own chip extraction, the better path
+            return np.asarray(self.analyzer.embed_face(image, face), dtype=np.float64)
+        return np.asarray(self.analyzer.embed(self.analyzer.align(image, face, 112)), dtype=np.float64)
+
+
+def file_fingerprint(path: Path) -> str:
+    """Size + SHA-1 of the first and last MiB: detects replaced videos without hashing big files."""
+    size = path.stat().st_size
+    h = hashlib.sha1(str(size).encode())
+    with open(path, "rb") as f:
+        h.update(f.read(1 << 20))
+        if size > 2 << 20:
+            f.seek(-(1 << 20), os.SEEK_END)
+            h.update(f.read())
+    return h.hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------------
+# per-video processing (pure compute on decoded frames + thin writes)
+
+
+def _detect(frames: np.ndarray, shots: list[tuple[int, int]], params: CurationParams, comp: Components):
+    """Per shot: [(frame, faces)] at the detection stride, always including each shot's last frame."""
+    per_shot = []
+    for start, end in shots:
+        idx = list(range(start, end, params.detect_stride))
+        if idx[-1] != end - 1:
+            idx.append(end - 1)
+        per_shot.append([(t, comp.analyzer.detect(frames[t])) for t in idx])
+    return per_shot
+
+
+def _track_embedding(frames: np.ndarray, track: Track, samples: int, comp: Components) -> np.ndarray:
+    pick = np.unique(np.linspace(0, len(track.frames) - 1, min(samples, len(track.frames))).round().astype(int))
+    vecs = np.stack([comp.embed(frames[track.frames[i]], track.faces[i]) for i in pick])  # [S, D]
+    mean = vecs.mean(0)
+    return mean / max(float(np.linalg.norm(mean)), 1e-12)
+
+
+def _filter_clip(num_frames: int, boxes_by_identity: list[list], params: CurationParams) -> str | None:
+    """The first failing filter's reason, or None when the clip is kept."""
+    if num_frames < params.min_clip_frames:
+        return "too_short"
+    if not boxes_by_identity:
+        return "no_faces"
+    if len(boxes_by_identity) > params.max_identities:
+        return "too_many_identities"
+    for boxes in boxes_by_identity:
+        sizes = [float(np.sqrt(max(b[2] - b[0], 0) * max(b[3] - b[1], 0))) for b in boxes if b is not None]
+        if float(np.median(sizes)) < params.min_face_size:
+            return "face_too_small"
+    for boxes in boxes_by_identity:
+        if sum(b is not None for b in boxes) / num_frames < params.min_visible_fraction:
+            return "briefly_visible"
+    return None
+
+
+def curate_video(video_path: Path, out_dir: Path, params: CurationParams, comp: Components) -> dict:
+    """Curate one video; returns its result record (clips as manifest-row dicts, drop counts, timing)."""
+    t0 = time.perf_counter()
+    stem = video_path.stem
+    result = {
+        "version": RESULT_VERSION,
+        "video": stem,
+        "params": params.fingerprint(),
+        "fingerprint": file_fingerprint(video_path),
+        "status": "ok",
+        "reason": None,
+        "message": None,
+        "num_frames": 0,
+        "num_shots": 0,
+        "clips": [],
+        "dropped": {},
+        "tracks": 0,
+        "short_tracks": 0,
+        "score": None,
+    }
+
+    def skip(reason: str, message: str) -> dict:
+        logger.warning("skipping %s: %s", video_path, message)
+        result.update(status="skipped", reason=reason, message=message, seconds=time.perf_counter() - t0)
+        return result
+
+    # 1. decode
+    try:
+        frames, fps = read_video(video_path)  # [T, H, W, 3]
+    except VideoReadError as e:
+        return skip("empty_video" if video_path.stat().st_size == 0 else "corrupt_video", str(e))
+    num_frames, height, width = int(frames.shape[0]), int(frames.shape[1]), int(frames.shape[2])
+    result["num_frames"] = num_frames
+    # 2. caption (video-level sidecar; a clip-level captioner gets the range below)
+    try:
+        comp.captioner.caption(video_path, 0, num_frames)
+    except CaptionError as e:
+        return skip(e.reason, str(e))
+    # 3. shots
+    shots = detect_shots(video_path, num_frames, params.shot_detector, params.shot_threshold, params.adaptive_threshold, params.min_scene_frames)
+    result["num_shots"] = len(shots)
+    # 4. detection, 5. tracking per shot
+    detections = _detect(frames, shots, params, comp)
+    tracks: list[tuple[int, Track]] = []
+    for s, dets in enumerate(detections):
+        for tr in track_faces(dets, params.track_iou, params.track_center_factor, params.track_max_gap):
+            if len(tr.frames) >= params.min_track_detections:
+                tracks.append((s, tr))
+            else:
+                result["short_tracks"] += 1
+    result["tracks"] = len(tracks)
+    if not tracks:
+        return skip("no_faces", f"no face track in {video_path} ({num_frames} frames, {len(shots)} shots)")
+    # 6. identities: cluster tracks over the whole video
+    emb = np.stack([_track_embedding(frames, tr, params.embed_samples_per_track, comp) for _, tr in tracks])  # [N, D]
+    n = len(tracks)
+    cannot = np.zeros((n, n), dtype=bool)
+    for i in range(n):
+        for j in range(n):
+            si, ti = tracks[i]
+            sj, tj = tracks[j]
+            cannot[i, j] = i != j and si == sj and ti.first <= tj.last and tj.first <= ti.last
+    labels = cluster_tracks(emb, cannot, comp.threshold)
+    # detections per cluster over the video: reference candidates
+    candidates: dict[int, list[tuple[int, object]]] = {}
+    for (_, tr), lab in zip(tracks, labels):
+        candidates.setdefault(int(lab), []).extend(zip(tr.frames, tr.faces))
+    # 7. clips per shot, filters
+    dropped: Counter = Counter()
+    gt_path = video_path.with_suffix(".gt.json")
+    clip_masks: dict[str, np.ndarray] = {}
+    for s, (start, end) in enumerate(shots):
+        length = end - start
+        per_cluster: dict[int, list] = {}
+        for (ts, tr), lab in zip(tracks, labels):
+            if ts != s:
+                continue
+            seq = per_cluster.setdefault(int(lab), [None] * length)
+            for t, box in tr.interpolated_boxes().items():
+                seq[t - start] = [round(float(v), 2) for v in box]
+        # identities left to right by mean box centre (a stable, readable order)
+        order = sorted(per_cluster, key=lambda c: float(np.mean([(b[0] + b[2]) / 2 for b in per_cluster[c] if b is not None])))
+        boxes_by_identity = [per_cluster[c] for c in order]
+        reason = _filter_clip(length, boxes_by_identity, params)
+        if reason is not None:
+            dropped[reason] += 1
+            continue
+        clip_id = f"{stem}_s{s:02d}"
+        caption = comp.captioner.caption(video_path, start, end)
+        identities = []
+        for k, c in enumerate(order):
+            cand = sorted(candidates[c], key=lambda fc: fc[0])
+            quals = [face_quality(frames[f], face) for f, face in cand]
+            best, outside = choose_reference([f for f, _ in cand], quals, (start, end), params.reference_outside_clip)
+            ref_frame, ref_face = cand[best]
+            ref_rel = f"refs/{clip_id}/{k}.png"
+            write_png_atomic(out_dir / ref_rel, crop_reference(frames[ref_frame], ref_face.box, params.reference_margin, params.reference_size))
+            identities.append({"cluster": c, "reference": ref_rel, "reference_frame": int(ref_frame), "reference_outside_clip": outside, "boxes": per_cluster[c]})
+        mask_rel = None
+        masks = comp.masker.masks(frames[start:end], [[None if b is None else np.asarray(b) for b in seq] for seq in boxes_by_identity])
+        if masks is not None:
+            mask_rel = f"masks/{clip_id}.npz"
+            write_npz_atomic(out_dir / mask_rel, masks=masks)
+            clip_masks[clip_id] = masks
+        row = ManifestClip(
+            clip_id=clip_id,
+            video=os.path.relpath(video_path.resolve(), out_dir.resolve()),
+            start_frame=start,
+            end_frame=end,
+            fps=fps,
+            width=width,
+            height=height,
+            caption=caption,
+            mask_kind=comp.masker.kind,
+            mask_path=mask_rel,
+            identities=identities,
+        )
+        result["clips"].append(row.model_dump())
+    result["dropped"] = dict(sorted(dropped.items()))
+    # 8. score against ground truth when present
+    if gt_path.is_file():
+        with open(gt_path, encoding="utf-8") as f:
+            gt = json.load(f)
+        result["score"] = score_video(result["clips"], gt, clip_masks if comp.masker.kind == "segmentation" else None)
+    result["seconds"] = time.perf_counter() - t0
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# orchestration: pool, resume, manifest and report
+
+
+_WORKER: dict = {}
+
+
+def _init_worker(params: CurationParams) -> None:
+    _WORKER["comp"] = Components(params)
+    _WORKER["params"] = params
+
+
+def _run_one(video_path: Path, out_dir: Path) -> dict:
+    params, comp = _WORKER["params"], _WORKER["comp"]
+    result = curate_video(video_path, out_dir, params, comp)
+    write_json_atomic(out_dir / "work" / f"{video_path.stem}.json", result)
+    return result
+
+
+def list_videos(raw_dir: Path) -> list[Path]:
+    """Raw videos in a folder (top level), sorted; stems must be unique."""
+    if not raw_dir.is_dir():
+        raise FileNotFoundError(f"raw video folder not found: {raw_dir}")
+    videos = sorted(p for p in raw_dir.iterdir() if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file())
+    stems = Counter(p.stem for p in videos)
+    dup = [s for s, c in stems.items() if c > 1]
+    if dup:
+        raise ValueError(f"videos in {raw_dir} share a name stem (result files would collide): {dup}; rename them")
+    return videos
+
+
+def _load_result(path: Path, params_fp: str, video: Path) -> dict | None:
+    """A finished per-video result that is still valid for these settings and this file."""
+    if not path.is_file():
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            res = json.load(f)
+    except (OSError, json.JSONDecodeError):
+        logger.warning("ignoring unreadable result file %s (will recompute)", path)
+        return None
+    if res.get("version") != RESULT_VERSION or res.get("params") != params_fp or res.get("fingerprint") != file_fingerprint(video):
+        return None
+    return res
+
+
+def curate(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, params: CurationParams | None = None) -> dict:
+    """Curate every video in `raw_dir` into `out_dir`; returns the report (also written to disk)."""
+    from ingredients.data.report import build_report, write_contact_sheet
+
+    params = params or CurationParams()
+    raw_dir, out_dir = Path(raw_dir), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    videos = list_videos(raw_dir)
+    params_fp = params.fingerprint()
+    results: dict[str, dict] = {}
+    todo = []
+    for v in videos:
+        res = _load_result(out_dir / "work" / f"{v.stem}.json", params_fp, v)
+        if res is None:
+            todo.append(v)
+        else:
+            results[v.stem] = res
+    logger.info("%d videos: %d done before, %d to curate", len(videos), len(results), len(todo))
+    wall0 = time.perf_counter()
+    if todo and params.num_workers == 1:
+        _init_worker(params)
+        for v in tqdm(todo, desc="curate", unit="video"):
+            results[v.stem] = _run_one(v, out_dir)
+    elif todo:
+        with ProcessPoolExecutor(max_workers=params.num_workers, initializer=_init_worker, initargs=(params,)) as pool:
+            futures = {pool.submit(_run_one, v, out_dir): v for v in todo}
+            for fut in tqdm(as_completed(futures), total=len(futures), desc="curate", unit="video"):
+                results[futures[fut].stem] = fut.result()
+    wall = time.perf_counter() - wall0
+    ordered = [results[v.stem] for v in videos]
+    clips = [ManifestClip.model_validate(c) for r in ordered for c in r["clips"]]
+    write_manifest(out_dir / "manifest.jsonl", clips)
+    report = build_report(ordered, params, wall_seconds=wall, videos_this_run=[v.stem for v in todo])
+    if any(r.get("score") for r in ordered):
+        report["ground_truth"] = pool_scores([r["score"] for r in ordered if r.get("score")])
+    write_json_atomic(out_dir / "report.json", report)
+    if params.contact_sheet_clips > 0 and clips:
+        write_contact_sheet(out_dir / "contact_sheet.png", out_dir, clips, params.contact_sheet_clips, params.contact_sheet_frames)
+    return report
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Curate raw videos into training clips (manifest JSONL + report).")
+    parser.add_argument("--raw", required=True, help="folder of raw videos (+ NAME.txt captions, optional NAME.gt.json)")
+    parser.add_argument("--out", required=True, help="output folder (manifest.jsonl, report.json, refs/, masks/, work/)")
+    parser.add_argument("--params", default=None, help="YAML params file with a `curate:` section (default: built-in defaults)")
+    parser.add_argument("--section", default="curate", help="section of the params file to read")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    params = load_curation_params(args.params, args.section)
+    report = curate(args.raw, args.out, params)
+    logger.info("kept %d clips from %d videos; dropped %s; skipped videos %s; %.1f frames/s",
+                report["clips"]["kept"], report["videos"]["total"], report["clips"]["dropped"], report["videos"]["skipped"], report["throughput"]["frames_per_second"] or 0.0)
+
+
+if __name__ == "__main__":
+    main()

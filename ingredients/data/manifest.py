@@ -1,0 +1,93 @@
+"""The curated-clip manifest: JSONL, one training clip per line.
+
+Paths inside a row (video, reference crops, mask file) are relative to the manifest's folder, so a
+curated folder can be moved as a whole. Frame ranges are [start_frame, end_frame) of the source
+video; `boxes` hold one entry per clip frame (None where the identity is not visible). The masks are
+the boxes when `mask_kind == "box"`; with `"segmentation"` the file `mask_path` holds `masks`, bool
+[K, F, H, W] in the order of `identities`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ingredients.data.atomic_io import write_text_atomic
+
+Box = list[float]  # (x0, y0, x1, y1) in source-video pixels
+
+
+class ManifestIdentity(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    cluster: int = Field(ge=0, description="identity cluster id within the source video")
+    reference: str = Field(description="reference crop PNG, relative to the manifest folder")
+    reference_frame: int = Field(ge=0, description="source-video frame the crop was taken from")
+    reference_outside_clip: bool
+    boxes: list[Box | None]
+
+
+class ManifestClip(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    clip_id: str
+    video: str = Field(description="source video, relative to the manifest folder")
+    start_frame: int = Field(ge=0)
+    end_frame: int
+    fps: float = Field(gt=0)
+    width: int = Field(gt=0)
+    height: int = Field(gt=0)
+    caption: str
+    mask_kind: Literal["box", "segmentation"]
+    mask_path: str | None = None
+    identities: list[ManifestIdentity]
+
+    @model_validator(mode="after")
+    def _check(self) -> "ManifestClip":
+        n = self.end_frame - self.start_frame
+        if n <= 0:
+            raise ValueError(f"clip {self.clip_id}: end_frame {self.end_frame} must exceed start_frame {self.start_frame}")
+        for k, ident in enumerate(self.identities):
+            if len(ident.boxes) != n:
+                raise ValueError(f"clip {self.clip_id}: identity {k} has {len(ident.boxes)} boxes for {n} frames")
+        if (self.mask_kind == "segmentation") != (self.mask_path is not None):
+            raise ValueError(f"clip {self.clip_id}: mask_path must be set exactly when mask_kind is 'segmentation'")
+        return self
+
+    @property
+    def num_frames(self) -> int:
+        return self.end_frame - self.start_frame
+
+    @property
+    def num_identities(self) -> int:
+        return len(self.identities)
+
+
+def read_manifest(path: str | os.PathLike) -> list[ManifestClip]:
+    """Parse and validate a manifest; errors name the file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"manifest not found: {path}; create it with `python -m ingredients.data.curate`")
+    clips = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                clips.append(ManifestClip.model_validate(json.loads(line)))
+            except (json.JSONDecodeError, ValidationError) as e:
+                raise ValueError(f"{path}:{lineno}: invalid manifest row: {e}") from None
+    return clips
+
+
+def manifest_lines(clips: list[ManifestClip]) -> str:
+    return "".join(json.dumps(c.model_dump(), separators=(",", ":")) + "\n" for c in clips)
+
+
+def write_manifest(path: str | os.PathLike, clips: list[ManifestClip]) -> Path:
+    """Write the manifest atomically (readers see the old or the complete new file)."""
+    return write_text_atomic(path, manifest_lines(clips))

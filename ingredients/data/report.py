@@ -1,0 +1,98 @@
+"""Curation report (counts kept / dropped per reason, identity histogram, throughput) and a contact
+sheet of sample clips with boxes coloured by identity."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from ingredients.data.atomic_io import write_png_atomic
+from ingredients.data.curation_params import CurationParams
+from ingredients.data.manifest import ManifestClip
+from ingredients.data.video_io import read_video
+
+IDENTITY_COLOURS = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240)]
+
+
+def build_report(results: list[dict], params: CurationParams, wall_seconds: float, videos_this_run: list[str]) -> dict:
+    """Aggregate per-video result records (in video order) into the report dict."""
+    skipped = Counter(r["reason"] for r in results if r["status"] == "skipped")
+    dropped: Counter = Counter()
+    for r in results:
+        dropped.update(r.get("dropped", {}))
+    kept = [c for r in results for c in r["clips"]]
+    hist = Counter(len(c["identities"]) for c in kept)
+    frames = sum(r["num_frames"] for r in results)
+    seconds = sum(r.get("seconds", 0.0) for r in results)
+    run = [r for r in results if r["video"] in set(videos_this_run)]
+    run_frames = sum(r["num_frames"] for r in run)
+    return {
+        "params": params.model_dump(),
+        "params_fingerprint": params.fingerprint(),
+        "videos": {
+            "total": len(results),
+            "curated": sum(r["status"] == "ok" for r in results),
+            "skipped": dict(sorted(skipped.items())),
+            "skipped_files": {r["video"]: r["message"] for r in results if r["status"] == "skipped"},
+        },
+        "clips": {
+            "shots": sum(r.get("num_shots", 0) for r in results),
+            "kept": len(kept),
+            "dropped": dict(sorted(dropped.items())),
+            "kept_frames": sum(c["end_frame"] - c["start_frame"] for c in kept),
+            "references_outside_clip": sum(i["reference_outside_clip"] for c in kept for i in c["identities"]),
+            "identities": sum(len(c["identities"]) for c in kept),
+        },
+        "identity_histogram": {str(k): hist[k] for k in sorted(hist)},
+        "tracks": {"kept": sum(r.get("tracks", 0) for r in results), "discarded_short": sum(r.get("short_tracks", 0) for r in results)},
+        "throughput": {
+            # decoded video frames per second of per-video processing time (one process)
+            "frames": frames,
+            "processing_seconds": round(seconds, 3),
+            "frames_per_second": (frames / seconds) if seconds > 0 else None,
+            # this run only (resumed videos excluded), wall clock, all workers together
+            "run_videos": len(run),
+            "run_frames": run_frames,
+            "run_wall_seconds": round(wall_seconds, 3),
+            "run_wall_frames_per_second": (run_frames / wall_seconds) if run and wall_seconds > 0 else None,
+            "num_workers": params.num_workers,
+        },
+    }
+
+
+def _draw_clip_row(frames: np.ndarray, clip: ManifestClip, picks: list[int], thumb_h: int) -> Image.Image:
+    scale = thumb_h / clip.height
+    thumb_w = int(round(clip.width * scale))
+    row = Image.new("RGB", (thumb_w * len(picks), thumb_h + 14), (0, 0, 0))
+    draw = ImageDraw.Draw(row)
+    for j, i in enumerate(picks):
+        img = Image.fromarray(frames[i]).resize((thumb_w, thumb_h), Image.BILINEAR)
+        d = ImageDraw.Draw(img)
+        for k, ident in enumerate(clip.identities):
+            box = ident.boxes[i]
+            if box is not None:
+                d.rectangle([v * scale for v in box], outline=IDENTITY_COLOURS[k % len(IDENTITY_COLOURS)], width=2)
+        row.paste(img, (j * thumb_w, 14))
+    draw.text((2, 1), f"{clip.clip_id} K={clip.num_identities} [{clip.start_frame},{clip.end_frame})  {clip.caption[:90]}", fill=(255, 255, 255))
+    return row
+
+
+def write_contact_sheet(path: Path, manifest_dir: Path, clips: list[ManifestClip], max_clips: int, frames_per_clip: int, thumb_h: int = 96) -> Path:
+    """Rows of evenly spaced frames from up to `max_clips` clips (spread over the manifest)."""
+    sel = np.unique(np.linspace(0, len(clips) - 1, min(max_clips, len(clips))).round().astype(int))
+    rows = []
+    for ci in sel:
+        clip = clips[int(ci)]
+        frames, _ = read_video(manifest_dir / clip.video, clip.start_frame, clip.end_frame)
+        picks = np.unique(np.linspace(0, len(frames) - 1, frames_per_clip).round().astype(int)).tolist()
+        rows.append(_draw_clip_row(frames, clip, picks, thumb_h))
+    width = max(r.width for r in rows)
+    sheet = Image.new("RGB", (width, sum(r.height for r in rows)), (0, 0, 0))
+    y = 0
+    for r in rows:
+        sheet.paste(r, (0, y))
+        y += r.height
+    return write_png_atomic(path, np.asarray(sheet))
