@@ -7,6 +7,7 @@ widths match the tiny face stack (dlib 128-d recognizer + tiny CLIP: 32-d pooled
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 from pathlib import Path
@@ -94,7 +95,7 @@ def tiny_transformer_config(**overrides: Any) -> dict[str, Any]:
         "injector_heads": 4,
         "router_dim": 32,
     }
-    unknown = set(overrides) - set(config) - set(IngredientsTransformer3DModel.extract_init_dict({})[0])
+    unknown = set(overrides) - set(inspect.signature(IngredientsTransformer3DModel.__init__).parameters)
     if unknown:
         raise ValueError(f"unknown tiny transformer keys: {sorted(unknown)}")
     config.update(overrides)
