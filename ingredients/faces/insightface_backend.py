@@ -11,6 +11,7 @@ normalize=False)` gives the raw vector that the reference code concatenates into
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 import cv2
@@ -128,7 +129,9 @@ class InsightFaceAnalyzer:
         if landmarks.shape != (5, 2):
             raise ValueError(f"expected 5 landmarks [5, 2], got {landmarks.shape}")
         if size % 112 == 0:
-            return norm_crop(image, landmarks.astype(np.float32), image_size=size)
+            with warnings.catch_warnings():  # skimage >= 0.26 deprecates the estimate() norm_crop calls
+                warnings.filterwarnings("ignore", message=".*estimate.* is deprecated", category=FutureWarning)
+                return norm_crop(image, landmarks.astype(np.float32), image_size=size)
         return align_to_template(image, landmarks, size)
 
     def _vector(self, aligned: np.ndarray, normalize: bool) -> np.ndarray:
