@@ -1,0 +1,82 @@
+"""Curation on the synthesised tiny data recovers the ground truth."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+from PIL import Image
+
+from ingredients.data.manifest import read_manifest
+from tests.data.conftest import load_gt
+
+logger = logging.getLogger(__name__)
+
+# thresholds: identity assignment must be near perfect; masks are face boxes, and dlib's boxes
+# come from a fixed scale pyramid (44, 53, 63, 76, 91, ... px), so about 0.8 IoU is the ceiling
+MIN_IDENTITY_ACCURACY = 0.95
+MIN_MASK_IOU = 0.70
+
+
+def test_curation_recovers_ground_truth(tiny_curated):
+    out, report = tiny_curated
+    gt_score = report["ground_truth"]
+    logger.info("tiny curation: %s", json.dumps(gt_score))
+    assert gt_score["videos_scored"] == 4
+    assert gt_score["identity_accuracy"] >= MIN_IDENTITY_ACCURACY
+    assert gt_score["mask_iou"] >= MIN_MASK_IOU
+    assert gt_score["identity_count_accuracy"] == 1.0
+    # all 6 shots of the 4 clean videos are kept, none dropped, no video skipped
+    assert report["clips"] == {**report["clips"], "shots": 6, "kept": 6, "dropped": {}}
+    assert report["videos"]["skipped"] == {}
+    assert report["identity_histogram"] == {"1": 2, "2": 3, "3": 1}
+
+
+def test_manifest_rows_match_ground_truth_shots(tiny_curated, tiny_raw):
+    out, _ = tiny_curated
+    clips = read_manifest(out / "manifest.jsonl")
+    for clip in clips:
+        stem = clip.video.split("/")[-1].removesuffix(".mp4")
+        gt = load_gt(tiny_raw, stem)
+        shot = next(s for s in gt["shots"] if s["start"] == clip.start_frame)
+        assert clip.end_frame == shot["end"]
+        assert clip.num_identities == len(shot["identities"])
+        assert (out / clip.video).resolve() == (tiny_raw / f"{stem}.mp4").resolve()
+        assert clip.caption == (tiny_raw / f"{stem}.txt").read_text().strip()
+        assert clip.mask_kind == "box" and clip.mask_path is None
+        for ident in clip.identities:
+            # every frame of a clean shot has a box (interpolated or detected)
+            assert all(b is not None for b in ident.boxes)
+            ref = Image.open(out / ident.reference)
+            assert ref.size == (256, 256)
+
+
+def test_reference_taken_outside_the_clip_when_possible(tiny_curated, dlib_analyzer):
+    """vid_001 cuts to the same two people, vid_003 keeps one person across its cut: those
+    identities take their reference crop from the other shot; each crop holds one detectable face."""
+    out, _ = tiny_curated
+    clips = {c.clip_id: c for c in read_manifest(out / "manifest.jsonl")}
+    for clip_id in ("vid_001_s00", "vid_001_s01"):
+        for ident in clips[clip_id].identities:
+            assert ident.reference_outside_clip
+            assert not clips[clip_id].start_frame <= ident.reference_frame < clips[clip_id].end_frame
+    assert sum(i.reference_outside_clip for cid in ("vid_003_s00", "vid_003_s01") for i in clips[cid].identities) == 2
+    for clip in clips.values():
+        for ident in clip.identities:
+            faces = dlib_analyzer.detect(np.asarray(Image.open(out / ident.reference).convert("RGB")))
+            assert len(faces) == 1
+
+
+def test_report_and_contact_sheet(tiny_curated):
+    out, report = tiny_curated
+    on_disk = json.loads((out / "report.json").read_text())
+    assert on_disk["clips"] == report["clips"]
+    tp = report["throughput"]
+    assert tp["frames"] == 104 and tp["frames_per_second"] > 0
+    logger.info("tiny curation throughput: %.1f frames/s (dlib, 1 process)", tp["frames_per_second"])
+    sheet = Image.open(out / "contact_sheet.png")
+    assert sheet.width > 0 and sheet.height >= 6 * 96
+    # boxes are drawn in identity colours: the first identity's red appears
+    arr = np.asarray(sheet.convert("RGB")).reshape(-1, 3)
+    assert (np.abs(arr.astype(int) - (230, 25, 75)).sum(1) == 0).any()
