@@ -24,8 +24,9 @@ class NoFaceError(FaceError):
     def __init__(self, path: str | Path, backend: str, detail: str = "") -> None:
         self.path = str(path)
         self.backend = backend
-        hint = ("use a photo where one face is clearly visible, frontal and at least ~80 px wide "
-                "(the dlib HOG detector misses small, strongly turned or occluded faces)")
+        hint = "use a photo where one face is clearly visible, frontal and at least ~80 px wide"
+        if backend == "dlib":
+            hint += " (dlib's HOG detector misses small, strongly turned or occluded faces)"
         extra = f" ({detail})" if detail else ""
         super().__init__(f"no face found in {self.path} by the {backend!r} backend{extra}; {hint}")
 

@@ -36,9 +36,15 @@ def load(path: Path) -> np.ndarray:
         return np.asarray(image.convert("RGB"))
 
 
+# the six faces of insightface's t1.jpg (dlib boxes at upsample 1), left to right
+GROUP_BOXES = [(67, 283, 176, 391), (275, 176, 365, 266), (450, 295, 558, 403), (724, 367, 833, 475),
+               (870, 67, 1000, 197), (1118, 283, 1227, 391)]
+
+
 @pytest.fixture(scope="session")
 def photo_dir(tmp_path_factory) -> Path:
-    """Real photos as files: astronaut, grace_hopper, tom_hanks, group (t1), carphone frames 0 and 110."""
+    """Real photos as files: astronaut, grace_hopper, tom_hanks, group (t1), carphone frames 0 and 110,
+    and person_0..5: each person of the group photo cropped with a 60 % margin (one face each)."""
     from skimage import data
 
     folder = tmp_path_factory.mktemp("photos")
@@ -49,6 +55,10 @@ def photo_dir(tmp_path_factory) -> Path:
     frames = carphone_frames()
     Image.fromarray(frames[0]).save(folder / "carphone_0.png")
     Image.fromarray(frames[110]).save(folder / "carphone_110.png")
+    group = load(insightface_image("t1.jpg"))
+    for i, (x0, y0, x1, y1) in enumerate(GROUP_BOXES):
+        m = int(0.6 * (x1 - x0))
+        Image.fromarray(group[max(0, y0 - m):y1 + m, max(0, x0 - m):x1 + m]).save(folder / f"person_{i}.png")
     return folder
 
 
