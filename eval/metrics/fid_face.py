@@ -17,7 +17,6 @@ import math
 
 import numpy as np
 import torch
-from torchmetrics.image.fid import FrechetInceptionDistance
 
 from eval.context import VideoContext
 from eval.registry import MetricResult, MetricUnavailable, register
@@ -54,6 +53,8 @@ class PrecomputedFeatures(torch.nn.Module):
 
 def frechet_distance(real: torch.Tensor, fake: torch.Tensor, feature: torch.nn.Module) -> float:
     """torchmetrics FID between two sample sets passed through `feature`."""
+    from torchmetrics.image.fid import FrechetInceptionDistance  # slow import, only when needed
+
     fid = FrechetInceptionDistance(feature=feature, reset_real_features=True)
     fid.update(real, real=True)
     fid.update(fake, real=False)

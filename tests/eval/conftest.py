@@ -54,7 +54,13 @@ def photo_dir(tmp_path_factory, photos) -> Path:
     return root
 
 
-def make_benchmark(root: Path, photo_dir: Path, pairs: dict[str, tuple[str, ...]], seed: int = 0) -> Path:
+@pytest.fixture(scope="session")
+def make_benchmark(photo_dir):
+    """Factory: make_benchmark(root, {case_id: (photo name, ...)}) -> benchmark path."""
+    return lambda root, pairs, seed=0: _make_benchmark(root, photo_dir, pairs, seed)
+
+
+def _make_benchmark(root: Path, photo_dir: Path, pairs: dict[str, tuple[str, ...]], seed: int = 0) -> Path:
     """A benchmark under root/ with images copied to root/refs/, one case per entry of `pairs`."""
     refs = root / "refs"
     refs.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,143 @@
+"""The evaluation runner end to end on real faces: oracle vs no-face baselines."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import yaml
+from safetensors.numpy import save_file
+
+import eval.run as run_module
+from eval.baselines import make_no_face, make_oracle
+from eval.face_backends import AnalyzerPool
+from eval.merge import merge_runs
+from eval.params import EvalParams
+from eval.run import evaluate, main, parse_method, parse_shard
+from eval.run_layout import RunLayout, read_records
+
+N_FRAMES = 12
+PARAMS = EvalParams(max_frames=N_FRAMES, face_frame_stride=3)
+PAIRS = {"pair_a": ("astronaut", "grace"), "pair_b": ("hanks", "t1_a")}
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, make_benchmark, dlib_analyzer):
+    root = tmp_path_factory.mktemp("run")
+    bench = make_benchmark(root / "bench", PAIRS)
+    methods = {
+        "oracle": make_oracle(bench, root / "oracle", dlib_analyzer, n_frames=N_FRAMES),
+        "oracle_carphone": make_oracle(bench, root / "oracle_carphone", dlib_analyzer, n_frames=N_FRAMES, background="carphone"),
+        "no_face": make_no_face(bench, root / "no_face", n_frames=N_FRAMES),
+    }
+    # routing maps for one no_face case: 3 of 4 labelled tokens routed right at point 0, all at point 1
+    mask = np.array([0, 1, 1, -1, 0], dtype=np.int64)
+    r0 = np.array([[1, 0], [0, 1], [1, 0], [0, 1], [1, 0]], dtype=np.float32)
+    r1 = np.array([[1, 0], [0, 1], [0, 1], [1, 0], [1, 0]], dtype=np.float32)
+    save_file({"routing.0": r0, "routing.1": r1, "index_mask": mask}, str(methods["no_face"] / "pair_a.routing.safetensors"))
+    pool = AnalyzerPool(analyzers={"dlib": dlib_analyzer})
+    full = evaluate(bench, methods, root / "full", PARAMS, analyzers=pool)
+    return {"root": root, "bench": bench, "methods": methods, "pool": pool, "full": full}
+
+
+def test_records_and_aggregates(setup):
+    layout = RunLayout(setup["root"] / "full")
+    records = read_records(layout.per_video)
+    assert [(r["method"], r["case_id"]) for r in records] == sorted(
+        (m, c) for m in setup["methods"] for c in PAIRS)
+    oracle = {r["case_id"]: r for r in records if r["method"] == "oracle"}["pair_a"]
+    assert set(oracle["metrics"]) >= {"face_sim/dlib", "face_sim/dlib/id0", "face_sim/dlib/id1", "face_sim_max/dlib",
+                                      "face_found/dlib", "id_confusion/dlib", "dynamic_degree", "flow_magnitude", "flicker"}
+    assert oracle["missing"]["clip_score"].startswith("no CLIP weights configured")
+    assert "no routing maps" in oracle["missing"]["routing_acc"]
+    metrics = json.loads(layout.metrics.read_text())
+    assert metrics == setup["full"]
+    for oracle_name in ("oracle", "oracle_carphone"):
+        assert metrics[oracle_name]["face_sim/dlib"] > 0.95
+        assert metrics[oracle_name]["face_found/dlib"] == 1.0
+        assert metrics[oracle_name]["id_confusion/dlib"] == 0.0
+    assert metrics["no_face"]["face_sim/dlib"] == 0.0
+    assert metrics["no_face"]["face_found/dlib"] == 0.0
+    assert "face_sim/dlib/id0" not in metrics["oracle"]  # per-identity values are not aggregated
+    # routing maps exist for one no_face case only: point 0 = 3/4, point 1 = 4/4
+    assert metrics["no_face"]["routing_acc/0"] == pytest.approx(0.75)
+    assert metrics["no_face"]["routing_acc"] == pytest.approx(0.875)
+    missing = json.loads(layout.missing.read_text())
+    assert missing["no_face"]["routing_acc"].startswith("averaged over 1 of 2 videos")
+    assert missing["oracle"]["clip_score"].startswith("missing in all 2 videos: no CLIP weights configured")
+    assert "too few face crops" in missing["oracle"]["fid_face/dlib"]
+
+
+def test_identical_inputs_give_identical_metrics_json(setup, tmp_path):
+    """A fresh run through the CLI (own analyzer, no cache) writes byte-identical outputs."""
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"eval": {"max_frames": N_FRAMES, "face_frame_stride": 3}}))
+    argv = ["--benchmark", str(setup["bench"]), "--out", str(tmp_path / "again"), "--params", str(params)]
+    for name, folder in setup["methods"].items():
+        argv += ["--method", f"{name}={folder}"]
+    main(argv)
+    full = RunLayout(setup["root"] / "full")
+    again = RunLayout(tmp_path / "again")
+    assert again.metrics.read_bytes() == full.metrics.read_bytes()
+    assert again.per_video.read_bytes() == full.per_video.read_bytes()
+
+
+def test_split_runs_merge_to_the_same_aggregates(setup, tmp_path):
+    m = setup["methods"]
+    two = {k: m[k] for k in ("oracle", "no_face")}
+    evaluate(setup["bench"], two, tmp_path / "s0", PARAMS, shard=(0, 2), analyzers=setup["pool"])
+    evaluate(setup["bench"], two, tmp_path / "s1", PARAMS, shard=(1, 2), analyzers=setup["pool"])
+    evaluate(setup["bench"], {"oracle_carphone": m["oracle_carphone"]}, tmp_path / "m", PARAMS, analyzers=setup["pool"])
+    merged = merge_runs([tmp_path / "s1", tmp_path / "m", tmp_path / "s0"], tmp_path / "merged")
+    assert merged == setup["full"]
+    full = RunLayout(setup["root"] / "full")
+    assert (tmp_path / "merged" / "metrics.json").read_bytes() == full.metrics.read_bytes()
+    assert (tmp_path / "merged" / "per_video.jsonl").read_bytes() == full.per_video.read_bytes()
+    # runs made with other params do not merge
+    evaluate(setup["bench"], two, tmp_path / "other", EvalParams(max_frames=N_FRAMES, metrics=("flicker",)),
+             analyzers=setup["pool"])
+    with pytest.raises(ValueError, match="different params"):
+        merge_runs([tmp_path / "s0", tmp_path / "other"], tmp_path / "bad")
+
+
+def test_rerun_resumes_from_the_cache(setup, tmp_path, monkeypatch):
+    out = tmp_path / "resume"
+    shutil.copytree(setup["root"] / "full", out)
+    calls = []
+    real = run_module.evaluate_video
+    monkeypatch.setattr(run_module, "evaluate_video", lambda ctx: calls.append(ctx.case.case_id) or real(ctx))
+    assert evaluate(setup["bench"], setup["methods"], out, PARAMS, analyzers=setup["pool"]) == setup["full"]
+    assert calls == []
+    # a changed video is re-evaluated, nothing else
+    folder = tmp_path / "no_face_copy"
+    shutil.copytree(setup["methods"]["no_face"], folder)
+    shutil.copyfile(setup["methods"]["oracle"] / "pair_b.mp4", folder / "pair_b.mp4")
+    evaluate(setup["bench"], {**setup["methods"], "no_face": folder}, out, PARAMS, analyzers=setup["pool"])
+    assert calls == ["pair_b"]
+    rec = {r["case_id"]: r for r in read_records(RunLayout(out).per_video) if r["method"] == "no_face"}
+    assert rec["pair_b"]["metrics"]["face_sim/dlib"] > 0.9
+
+
+def test_bad_inputs_are_named(setup, tmp_path):
+    folder = tmp_path / "partial"
+    folder.mkdir()
+    shutil.copyfile(setup["methods"]["oracle"] / "pair_a.mp4", folder / "pair_a.mp4")
+    with pytest.raises(FileNotFoundError, match=r"method 'partial': 1 of 2 videos missing .*pair_b.mp4"):
+        evaluate(setup["bench"], {"partial": folder}, tmp_path / "o", PARAMS)
+    with pytest.raises(KeyError, match="unknown metric 'nope'"):
+        evaluate(setup["bench"], {"partial": folder}, tmp_path / "o", EvalParams(metrics=("nope",)))
+    with pytest.raises(ValueError, match="expected NAME=DIR"):
+        parse_method("oracle")
+    with pytest.raises(ValueError, match="method name"):
+        parse_method("a/b=dir")
+    with pytest.raises(ValueError, match="0 <= I < N"):
+        parse_shard("2/2")
+
+
+def test_unavailable_backend_is_reported_missing(setup, tmp_path):
+    params = EvalParams(max_frames=N_FRAMES, face_backends=("nosuch",), metrics=("face_sim", "fid_face", "flicker"))
+    metrics = evaluate(setup["bench"], {"oracle": setup["methods"]["oracle"]}, tmp_path / "o", params)
+    assert set(metrics["oracle"]) == {"flicker"}
+    missing = json.loads((tmp_path / "o" / "missing.json").read_text())["oracle"]
+    assert "face backend 'nosuch' unavailable" in missing["face_sim/nosuch"]
+    assert "no video of this method has a 'nosuch' face analysis" in missing["fid_face/nosuch"]
