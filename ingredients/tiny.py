@@ -8,7 +8,6 @@ widths match the tiny face stack (dlib 128-d recognizer + tiny CLIP: 32-d pooled
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -135,42 +134,3 @@ def save_tiny_pipeline(folder: str | Path, seed: int = 0, **transformer_override
     build_tiny_pipeline(seed, **transformer_overrides).save_pretrained(folder, safe_serialization=True)
     logger.info("saved the tiny pipeline to %s", folder)
     return folder
-
-
-def load_pipeline(folder: str | Path, torch_dtype: torch.dtype = torch.float32) -> IngredientsPipeline:
-    """Load an IngredientsPipeline folder (ours or a converted release), offline.
-
-    Each component is loaded with the class model_index.json names (diffusers or transformers);
-    diffusers' own loader cannot import classes from packages other than those two.
-    """
-    import diffusers
-    import transformers
-
-    folder = Path(folder)
-    index_path = folder / "model_index.json"
-    if not index_path.is_file():
-        raise FileNotFoundError(f"{index_path} is missing: not a pipeline folder (build one with `ingredients prepare`)")
-    index = json.loads(index_path.read_text())
-    libraries = {"diffusers": diffusers, "transformers": transformers}
-    components: dict[str, Any] = {}
-    for name in ("tokenizer", "text_encoder", "vae", "scheduler"):
-        library, class_name = index.get(name, (None, None))
-        if library is None:
-            components[name] = None
-            continue
-        if library not in libraries:
-            raise ValueError(f"{index_path}: component {name} comes from unsupported library {library!r}")
-        sub = folder / name
-        if not sub.is_dir():
-            raise FileNotFoundError(f"{sub} is missing (named in {index_path})")
-        cls = getattr(libraries[library], class_name)
-        components[name] = cls.from_pretrained(sub, local_files_only=True)
-    components["transformer"] = IngredientsTransformer3DModel.from_pretrained(folder / "transformer", local_files_only=True)
-    extra = {k: index[k] for k in ("rotary_base_height", "rotary_base_width") if k in index}
-    pipe = IngredientsPipeline(**components, **extra)
-    for module in (pipe.text_encoder, pipe.vae, pipe.transformer):
-        if module is not None:
-            module.eval()
-            if torch_dtype != torch.float32:
-                module.to(dtype=torch_dtype)
-    return pipe

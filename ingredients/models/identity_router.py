@@ -58,6 +58,33 @@ class PerceiverCrossAttention(nn.Module):
         # [B, K, H, N, d] -> [B, K, N, H*d]
         return out.permute(0, 1, 3, 2, 4).reshape(b, k_ids, n, self.heads * self.dim_head)
 
+    def folded_mix(self, id_tokens: torch.Tensor, hidden_states: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """`to_out(sum_k w_k attn_k)` with `to_q` folded into the keys and `to_out` into the values.
+
+        id_tokens [B, K, Q, kv_dim], hidden_states [B, N, dim], weights [B, N, K] -> [B, N, dim].
+        Scores are `x W_q,h^T k` = `x (W_q,h^T k)` and the output `sum P v W_out,h^T` = `P (v W_out,h^T)`,
+        so the N video tokens cost 2 x N x dim x (heads x K x Q) multiply-adds instead of
+        2 x N x dim x (heads x dim_head): cheaper whenever K x Q < dim_head (K <= 3 at full size).
+        """
+        b, n, dim = hidden_states.shape
+        k_ids, q_len = id_tokens.shape[1], id_tokens.shape[2]
+        heads, dim_head = self.heads, self.dim_head
+        x = self.norm2(hidden_states)
+        key, value = self.to_kv(self.norm1(id_tokens)).chunk(2, dim=-1)
+        # [B, K, Q, H*d] -> [B, H, K*Q, d]
+        key, value = (
+            t.reshape(b, k_ids * q_len, heads, dim_head).transpose(1, 2) for t in (key, value)
+        )
+        w_q = self.to_q.weight.reshape(heads, dim_head, dim)  # [H, d, dim]
+        w_out = self.to_out.weight.reshape(dim, heads, dim_head).transpose(0, 1)  # [H, dim, d]
+        key_folded = (key @ w_q) * dim_head**-0.5  # [B, H, K*Q, dim]
+        value_folded = value @ w_out.transpose(1, 2)  # [B, H, K*Q, dim]
+        # [B, N, dim] x [B, dim, H*K*Q] -> [B, N, H, K, Q]
+        scores = (x @ key_folded.reshape(b, heads * k_ids * q_len, dim).transpose(1, 2)).reshape(b, n, heads, k_ids, q_len)
+        probs = torch.softmax(scores.float(), dim=-1).to(x.dtype) * weights[:, :, None, :, None]
+        # [B, N, H*K*Q] x [B, H*K*Q, dim] -> [B, N, dim]
+        return probs.reshape(b, n, heads * k_ids * q_len) @ value_folded.reshape(b, heads * k_ids * q_len, dim)
+
     def forward(self, id_tokens: torch.Tensor, hidden_states: torch.Tensor) -> torch.Tensor:
         """One identity, the reference's call: id_tokens [B, Q, kv_dim], hidden_states [B, N, dim] -> [B, N, dim]."""
         return self.to_out(self.attend(id_tokens.unsqueeze(1), hidden_states)[:, 0])
@@ -75,12 +102,16 @@ class IDRouter(nn.Module):
         self.to_kv = nn.Linear(id_dim, router_dim, bias=False)
 
     def forward(self, id_tokens: torch.Tensor, hidden_states: torch.Tensor) -> torch.Tensor:
-        """id_tokens [B, K, Q, id_dim], hidden_states [B, N, dim] -> raw logits [B, N, K] (no scaling)."""
-        query = self.to_q(self.norm2(hidden_states))
+        """id_tokens [B, K, Q, id_dim], hidden_states [B, N, dim] -> raw logits [B, N, K] (no scaling).
+
+        `to_q(x) . k = x . (W_q^T k)`: the K keys are folded through `to_q` once, so the N video
+        tokens cost N x dim x K instead of N x dim x router_dim.
+        """
         # [B, K, Q, D] -> [B, K, D, Q] -> id_merge -> [B, K, D]
         merged = self.id_merge(self.norm1(id_tokens).transpose(-1, -2)).squeeze(-1)
-        key = self.to_kv(merged)
-        return torch.einsum("bnr,bkr->bnk", query, key)
+        key = self.to_kv(merged)  # [B, K, R]
+        folded = key @ self.to_q.weight  # [B, K, dim]
+        return torch.einsum("bnc,bkc->bnk", self.norm2(hidden_states), folded)
 
 
 def routed_injection(
@@ -96,15 +127,20 @@ def routed_injection(
     id_tokens [B, K, Q, D], id_mask [B, K] bool (padded identities False), hidden_states [B, N, C]
     -> (residual [B, N, C], routing logits [B, N, K] or None without a router).
     Without a router every valid identity gets the same weight (the 'no router' baseline).
-    `fused=False` applies `to_out` per identity and sums afterwards, as the reference does.
+    `fused=True` mixes identities before `to_out` (and folds the projections into the ID tokens when
+    that is cheaper); `fused=False` applies `to_out` per identity and sums afterwards, as the
+    reference does.
     """
-    feats = injector.attend(id_tokens, hidden_states)  # [B, K, N, inner]
     logits = router(id_tokens, hidden_states) if router is not None else None
     if logits is not None:
-        weights = routing_weights(logits, id_mask).to(feats.dtype)  # [B, N, K]
+        weights = routing_weights(logits, id_mask).to(hidden_states.dtype)  # [B, N, K]
     else:
-        weights = (id_mask.float() / id_mask.float().sum(-1, keepdim=True).clamp(min=1)).to(feats.dtype)
+        weights = (id_mask.float() / id_mask.float().sum(-1, keepdim=True).clamp(min=1)).to(hidden_states.dtype)
         weights = weights[:, None, :].expand(-1, hidden_states.shape[1], -1)
+    k_ids, q_len = id_tokens.shape[1], id_tokens.shape[2]
+    if fused and k_ids * q_len < injector.dim_head:
+        return injector.folded_mix(id_tokens, hidden_states, weights), logits
+    feats = injector.attend(id_tokens, hidden_states)  # [B, K, N, inner]
     if fused:
         mixed = torch.einsum("bkni,bnk->bni", feats, weights)
         return injector.to_out(mixed), logits

@@ -42,6 +42,9 @@ class IdentityBatch:
     tokens: torch.Tensor
     mask: torch.Tensor
 
+    def to(self, device: torch.device | str) -> "IdentityBatch":
+        return IdentityBatch(self.tokens.to(device), self.mask.to(device))
+
 
 class IngredientsTransformer3DModel(CogVideoXTransformer3DModel):
     """CogVideoX transformer with multi-identity conditioning (Ingredients, arXiv 2501.01790).
@@ -250,6 +253,8 @@ class IngredientsTransformer3DModel(CogVideoXTransformer3DModel):
         ref_batch = self.config.reference_batch_semantics if reference_batch_semantics is None else reference_batch_semantics
         if identities is None and id_cond is not None:
             identities = self.encode_identities(id_cond, id_vit_hidden, id_mask, batch_size=batch_size)
+        if identities is not None:
+            identities = identities.to(hidden_states.device)
         if identities is not None and identities.tokens.shape[0] not in (1, batch_size):
             raise ValueError(f"identities have batch {identities.tokens.shape[0]}, hidden_states have {batch_size}")
         if identities is not None and identities.tokens.shape[0] == 1 and batch_size > 1:

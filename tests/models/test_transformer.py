@@ -188,3 +188,17 @@ def test_bad_identity_inputs_are_named(model):
         model(**_inputs(), id_cond=id_cond, id_vit_hidden=id_vit[:4])
     with pytest.raises(ValueError, match="empty list"):
         model(**_inputs(), id_cond=[], id_vit_hidden=[])
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_folded_injection_equals_per_identity_attention(model, k):
+    """The algebraic folding of to_q/to_out into the ID tokens computes the plain attention mix."""
+    injector = model.perceiver_cross_attention[0]
+    g = torch.Generator().manual_seed(9)
+    tokens = torch.randn(B, k, 8, 64, generator=g)
+    hidden = torch.randn(B, 40, 96, generator=g)
+    weights = torch.softmax(torch.randn(B, 40, k, generator=g), dim=-1)
+    with torch.no_grad():
+        plain = injector.to_out(torch.einsum("bkni,bnk->bni", injector.attend(tokens, hidden), weights))
+        folded = injector.folded_mix(tokens, hidden, weights)
+    torch.testing.assert_close(folded, plain, rtol=0, atol=1e-5)

@@ -1,0 +1,62 @@
+"""`ingredients generate` on the tiny profile with two real photos, and its reproduction from JSON."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ingredients.cli import frame_strip, main
+from ingredients.model_folder import prepare_tiny_folder
+from ingredients.video_io import read_video
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory) -> Path:
+    return prepare_tiny_folder(tmp_path_factory.mktemp("models") / "tiny")
+
+
+def _photos() -> list[str]:
+    import insightface
+    import matplotlib.cbook
+
+    tom = Path(insightface.__file__).parent / "data" / "images" / "Tom_Hanks_54745.png"
+    return [str(tom), str(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))]
+
+
+def test_generate_writes_video_strip_and_json_and_reproduces(tiny_folder, tmp_path):
+    tom, grace = _photos()
+    out = tmp_path / "video.mp4"
+    main(["generate", "--model", str(tiny_folder), "--photo", tom, "--photo", grace, "--prompt", "two people in a park",
+          "--steps", "2", "--seed", "3", "--out", str(out), "--cache-dir", str(tmp_path / "cache")])
+    record = json.loads(out.with_suffix(".json").read_text())
+    frames, fps = read_video(out)
+    assert frames.shape == (9, 128, 128, 3) and fps == 8
+    strip = np.asarray(Image.open(out.with_suffix(".strip.png")))
+    assert strip.shape == (128, 8 * 128, 3)
+    assert record["settings"]["photos"] == [tom, grace] and record["settings"]["steps"] == 2
+    assert record["profile"] == "tiny" and len(record["photos_sha256"]) == 2
+
+    again = tmp_path / "again.mp4"
+    main(["generate", "--from-json", str(out.with_suffix(".json")), "--out", str(again), "--cache-dir", str(tmp_path / "cache")])
+    record2 = json.loads(again.with_suffix(".json").read_text())
+    assert record2["video"]["sha256_frames"] == record["video"]["sha256_frames"]
+    np.testing.assert_array_equal(read_video(again)[0], frames)
+
+
+def test_generate_reports_missing_inputs(tiny_folder, tmp_path):
+    with pytest.raises(SystemExit, match="photo not found"):
+        main(["generate", "--model", str(tiny_folder), "--photo", str(tmp_path / "nobody.jpg"), "--prompt", "x",
+              "--out", str(tmp_path / "v.mp4")])
+    with pytest.raises(SystemExit, match="--prompt"):
+        main(["generate", "--model", str(tiny_folder), "--photo", _photos()[0], "--out", str(tmp_path / "v.mp4")])
+
+
+def test_frame_strip_picks_evenly_spaced_frames():
+    frames = np.arange(20, dtype=np.uint8)[:, None, None, None] * np.ones((20, 2, 3, 3), np.uint8)
+    strip = frame_strip(frames, count=5)
+    assert strip.shape == (2, 15, 3)
+    assert strip[0, ::3, 0].tolist() == [0, 5, 10, 14, 19]
