@@ -96,8 +96,8 @@ class IngredientsVideoDataset(Dataset):
         self.manifest_path = Path(manifest)
         self.root = self.manifest_path.parent
         token_grid(height, width, vae_spatial, patch_size)  # validates divisibility
-        if num_frames < 1:
-            raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+        if num_frames < 1 or (num_frames - 1) % vae_temporal:
+            raise ValueError(f"num_frames must be {vae_temporal}n+1 (the VAE compresses time by {vae_temporal}), got {num_frames}")
         if max_identities is not None and max_identities < min_identities:
             raise ValueError(f"max_identities={max_identities} is below min_identities={min_identities}")
         all_clips = read_manifest(self.manifest_path)

@@ -24,11 +24,9 @@ def latent_frame_count(num_frames: int, temporal: int = 4) -> int:
 
 
 def latent_frame_ranges(num_frames: int, temporal: int = 4) -> list[tuple[int, int]]:
-    """Pixel frame range [start, end) of each latent frame (the last one may be partial)."""
-    ranges = [(0, 1)]
-    for f in range(1, latent_frame_count(num_frames, temporal)):
-        ranges.append((temporal * (f - 1) + 1, min(temporal * f + 1, num_frames)))
-    return ranges
+    """Pixel frame range [start, end) of each latent frame. Frames past the last full group (when
+    (F - 1) is not a multiple of temporal) belong to no latent frame."""
+    return [(0, 1)] + [(temporal * (f - 1) + 1, temporal * f + 1) for f in range(1, latent_frame_count(num_frames, temporal))]
 
 
 def token_grid(height: int, width: int, spatial: int = 8, patch: int = 2) -> tuple[int, int]:
@@ -58,7 +56,8 @@ def index_mask_from_masks(masks: torch.Tensor, spatial: int = 8, temporal: int =
 
 def index_mask_to_pixels(index_mask: torch.Tensor, num_frames: int, height: int, width: int, spatial: int = 8, temporal: int = 4, patch: int = 2) -> torch.Tensor:
     """Map a token index mask [T*h*w] back to a pixel map long [F, H, W] (each pixel takes the value
-    of the token that covers it), for tests and routing-map overlays."""
+    of the token that covers it; frames past the last latent frame get -1), for tests and
+    routing-map overlays."""
     h, w = token_grid(height, width, spatial, patch)
     ranges = latent_frame_ranges(num_frames, temporal)
     if index_mask.numel() != len(ranges) * h * w:
@@ -67,7 +66,9 @@ def index_mask_to_pixels(index_mask: torch.Tensor, num_frames: int, height: int,
     block = spatial * patch
     pix = grid.repeat_interleave(block, dim=1).repeat_interleave(block, dim=2)  # [T, H, W]
     frame_to_latent = torch.tensor([i for i, (a, b) in enumerate(ranges) for _ in range(a, b)], dtype=torch.long)
-    return pix[frame_to_latent]  # [F, H, W]
+    out = torch.full((num_frames, height, width), -1, dtype=index_mask.dtype)
+    out[: len(frame_to_latent)] = pix[frame_to_latent]
+    return out  # [F, H, W]
 
 
 def boxes_to_masks(boxes: np.ndarray, height: int, width: int) -> torch.Tensor:
