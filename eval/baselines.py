@@ -158,3 +158,31 @@ def make_no_face(benchmark: str | os.PathLike, out_dir: str | os.PathLike, n_fra
     return write_method_outputs(
         read_benchmark(benchmark), out_dir, lambda c: moving_background(n_frames, size, size, c.seed), fps
     )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """python -m eval.baselines {oracle,no_face} --benchmark FILE --out DIR [--frames 49] [--size 256]
+    [--background moving|carphone] [--backend dlib]"""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m eval.baselines", description="write a baseline method folder")
+    parser.add_argument("kind", choices=("oracle", "no_face"))
+    parser.add_argument("--benchmark", required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--frames", type=int, default=49)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--fps", type=float, default=8.0)
+    parser.add_argument("--background", choices=("moving", "carphone"), default="moving")
+    parser.add_argument("--backend", default="dlib", help="face backend used to crop the references (oracle)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    if args.kind == "oracle":
+        from ingredients.faces.registry import build_analyzer
+
+        make_oracle(args.benchmark, args.out, build_analyzer(args.backend), args.frames, args.size, args.background, args.fps)
+    else:
+        make_no_face(args.benchmark, args.out, args.frames, args.size, args.fps)
+
+
+if __name__ == "__main__":
+    main()

@@ -31,6 +31,8 @@ def merge_runs(run_dirs: list[str | os.PathLike], out_dir: str | os.PathLike) ->
     out = RunLayout(Path(out_dir))
     params_dict = None
     merged: dict[tuple[str, str], dict] = {}
+    benchmarks: set[str] = set()
+    method_dirs: dict[str, str] = {}
     for run_dir in run_dirs:
         src = RunLayout(Path(run_dir))
         if not src.params.is_file():
@@ -40,6 +42,12 @@ def merge_runs(run_dirs: list[str | os.PathLike], out_dir: str | os.PathLike) ->
             params_dict = this
         elif this != params_dict:
             raise ValueError(f"{run_dir} was evaluated with different params than {run_dirs[0]}; rerun it with the same --params")
+        if src.sources.is_file():
+            sources = json.loads(src.sources.read_text(encoding="utf-8"))
+            benchmarks.add(sources["benchmark"])
+            for name, folder in sources["methods"].items():
+                if method_dirs.setdefault(name, folder) != folder:
+                    raise ValueError(f"{run_dir}: method {name!r} was read from {folder}, another run read it from {method_dirs[name]}")
         for rec in read_records(src.per_video):
             key = (rec["method"], rec["case_id"])
             if key in merged and merged[key] != rec:
@@ -51,6 +59,10 @@ def merge_runs(run_dirs: list[str | os.PathLike], out_dir: str | os.PathLike) ->
                     shutil.copyfile(faces, tmp)
     params = params_from_dict(params_dict["eval"], "params.json:eval")
     write_json(out.params, params_dict)
+    if benchmarks:
+        if len(benchmarks) > 1:
+            raise ValueError(f"the runs evaluated different benchmarks: {sorted(benchmarks)}")
+        write_json(out.sources, {"benchmark": benchmarks.pop(), "methods": dict(sorted(method_dirs.items()))})
     write_jsonl(out.per_video, [merged[k] for k in sorted(merged)])
     return write_aggregates(out, params)
 

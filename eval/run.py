@@ -141,6 +141,8 @@ def evaluate(benchmark: str | os.PathLike, methods: dict[str, Path], out_dir: st
     logger.info("evaluated %d videos (%d from cache) into %s", len(jobs), reused, layout.root)
     records.sort(key=lambda r: (r["method"], r["case_id"]))
     write_json(layout.params, {"eval": params.to_dict()})
+    write_json(layout.sources, {"benchmark": str(Path(benchmark).resolve()),
+                                "methods": {m: str(Path(f).resolve()) for m, f in sorted(methods.items())}})
     write_jsonl(layout.per_video, records)
     return write_aggregates(layout, params)
 

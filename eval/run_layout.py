@@ -1,6 +1,7 @@
 """Where an evaluation run keeps its files (one place, so writers and readers agree).
 
     OUT/params.json                              resolved eval params of the run
+    OUT/sources.json                             {"benchmark": path, "methods": {name: folder}}
     OUT/per_video.jsonl                          one record per (method, case)
     OUT/metrics.json                             {method: {metric: value}}, from per_video.jsonl
     OUT/missing.json                             {method: {metric: reason}} for aggregates
@@ -28,6 +29,10 @@ class RunLayout:
     @property
     def params(self) -> Path:
         return self.root / "params.json"
+
+    @property
+    def sources(self) -> Path:
+        return self.root / "sources.json"
 
     @property
     def per_video(self) -> Path:

@@ -1,0 +1,206 @@
+"""HTML report of one evaluation: a metrics table per method, a bar chart per metric, and frame
+strips per case (methods side by side, detected faces boxed and labelled with the identity they
+were matched to and the similarity). Self-contained HTML with the PNGs beside it.
+
+    python -m eval.report --eval DIR [--out DIR/report] [--columns 6] [--max-cases 12]
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import logging
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure  # the object API renders with Agg, no pyplot state
+from matplotlib.patches import Rectangle
+
+from eval.atomic import atomic_path, write_text
+from eval.benchmark import Case, read_benchmark
+from eval.face_backends import load_image
+from eval.params import params_from_dict
+from eval.run_layout import RunLayout, load_faces, read_records
+from eval.video_io import read_video
+
+logger = logging.getLogger(__name__)
+
+ID_COLOURS = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4")
+UNMATCHED = "#bbbbbb"
+
+
+def safe_name(metric: str) -> str:
+    """A metric name as a file-name fragment ('face_sim/dlib' -> 'face_sim__dlib')."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", metric.replace("/", "__"))
+
+
+def _save(fig: Figure, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+
+
+def bar_chart(path: Path, metric: str, values: dict[str, float]) -> Path:
+    """One bar per method for `metric`."""
+    methods = sorted(values)
+    fig = Figure(figsize=(max(3.0, 0.9 * len(methods) + 1.5), 2.6), dpi=90)
+    ax = fig.subplots()
+    bars = ax.bar(methods, [values[m] for m in methods], color=[ID_COLOURS[i % len(ID_COLOURS)] for i in range(len(methods))])
+    ax.bar_label(bars, fmt="%.3g", fontsize=8)
+    ax.set_title(metric, fontsize=10)
+    ax.tick_params(axis="x", labelrotation=20, labelsize=8)
+    ax.margins(y=0.15)
+    fig.tight_layout()
+    _save(fig, path)
+    return path
+
+
+def _draw_faces(ax, faces, t: int) -> None:
+    """Boxes of analysed frame t, coloured and labelled by matched identity."""
+    match = faces.matches[t]
+    ref_of_face = match.ref_of_face
+    for j, box in enumerate(faces.frame_boxes(t)):
+        k = int(ref_of_face[j])
+        colour = ID_COLOURS[k % len(ID_COLOURS)] if k >= 0 else UNMATCHED
+        label = f"id{k} {match.score[k]:.2f}" if k >= 0 else "?"
+        x0, y0, x1, y1 = (float(v) for v in box)
+        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=colour, linewidth=1.5))
+        ax.text(x0, y0 - 2, label, color="white", fontsize=6, backgroundcolor=colour, va="bottom")
+
+
+def frame_strip(path: Path, case: Case, methods: dict[str, Path], layout: RunLayout, backend: str | None,
+                max_frames: int | None, stride: int, n_columns: int = 6) -> Path:
+    """Grid PNG: the references on the first row, then one row per method with `n_columns` frames
+    spread over the analysed frames, faces boxed by identity (backend's analysis, if stored)."""
+    rows = 1 + len(methods)
+    fig = Figure(figsize=(1.6 * n_columns, 1.7 * rows), dpi=90)
+    axes = fig.subplots(rows, n_columns, squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for k, ref in enumerate(case.references[:n_columns]):
+        axes[0, k].imshow(load_image(ref))
+        axes[0, k].set_title(f"id{k}", color=ID_COLOURS[k % len(ID_COLOURS)], fontsize=8)
+    for r, (method, folder) in enumerate(sorted(methods.items()), start=1):
+        video = read_video(folder / f"{case.case_id}.mp4", max_frames)
+        faces = load_faces(layout.cache_faces(method, case.case_id)).get(backend) if backend else None
+        n_analysed = faces.n_frames if faces is not None else len(range(0, len(video), stride))
+        picks = np.unique(np.linspace(0, n_analysed - 1, n_columns).round().astype(int))
+        for c, t in enumerate(picks):
+            ax = axes[r, c]
+            ax.imshow(video[min(t * stride, len(video) - 1)])
+            if faces is not None:
+                _draw_faces(ax, faces, int(t))
+            ax.set_title(f"t={t * stride}", fontsize=7)
+        axes[r, 0].text(-0.08, 0.5, method, transform=axes[r, 0].transAxes, rotation=90,
+                        ha="right", va="center", fontsize=8)
+    fig.suptitle(f"{case.case_id}: {case.prompt[:90]}", fontsize=9)
+    fig.tight_layout()
+    _save(fig, path)
+    return path
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.4g}"
+
+
+def metrics_table(metrics: dict, missing: dict) -> str:
+    """HTML table, one row per method, one column per metric; missing cells show the reason on hover."""
+    names = sorted({n for m in metrics.values() for n in m} | {n for m in missing.values() for n in m})
+    head = "".join(f"<th>{html.escape(n)}</th>" for n in names)
+    rows = []
+    for method in sorted(set(metrics) | set(missing)):
+        cells = []
+        for n in names:
+            if n in metrics.get(method, {}):
+                note = missing.get(method, {}).get(n)
+                mark = f' title="{html.escape(note)}" class="partial"' if note else ""
+                cells.append(f"<td{mark}>{_fmt(metrics[method][n])}</td>")
+            else:
+                reason = missing.get(method, {}).get(n, "not computed")
+                cells.append(f'<td class="missing" title="{html.escape(reason)}">missing</td>')
+        rows.append(f"<tr><th>{html.escape(method)}</th>{''.join(cells)}</tr>")
+    return f'<table class="metrics"><tr><th>method</th>{head}</tr>{"".join(rows)}</table>'
+
+
+CSS = """
+body { font-family: sans-serif; margin: 1.5em; color: #222; }
+table.metrics { border-collapse: collapse; font-size: 12px; }
+table.metrics td, table.metrics th { border: 1px solid #ccc; padding: 3px 6px; text-align: right; }
+td.missing { color: #999; background: #f4f4f4; } td.partial { background: #fff6d5; }
+.bars img { margin: 4px; border: 1px solid #eee; } .strip img { max-width: 100%; border: 1px solid #eee; }
+li { font-size: 12px; } div.scroll { overflow-x: auto; }
+"""
+
+
+def render_report(eval_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None,
+                  benchmark: str | os.PathLike | None = None, methods: dict[str, Path] | None = None,
+                  n_columns: int = 6, max_cases: int | None = 12) -> Path:
+    """Write `out_dir/index.html` (default eval_dir/report) and its PNGs; returns the HTML path.
+
+    The benchmark and method folders default to the run's sources.json.
+    """
+    layout = RunLayout(Path(eval_dir))
+    out = Path(out_dir) if out_dir is not None else layout.root / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    metrics = json.loads(layout.metrics.read_text(encoding="utf-8"))
+    missing = json.loads(layout.missing.read_text(encoding="utf-8")) if layout.missing.is_file() else {}
+    params = params_from_dict(json.loads(layout.params.read_text(encoding="utf-8"))["eval"])
+    if benchmark is None or methods is None:
+        if not layout.sources.is_file():
+            raise FileNotFoundError(f"{layout.sources} not found; pass benchmark= and methods= explicitly")
+        sources = json.loads(layout.sources.read_text(encoding="utf-8"))
+        benchmark = benchmark or sources["benchmark"]
+        methods = methods or {m: Path(f) for m, f in sources["methods"].items()}
+    records = read_records(layout.per_video)
+    evaluated = {r["case_id"] for r in records}
+    cases = [c for c in read_benchmark(benchmark) if c.case_id in evaluated][:max_cases]
+    backend = params.face_backends[0] if params.face_backends else None
+
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Evaluation {html.escape(layout.root.name)}</title>",
+             f"<style>{CSS}</style></head><body>",
+             f"<h1>Evaluation: {html.escape(str(layout.root))}</h1>",
+             f"<p>{len(records)} videos: {len(methods)} methods x {len(evaluated)} cases; benchmark "
+             f"<code>{html.escape(str(benchmark))}</code>; face backends {', '.join(params.face_backends)}.</p>",
+             "<h2>Metrics</h2><div class='scroll'>", metrics_table(metrics, missing),
+             "</div><h2>Per metric</h2><div class='bars'>"]
+    names = sorted({n for m in metrics.values() for n in m})
+    for name in names:
+        values = {m: v[name] for m, v in metrics.items() if name in v}
+        png = bar_chart(out / f"bars_{safe_name(name)}.png", name, values)
+        parts.append(f"<img src='{png.name}' alt='{html.escape(name)}'>")
+    parts.append("</div><h2>Frame strips</h2>")
+    if backend:
+        parts.append(f"<p>Boxes: faces found by <b>{html.escape(backend)}</b>, coloured by the reference they were "
+                     "matched to one-to-one (label: identity and cosine similarity); grey '?' = unmatched.</p>")
+    for case in cases:
+        png = frame_strip(out / f"strip_{safe_name(case.case_id)}.png", case, methods, layout, backend,
+                          params.max_frames, params.face_frame_stride, n_columns)
+        parts.append(f"<div class='strip'><h3>{html.escape(case.case_id)}</h3><img src='{png.name}' "
+                     f"alt='frames of {html.escape(case.case_id)}'></div>")
+    gaps = [(m, n, r) for m, d in sorted(missing.items()) for n, r in sorted(d.items())]
+    if gaps:
+        parts.append("<h2>Missing or partial metrics</h2><ul>")
+        parts += [f"<li><b>{html.escape(m)}</b> {html.escape(n)}: {html.escape(r)}</li>" for m, n, r in gaps]
+        parts.append("</ul>")
+    parts.append("</body></html>")
+    index = out / "index.html"
+    write_text(index, "\n".join(parts))
+    logger.info("report written to %s", index)
+    return index
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m eval.report", description=__doc__.splitlines()[0])
+    parser.add_argument("--eval", required=True, help="evaluation run folder (eval.run --out)")
+    parser.add_argument("--out", default=None, help="report folder (default: <eval>/report)")
+    parser.add_argument("--columns", type=int, default=6)
+    parser.add_argument("--max-cases", type=int, default=12)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    render_report(args.eval, args.out, n_columns=args.columns, max_cases=args.max_cases)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""The HTML report (structure, PNGs, headless Chromium rendering) and MLflow logging."""
+
+import json
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from eval.baselines import make_no_face, make_oracle
+from eval.face_backends import AnalyzerPool
+from eval.mlflow_log import log_to_mlflow
+from eval.params import EvalParams
+from eval.report import render_report
+from eval.run import evaluate
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, make_benchmark, dlib_analyzer):
+    root = tmp_path_factory.mktemp("report")
+    bench = make_benchmark(root / "bench", {"duo": ("astronaut", "grace")})
+    methods = {"oracle": make_oracle(bench, root / "oracle", dlib_analyzer, n_frames=6),
+               "no_face": make_no_face(bench, root / "no_face", n_frames=6)}
+    evaluate(bench, methods, root / "eval", EvalParams(max_frames=6, face_frame_stride=2),
+             analyzers=AnalyzerPool(analyzers={"dlib": dlib_analyzer}))
+    return root / "eval"
+
+
+class Collect(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.imgs, self.rows, self.cells = [], 0, []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "img":
+            self.imgs.append(attrs["src"])
+        elif tag == "tr":
+            self.rows += 1
+        elif tag == "td":
+            self.cells.append(attrs.get("class"))
+
+
+def test_report_structure_and_pngs(run_dir):
+    index = render_report(run_dir)
+    assert index == run_dir / "report" / "index.html"
+    page = Collect()
+    page.feed(index.read_text())
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    n_metrics = len({n for m in metrics.values() for n in m})
+    assert page.rows == 1 + len(metrics)  # header + one row per method
+    assert sum(1 for s in page.imgs if s.startswith("bars_")) == n_metrics
+    assert page.imgs.count("strip_duo.png") == 1
+    assert "missing" in page.cells  # clip_score has no weights
+    for src in page.imgs:
+        img = np.asarray(Image.open(index.parent / src).convert("RGB"))
+        assert img.shape[0] > 100 and img.shape[1] > 100
+        assert img.std() > 10, f"{src} looks blank"
+    strip = np.asarray(Image.open(index.parent / "strip_duo.png").convert("RGB")).astype(int)
+    # identity boxes are drawn in the id0 / id1 colours (#e6194b red, #3cb44b green)
+    for colour in ((0xE6, 0x19, 0x4B), (0x3C, 0xB4, 0x4B)):
+        assert (np.abs(strip - colour).sum(-1) < 30).sum() > 50
+    text = index.read_text()
+    assert "face_sim/dlib" in text and "no CLIP weights configured" in text
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium (apt-get install -y chromium)")
+def test_report_renders_in_headless_chromium(run_dir, tmp_path):
+    index = render_report(run_dir, tmp_path / "report")
+    shot = tmp_path / "shot.png"
+    subprocess.run([str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                    f"--screenshot={shot}", "--window-size=1200,1600", index.as_uri()],
+                   check=True, capture_output=True, timeout=120)
+    img = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    assert img.shape[:2] == (1600, 1200)
+    non_white = (img.sum(-1) < 700).mean()
+    assert non_white > 0.03, f"screenshot is nearly blank ({non_white:.3%} non-white)"
+    assert len(np.unique(img.reshape(-1, 3) // 16, axis=0)) > 20  # charts and frames, not just text
+
+
+def test_log_to_mlflow_one_run_per_method(run_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    ids = log_to_mlflow(run_dir, uri, "eval-test", tags={"profile": "tiny"})
+    assert sorted(ids) == ["no_face", "oracle"]
+    client = MlflowClient(tracking_uri=uri)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    for method, run_id in ids.items():
+        run = client.get_run(run_id)
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["method"] == method and run.data.tags["stage"] == "evaluate"
+        assert run.data.tags["profile"] == "tiny" and run.data.tags["git_revision"]
+        assert run.data.metrics == pytest.approx(metrics[method])
+        assert run.data.params["eval.max_frames"] == "6"
+        assert "no CLIP weights configured" in run.data.tags["missing.clip_score"]
+        assert {a.path for a in client.list_artifacts(run_id)} >= {"metrics.json", "per_video.jsonl"}
+    shutil.rmtree(run_dir / "mlflow-artifacts")
