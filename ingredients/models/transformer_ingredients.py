@@ -8,6 +8,7 @@ checkpoint loads as it is (see `reference_format.py` for its config).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -172,6 +173,21 @@ class IngredientsTransformer3DModel(CogVideoXTransformer3DModel):
             IDRouter(inner_dim, id_token_dim, num_queries, router_dim) for _ in range(num_points)
         )
 
+    @classmethod
+    def from_backbone(cls, folder: str | Path, torch_dtype: torch.dtype | None = None, **face_config: Any) -> "IngredientsTransformer3DModel":
+        """A CogVideoX transformer folder (e.g. CogVideoX-5B-I2V's `transformer/`) with new identity modules.
+
+        The backbone weights load strictly; only the projector, injectors and routers are new.
+        """
+        backbone = CogVideoXTransformer3DModel.from_pretrained(folder, torch_dtype=torch_dtype, local_files_only=True)
+        config = {k: v for k, v in backbone.config.items() if not k.startswith("_")}
+        model = cls(**config, **face_config)
+        missing, unexpected = model.load_state_dict(backbone.state_dict(), strict=False)
+        new = ("local_facial_extractor.", "perceiver_cross_attention.", "router.")
+        if unexpected or any(not k.startswith(new) for k in missing):
+            raise ValueError(f"{folder} is not a CogVideoX transformer: unexpected {unexpected[:3]}, missing {missing[:3]}")
+        return model.to(dtype=torch_dtype) if torch_dtype is not None else model
+
     @staticmethod
     def injection_layers(num_layers: int, interval: int) -> list[int]:
         """Indices of the blocks after which identity features are injected."""
@@ -240,6 +256,7 @@ class IngredientsTransformer3DModel(CogVideoXTransformer3DModel):
         identities: IdentityBatch | None = None,
         index_mask: torch.Tensor | None = None,
         reference_batch_semantics: bool | None = None,
+        use_router: bool | None = None,
         return_routing_logits: bool = False,
         return_dict: bool = True,
     ) -> tuple | IngredientsTransformerOutput:
@@ -251,6 +268,7 @@ class IngredientsTransformer3DModel(CogVideoXTransformer3DModel):
         """
         batch_size, num_frames, _, height, width = hidden_states.shape
         ref_batch = self.config.reference_batch_semantics if reference_batch_semantics is None else reference_batch_semantics
+        routed = self.config.use_router if use_router is None else use_router
         if identities is None and id_cond is not None:
             identities = self.encode_identities(id_cond, id_vit_hidden, id_mask, batch_size=batch_size)
         if identities is not None:
@@ -291,7 +309,7 @@ class IngredientsTransformer3DModel(CogVideoXTransformer3DModel):
                     attention_kwargs=attention_kwargs,
                 )
             if identities is not None and i % self.config.cross_attn_interval == 0:
-                hidden_states, logits = self._inject(point, hidden_states, identities, ref_batch)
+                hidden_states, logits = self._inject(point, hidden_states, identities, ref_batch, routed)
                 if logits is not None:
                     all_logits.append(logits)
                 point += 1
@@ -324,9 +342,9 @@ class IngredientsTransformer3DModel(CogVideoXTransformer3DModel):
         )
 
     def _inject(
-        self, point: int, hidden_states: torch.Tensor, identities: IdentityBatch, ref_batch: bool
+        self, point: int, hidden_states: torch.Tensor, identities: IdentityBatch, ref_batch: bool, routed: bool
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        router = self.router[point] if self.config.use_router else None
+        router = self.router[point] if routed else None
         tokens, mask, h = identities.tokens, identities.mask, hidden_states
         if ref_batch:
             # the reference routes and injects with sample 0 and adds that to every sample

@@ -195,6 +195,7 @@ class IngredientsPipeline(CogVideoXImageToVideoPipeline):
         callback_on_step_end_tensor_inputs: list[str] | None = None,
         max_sequence_length: int | None = None,
         reference_batch_semantics: bool | None = None,
+        use_router: bool | None = None,
         return_routing_logits: bool = False,
     ) -> IngredientsPipelineOutput | tuple:
         """Generate a video of the given identities.
@@ -203,7 +204,8 @@ class IngredientsPipeline(CogVideoXImageToVideoPipeline):
         `canvas`), or `id_cond` + `id_vit_hidden` (the reference's list form, or batched [B, K, ...]
         with `id_mask`) plus `image` (the canvas), or precomputed `identities`.
         `reference_batch_semantics=True` reproduces the reference's guidance behaviour (both branches
-        routed with the negative branch's features).
+        routed with the negative branch's features). `use_router=False` mixes identities with equal
+        weights (the no-router baseline).
         """
         callback_on_step_end_tensor_inputs = callback_on_step_end_tensor_inputs or ["latents"]
         id_cond, id_vit_hidden, id_mask, image = self._identity_inputs(references, id_cond, id_vit_hidden, id_mask, image)
@@ -295,6 +297,7 @@ class IngredientsPipeline(CogVideoXImageToVideoPipeline):
                         attention_kwargs=attention_kwargs,
                         identities=identities,
                         reference_batch_semantics=reference_batch_semantics,
+                        use_router=use_router,
                         return_routing_logits=want_logits,
                         return_dict=True,
                     )

@@ -202,3 +202,20 @@ def test_folded_injection_equals_per_identity_attention(model, k):
         plain = injector.to_out(torch.einsum("bkni,bnk->bni", injector.attend(tokens, hidden), weights))
         folded = injector.folded_mix(tokens, hidden, weights)
     torch.testing.assert_close(folded, plain, rtol=0, atol=1e-5)
+
+
+def test_from_backbone_keeps_cogvideox_weights_and_adds_identity_modules(tmp_path):
+    import inspect
+
+    from diffusers import CogVideoXTransformer3DModel
+
+    names = set(inspect.signature(CogVideoXTransformer3DModel.__init__).parameters)
+    config = tiny_transformer_config()
+    torch.manual_seed(1)
+    backbone = CogVideoXTransformer3DModel(**{k: v for k, v in config.items() if k in names}).eval()
+    backbone.save_pretrained(tmp_path)
+    model = IngredientsTransformer3DModel.from_backbone(tmp_path, **{k: v for k, v in config.items() if k not in names}).eval()
+    inputs = _inputs()
+    # without identities the model is exactly the backbone it was built from
+    torch.testing.assert_close(_run(model, **inputs), backbone(**inputs).sample.detach(), rtol=0, atol=1e-6)
+    assert len(model.router) == 4 and model.config.id_embed_dim == 160

@@ -1,0 +1,211 @@
+"""Prepare stage: the model folder every later stage starts from.
+
+    python -m ingredients.prepare --params params.yaml --out models/base [--raw data/raw]
+
+- tiny profile: build the toy model folder offline (`ingredients.model_folder.prepare_tiny_folder`)
+  and fit its VAE briefly on clips of the tiny raw videos, so that decoded samples look like the data;
+- full profile: check every weight file the profile needs and fail within seconds naming each missing
+  one with the command that fetches it; then assemble the folder from CogVideoX-5B-I2V (backbone
+  weights into IngredientsTransformer3DModel, identity modules newly initialised, or the authors'
+  released transformer when `prepare.full.ingredients` is set).
+The folder is built in a temporary sibling and renamed into place, so a killed run leaves nothing
+that the next stage would take for a finished model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .atomic import write_json
+from .config import PrepareParams, load_params, stage_params
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RequiredFile:
+    """A file the full profile needs, and how to get it on a machine with internet."""
+
+    path: Path
+    what: str
+    fetch: str
+
+
+def required_full_files(params: PrepareParams) -> list[RequiredFile]:
+    """Every file the full profile reads (CogVideoX-5B-I2V, antelopev2, EVA-CLIP, CurricularFace, CLIP)."""
+    f = params.full
+    backbone = Path(f.backbone)
+    fetch_backbone = f"huggingface-cli download THUDM/CogVideoX-5b-I2V --local-dir {backbone}"
+    files = [
+        RequiredFile(backbone / "model_index.json", "CogVideoX-5B-I2V pipeline index", fetch_backbone),
+        RequiredFile(backbone / "transformer" / "config.json", "CogVideoX-5B-I2V transformer config", fetch_backbone),
+        RequiredFile(backbone / "vae" / "config.json", "CogVideoX VAE config", fetch_backbone),
+        RequiredFile(backbone / "text_encoder" / "config.json", "T5-XXL text encoder config", fetch_backbone),
+        RequiredFile(backbone / "tokenizer" / "spiece.model", "T5 tokenizer", fetch_backbone),
+        RequiredFile(backbone / "scheduler" / "scheduler_config.json", "scheduler config", fetch_backbone),
+        RequiredFile(Path(f.antelopev2) / "scrfd_10g_bnkps.onnx", "insightface antelopev2 SCRFD detector",
+                     f"huggingface-cli download DIAMONIK7777/antelopev2 --local-dir {f.antelopev2}"),
+        RequiredFile(Path(f.antelopev2) / "glintr100.onnx", "insightface antelopev2 glintr100 recognizer",
+                     f"huggingface-cli download DIAMONIK7777/antelopev2 --local-dir {f.antelopev2}"),
+        RequiredFile(Path(f.eva_clip), "EVA02-CLIP-L-14-336 weights",
+                     f"huggingface-cli download QuanSun/EVA-CLIP EVA02_CLIP_L_336_psz14_s6B.pt --local-dir {Path(f.eva_clip).parent}"),
+        RequiredFile(Path(f.curricularface), "CurricularFace IR-101 weights (FaceSim-Cur metric)",
+                     f"huggingface-cli download BestWishYsh/ConsisID-preview face_encoder/glint360k_curricular_face_r101_backbone.bin "
+                     f"--local-dir {Path(f.curricularface).parent}"),
+        RequiredFile(Path(f.clip_score), "open_clip ViT-L-14 weights (clip_score metric)",
+                     f"huggingface-cli download laion/CLIP-ViT-L-14-laion2B-s32B-b82K open_clip_pytorch_model.bin "
+                     f"--local-dir {Path(f.clip_score).parent}"),
+    ]
+    if f.ingredients is not None:
+        fetch = f"huggingface-cli download feizc/Ingredients --local-dir {f.ingredients}"
+        files.append(RequiredFile(Path(f.ingredients) / "transformer" / "config.json", "released Ingredients transformer", fetch))
+    return files
+
+
+def check_full_profile(params: PrepareParams) -> None:
+    """Raise FileNotFoundError listing every missing file of the full profile with its fetch command."""
+    missing = [r for r in required_full_files(params) if not r.path.is_file()]
+    if missing:
+        lines = [f"  {r.path}  ({r.what})\n      fetch: {r.fetch}" for r in missing]
+        raise FileNotFoundError(
+            f"the full profile needs {len(missing)} file(s) that are missing:\n" + "\n".join(lines)
+            + "\nset the folders in params (prepare.full.*) if they live elsewhere"
+        )
+
+
+def fit_tiny_vae(vae, clips: np.ndarray, steps: int, lr: float, seed: int) -> list[float]:
+    """Fit the tiny VAE to reconstruct clips [N, F, H, W, 3] uint8 (L1 + MSE + a tiny KL); returns the losses."""
+    generator = torch.Generator().manual_seed(seed)
+    data = torch.from_numpy(clips).float().div(127.5).sub(1.0).permute(0, 4, 1, 2, 3)  # [N, F, H, W, 3] -> [N, 3, F, H, W]
+    vae.train()
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=lr)
+    losses = []
+    for _ in tqdm(range(steps), desc="fitting the tiny VAE"):
+        batch = data[torch.randint(len(data), (2,), generator=generator)]
+        posterior = vae.encode(batch).latent_dist
+        recon = vae.decode(posterior.sample(generator=generator)).sample
+        loss = (recon - batch).abs().mean() + (recon - batch).square().mean() + 1e-6 * posterior.kl().mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss))
+    vae.eval()
+    return losses
+
+
+def tiny_clips(raw: Path, num_videos: int, num_frames: int, size: int) -> np.ndarray:
+    """Centre-cropped, resized clips [N, F, size, size, 3] from the first videos of a raw folder."""
+    from PIL import Image
+
+    from .video_io import read_video
+
+    videos = sorted(raw.glob("*.mp4"))[:num_videos]
+    if not videos:
+        raise FileNotFoundError(f"no .mp4 videos in {raw} to fit the tiny VAE on (run the synth stage first)")
+    clips = []
+    for path in videos:
+        frames, _ = read_video(path, 0, num_frames)
+        if len(frames) < num_frames:
+            continue
+        h, w = frames.shape[1:3]
+        s = min(h, w)
+        y, x = (h - s) // 2, (w - s) // 2
+        clips.append(np.stack([np.asarray(Image.fromarray(f[y : y + s, x : x + s]).resize((size, size), Image.BICUBIC)) for f in frames]))
+    if not clips:
+        raise ValueError(f"no video in {raw} has {num_frames} frames")
+    return np.stack(clips)
+
+
+def prepare_tiny(params: PrepareParams, out: Path, raw: Path | None) -> dict:
+    """Build the tiny model folder into `out` (atomically) and fit its VAE on `raw` videos."""
+    from .model_folder import prepare_tiny_folder
+    from .tiny import TINY_FRAMES, TINY_HEIGHT
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        prepare_tiny_folder(tmp, seed=params.seed)
+        summary: dict = {"profile": "tiny", "seed": params.seed}
+        if params.vae_fit_steps and raw is not None:
+            from diffusers import AutoencoderKLCogVideoX
+
+            vae = AutoencoderKLCogVideoX.from_pretrained(tmp / "vae")
+            clips = tiny_clips(raw, params.vae_fit_videos, TINY_FRAMES, TINY_HEIGHT)
+            torch.manual_seed(params.seed)
+            losses = fit_tiny_vae(vae, clips, params.vae_fit_steps, params.vae_fit_lr, params.seed)
+            vae.save_pretrained(tmp / "vae")
+            summary["vae_fit"] = {"steps": params.vae_fit_steps, "clips": len(clips), "first_loss": losses[0], "last_loss": losses[-1]}
+        write_json(tmp / "prepare.json", summary)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return summary
+
+
+def prepare_full(params: PrepareParams, out: Path) -> dict:
+    """Check the full profile's files, then assemble its model folder (backbone + face encoder)."""
+    check_full_profile(params)
+    from .model_folder import RELEASED_FACE_SETTINGS, FACE_SETTINGS_FILE
+    from .models import IngredientsTransformer3DModel
+
+    f = params.full
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        backbone = Path(f.backbone)
+        for name in ("model_index.json", "vae", "text_encoder", "tokenizer", "scheduler"):
+            src = backbone / name
+            (tmp / name).symlink_to(src.resolve(), target_is_directory=src.is_dir())
+        if f.ingredients is not None:
+            (tmp / "transformer").symlink_to((Path(f.ingredients) / "transformer").resolve(), target_is_directory=True)
+        else:
+            model = IngredientsTransformer3DModel.from_backbone(backbone / "transformer", torch_dtype=torch.bfloat16)
+            model.save_pretrained(tmp / "transformer")
+        face_dir = tmp / "face_encoder"
+        face_dir.mkdir()
+        settings = dict(RELEASED_FACE_SETTINGS, model_dir=str(Path(f.antelopev2).resolve()), clip_dir=str(Path(f.eva_clip).resolve()))
+        write_json(face_dir / FACE_SETTINGS_FILE, settings)
+        write_json(tmp / "prepare.json", {"profile": "full", "backbone": str(backbone), "ingredients": f.ingredients})
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return {"profile": "full"}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m ingredients.prepare", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--raw", type=Path, help="tiny raw videos to fit the tiny VAE on")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    params: PrepareParams = stage_params(load_params(args.params), "prepare")
+    if params.profile == "full":
+        try:
+            check_full_profile(params)
+        except FileNotFoundError as err:
+            raise SystemExit(str(err)) from None
+        prepare_full(params, args.out)
+    else:
+        summary = prepare_tiny(params, args.out, args.raw)
+        logger.info("tiny model folder at %s: %s", args.out, summary)
+
+
+if __name__ == "__main__":
+    main()

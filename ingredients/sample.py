@@ -1,0 +1,178 @@
+"""Sampling stage: a benchmark x methods -> one folder of `{case_id}.mp4` per method.
+
+    python -m ingredients.sample --params params.yaml --benchmark FILE --model DIR --out DIR
+
+Methods (params `sample.methods`):
+- `ours`: the model as trained (soft routing); also writes `{case_id}.routing.safetensors` (argmax
+  routing of the last step per injection point + an index mask of where each reference's face was
+  found in the generated frames), the input of the `routing_acc` metric;
+- `ours_no_router`: the same model, every identity mixed with equal weight (no routing);
+- `canvas_only`: the backbone with the reference canvas as first frame, no ID tokens;
+- `no_identity`: the backbone with a blank canvas and no ID tokens (text only; the lower bound).
+Each video is written atomically and skipped when present, so an interrupted run resumes. With
+several processes (`accelerate launch`), cases are split between them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field
+from tqdm import tqdm
+
+from .atomic import write_json
+from .cli import to_uint8
+from .config import load_params, stage_params
+from .model_folder import load_face_conditioner, load_pipeline
+from .models import IdentityBatch
+from .video_io import write_video
+
+logger = logging.getLogger(__name__)
+
+METHODS = ("ours", "ours_no_router", "canvas_only", "no_identity")
+
+
+class SampleParams(BaseModel):
+    """The `sample:` section of params.yaml."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    methods: list[str] = Field(default_factory=lambda: list(METHODS))
+    steps: int = Field(8, ge=1)
+    guidance_scale: float = Field(6.0, ge=0)
+    num_frames: int | None = None
+    height: int | None = None
+    width: int | None = None
+    fps: float = Field(8.0, gt=0)
+    reference_batch_semantics: bool = False
+    save_routing: bool = True
+
+    def model_post_init(self, _context: Any) -> None:
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown:
+            raise ValueError(f"sample.methods: unknown {unknown}; allowed: {list(METHODS)}")
+
+
+@dataclass
+class CaseResult:
+    case_id: str
+    method: str
+    skipped: bool
+
+
+def identities_for(method: str, pipe, references) -> IdentityBatch:
+    """ID tokens for a method: the references' own, or none at all (mask all False)."""
+    cond, vit = references.id_cond[None], [v[None] for v in references.id_vit_hidden]  # [1, K, ...]
+    mask = torch.full(cond.shape[:2], method in ("ours", "ours_no_router"), dtype=torch.bool)
+    with torch.no_grad():
+        return pipe.transformer.encode_identities(cond, vit, mask)
+
+
+def canvas_for(method: str, references) -> Image.Image:
+    """The first-frame condition: the reference canvas, or a blank one for the text-only baseline."""
+    if method == "no_identity":
+        return Image.new("RGB", references.canvas.size, (255, 255, 255))
+    return references.canvas
+
+
+def routing_record(logits: list[torch.Tensor], video: np.ndarray, references, analyzer, grid: tuple[int, int, int]) -> dict[str, np.ndarray]:
+    """Routing logits [F, h, w, K] per injection point, and the index mask [F, h, w] of where each
+    reference's face was found (one-to-one matched above the backend's threshold) in the video."""
+    from eval.video_faces import analyze_frames, embed_reference
+    from ingredients.data.index_mask import index_mask_from_masks
+
+    out = {f"routing.{n}": z[0].float().reshape(*grid, -1).numpy() for n, z in enumerate(logits)}
+    refs = np.stack([embed_reference(analyzer, crop, f"reference crop {k}") for k, crop in enumerate(references.crops)])
+    faces = analyze_frames(analyzer, video, refs)
+    masks = np.zeros((len(refs),) + video.shape[:3], dtype=bool)  # [K, F, H, W]
+    for t, match in enumerate(faces.matches):
+        boxes = faces.frame_boxes(t)
+        for k, j in enumerate(match.face_of_ref):
+            if j >= 0 and match.score[k] >= faces.threshold:
+                x0, y0, x1, y1 = (max(int(round(v)), 0) for v in boxes[j])
+                masks[k, t, y0:y1, x0:x1] = True
+    out["index_mask"] = index_mask_from_masks(torch.from_numpy(masks)).reshape(grid).numpy().astype(np.int64)
+    return out
+
+
+def sample_benchmark(params: SampleParams, benchmark: Path, model: Path, out: Path, cache_dir: Path | None = None) -> list[CaseResult]:
+    """Generate every (method, case) video not yet present; returns what was done."""
+    from accelerate import PartialState
+
+    from eval.benchmark import read_benchmark
+
+    state = PartialState()
+    cases = read_benchmark(benchmark)
+    pipe = load_pipeline(model).to(state.device)
+    pipe.set_progress_bar_config(disable=True)
+    conditioner = load_face_conditioner(model, pipe, cache_dir=cache_dir)
+    results: list[CaseResult] = []
+    work = [(m, c) for m in params.methods for c in cases]
+    with state.split_between_processes(work) as mine:
+        for method, case in tqdm(mine, desc=f"sampling (process {state.process_index})", disable=not state.is_local_main_process):
+            video_path = out / method / f"{case.case_id}.mp4"
+            if video_path.is_file():
+                results.append(CaseResult(case.case_id, method, skipped=True))
+                continue
+            references = conditioner([str(p) for p in case.references])
+            want_routing = method == "ours" and params.save_routing
+            result = pipe(
+                prompt=case.prompt,
+                image=canvas_for(method, references),
+                identities=identities_for(method, pipe, references),
+                height=params.height,
+                width=params.width,
+                num_frames=params.num_frames,
+                num_inference_steps=params.steps,
+                guidance_scale=params.guidance_scale,
+                generator=torch.Generator().manual_seed(int(case.seed)),
+                reference_batch_semantics=params.reference_batch_semantics,
+                use_router=method != "ours_no_router",
+                return_routing_logits=want_routing,
+                output_type="np",
+            )
+            video = to_uint8(result.frames[0])
+            if want_routing:
+                from safetensors.numpy import save_file
+
+                from .atomic import atomic_path
+
+                unit = pipe.vae_scale_factor_spatial * pipe.transformer.config.patch_size
+                grid = ((video.shape[0] - 1) // pipe.vae_scale_factor_temporal + 1, video.shape[1] // unit, video.shape[2] // unit)
+                record = routing_record(result.routing_logits, video, references, conditioner.analyzer, grid)
+                with atomic_path(out / method / f"{case.case_id}.routing.safetensors") as tmp:
+                    save_file(record, str(tmp))
+            write_video(video_path, video, fps=params.fps)  # last: its presence marks the case done
+            results.append(CaseResult(case.case_id, method, skipped=False))
+    state.wait_for_everyone()
+    if state.is_main_process:
+        write_json(out / "samples.json", {"benchmark": str(benchmark), "model": str(model), "params": params.model_dump(),
+                                          "methods": {m: sorted(c.case_id for c in cases) for m in params.methods}})
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m ingredients.sample", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--benchmark", type=Path, required=True)
+    parser.add_argument("--model", type=Path, required=True, help="model folder (e.g. the stage-2 output)")
+    parser.add_argument("--out", type=Path, required=True, help="one sub-folder per method is written here")
+    parser.add_argument("--cache-dir", type=Path, default=Path(".ingredients_cache/references"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    params: SampleParams = stage_params(load_params(args.params), "sample")
+    results = sample_benchmark(params, args.benchmark, args.model, args.out, args.cache_dir)
+    done = sum(not r.skipped for r in results)
+    logger.info("sampled %d videos (%d already present) into %s", done, len(results) - done, args.out)
+
+
+if __name__ == "__main__":
+    main()
