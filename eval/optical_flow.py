@@ -57,7 +57,10 @@ def load_raft(model_name: str, weights: str | None) -> torch.nn.Module:
 
 @torch.no_grad()
 def raft_flow(frames: np.ndarray, model: torch.nn.Module) -> np.ndarray:
-    """Flow [F-1, H, W, 2] with RAFT; frames are padded to a multiple of 8 as RAFT requires."""
+    """Flow [F-1, H, W, 2] with RAFT; frames are padded to a multiple of 8 as RAFT requires.
+    RAFT's correlation pyramid needs frames of at least 128 x 128."""
+    if min(frames.shape[1:3]) < 128:
+        raise MetricUnavailable(f"RAFT needs frames of at least 128 x 128, got {frames.shape[2]} x {frames.shape[1]}; use flow.method farneback")
     x = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1.0  # [F, H, W, 3] -> [F, 3, H, W]
     h, w = x.shape[-2:]
     ph, pw = (-h) % 8, (-w) % 8

@@ -14,6 +14,7 @@ resumes and only recomputes what changed. `--shard I/N` evaluates every N-th cas
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import logging
@@ -57,8 +58,26 @@ def parse_shard(spec: str) -> tuple[int, int]:
     return index, count
 
 
+@functools.lru_cache(maxsize=1)
+def code_digest() -> str:
+    """Digest of the source that determines per-video values (metric modules, matching, face
+    analysis, flow, and the face backends), so editing it invalidates cached records."""
+    import eval as eval_pkg
+    import ingredients.faces as faces_pkg
+
+    root = Path(eval_pkg.__file__).parent
+    files = sorted((root / "metrics").glob("*.py")) + [
+        root / n for n in ("context.py", "face_matching.py", "video_faces.py", "optical_flow.py", "face_backends.py")
+    ] + sorted(Path(faces_pkg.__file__).parent.glob("*.py"))
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
 def fingerprint(ctx: VideoContext) -> str:
-    """Cache key of one (method, case) evaluation: inputs' content and the params."""
+    """Cache key of one (method, case) evaluation: the inputs' content, the params and the code."""
     case = ctx.case
     routing = file_digest(ctx.routing_path) if ctx.routing_path.is_file() else None
     payload = {
@@ -68,6 +87,7 @@ def fingerprint(ctx: VideoContext) -> str:
         "video": file_digest(ctx.video_path),
         "routing": routing,
         "params": ctx.params.to_dict(),
+        "code": code_digest(),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 

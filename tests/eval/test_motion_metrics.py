@@ -52,3 +52,22 @@ def test_dynamic_degree_rule_matches_vbench_counts():
     # 16 frames -> count_num = round(4 * 16 / 16) = 4 pairs above 6 x 256/256 = 6 px
     assert is_dynamic(np.array([7, 7, 7, 7, 0, 0]), 16, 256, 256)
     assert not is_dynamic(np.array([7, 7, 7, 6, 0, 0]), 16, 256, 256)
+
+
+def test_raft_needs_weights_and_runs_with_a_local_file(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+    from torchvision.models.optical_flow import raft_small
+
+    from eval.optical_flow import load_raft, raft_flow
+
+    with pytest.raises(MetricUnavailable, match="flow.raft_weights is not set"):
+        load_raft("raft_small", None)
+    with pytest.raises(MetricUnavailable, match="RAFT weights file not found"):
+        load_raft("raft_small", str(tmp_path / "none.pth"))
+    torch.manual_seed(0)
+    path = tmp_path / "raft_small.safetensors"  # untrained weights: checks loading and shapes only
+    save_file({k: v.contiguous() for k, v in raft_small(weights=None).state_dict().items()}, str(path))
+    model = load_raft("raft_small", str(path))
+    flow = raft_flow(panned(shift_per_frame=2, n=3, size=132), model)  # 132 is not a multiple of 8
+    assert flow.shape == (2, 132, 132, 2) and np.isfinite(flow).all()
