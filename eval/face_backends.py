@@ -54,6 +54,15 @@ class AnalyzerPool:
         self._failures: dict[str, str] = {}
         self._refs: dict[tuple[str, str], np.ndarray | str] = {}
 
+    def check_names(self, backends: tuple[str, ...]) -> None:
+        """Unknown backend names are a configuration error (not a missing metric)."""
+        from ingredients.faces.registry import available_backends
+
+        known = set(available_backends()) | set(self._analyzers)
+        unknown = [b for b in backends if b not in known]
+        if unknown:
+            raise ValueError(f"eval.face_backends: unknown backend(s) {unknown}; valid names: {sorted(known)}")
+
     def get(self, backend: str) -> FaceAnalyzer:
         """The analyzer for `backend`; MetricUnavailable with the reason when it cannot be built."""
         if backend in self._analyzers:
@@ -64,7 +73,7 @@ class AnalyzerPool:
             from ingredients.faces.registry import build_analyzer
 
             analyzer = build_analyzer(backend, **self._options.get(backend, {}))
-        except (ImportError, FileNotFoundError, KeyError, ValueError, RuntimeError, OSError) as exc:
+        except (ImportError, OSError, RuntimeError) as exc:  # missing package, weights file, model load
             reason = f"face backend {backend!r} unavailable: {type(exc).__name__}: {exc}"
             logger.warning(reason)
             self._failures[backend] = reason

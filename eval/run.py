@@ -140,6 +140,7 @@ def evaluate(benchmark: str | os.PathLike, methods: dict[str, Path], out_dir: st
         raise ValueError("no --method given")
     check_method_dirs(methods, cases)
     analyzers = analyzers or AnalyzerPool(params.face_backend_options)
+    analyzers.check_names(params.face_backends)
     layout = RunLayout(Path(out_dir))
     records = []
     jobs = [(m, folder, c) for m, folder in methods.items() for c in cases]

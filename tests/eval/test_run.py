@@ -135,9 +135,13 @@ def test_bad_inputs_are_named(setup, tmp_path):
 
 
 def test_unavailable_backend_is_reported_missing(setup, tmp_path):
-    params = EvalParams(max_frames=N_FRAMES, face_backends=("nosuch",), metrics=("face_sim", "fid_face", "flicker"))
+    params = EvalParams(max_frames=N_FRAMES, metrics=("face_sim", "fid_face", "flicker"),
+                        face_backend_options={"dlib": {"model_dir": str(tmp_path / "no_models")}})
     metrics = evaluate(setup["bench"], {"oracle": setup["methods"]["oracle"]}, tmp_path / "o", params)
     assert set(metrics["oracle"]) == {"flicker"}
     missing = json.loads((tmp_path / "o" / "missing.json").read_text())["oracle"]
-    assert "face backend 'nosuch' unavailable" in missing["face_sim/nosuch"]
-    assert "no video of this method has a 'nosuch' face analysis" in missing["fid_face/nosuch"]
+    assert "face backend 'dlib' unavailable: FileNotFoundError: dlib model file missing" in missing["face_sim/dlib"]
+    assert "no video of this method has a 'dlib' face analysis" in missing["fid_face/dlib"]
+    with pytest.raises(ValueError, match=r"eval.face_backends: unknown backend\(s\) \['nosuch'\]"):
+        evaluate(setup["bench"], {"oracle": setup["methods"]["oracle"]}, tmp_path / "o2",
+                 EvalParams(face_backends=("nosuch",)))
