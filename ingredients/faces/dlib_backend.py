@@ -27,6 +27,7 @@ off). Both are L2-normalised.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import logging
 from pathlib import Path
@@ -85,6 +86,14 @@ def default_model_dir() -> Path:
             "install them with `.venv/bin/pip install face-recognition-models==0.3.0`"
         )
     return Path(list(spec.submodule_search_locations)[0]) / "models"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _chip_from_unit(size: int = CHIP_SIZE, padding: float = CHIP_PADDING) -> np.ndarray:
@@ -156,14 +165,17 @@ class DlibFaceAnalyzer:
         self._recognizer = dlib.face_recognition_model_v1(str(files["rec"]))
         self._shape68 = dlib.shape_predictor(str(files["shape68"])) if "shape68" in files else None
         self.model_files = files
+        self._digests: dict[str, str] | None = None
 
     @property
     def identity(self) -> dict:
-        """What determines this backend's outputs (for cache keys)."""
+        """What determines this backend's outputs (for cache keys): versions, model file hashes, options."""
+        if self._digests is None:
+            self._digests = {key: f"{path.name}:{_sha256(path)}" for key, path in sorted(self.model_files.items())}
         return {
             "backend": self.name,
             "dlib": self._dlib.__version__,
-            "files": {k: [p.name, p.stat().st_size] for k, p in sorted(self.model_files.items())},
+            "files": self._digests,
             "upsample": self.upsample,
             "min_score": self.min_score,
             "num_jitters": self.num_jitters,

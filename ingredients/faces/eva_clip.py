@@ -361,7 +361,8 @@ def build_clip(kind: str, path: str | Path | None = None, seed: int = 0,
                device: str | torch.device = "cpu") -> ClipFaceEncoder:
     """kind 'tiny' (path: saved folder, or None to build from `seed`) or 'full' (path: file or folder)."""
     if kind == "tiny":
-        return load_tiny_clip(path) if path is not None else build_tiny_clip(seed)
+        encoder = load_tiny_clip(path) if path is not None else build_tiny_clip(seed)
+        return encoder.to(device)
     if kind == "full":
         if path is None:
             raise ValueError(f"clip kind 'full' needs a weight path (a file or folder with {' / '.join(FULL_FILE_CANDIDATES)})")

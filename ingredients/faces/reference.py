@@ -300,6 +300,7 @@ def _write_cache(cache_dir: Path, result: ReferenceConditioning, meta: dict) -> 
 
 
 def _read_cache(cache_dir: Path, key: str, identity: dict) -> ReferenceConditioning | None:
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     meta_path, tensor_path = cache_dir / f"{key}.json", cache_dir / f"{key}.safetensors"
@@ -308,13 +309,16 @@ def _read_cache(cache_dir: Path, key: str, identity: dict) -> ReferenceCondition
     try:
         meta = json.loads(meta_path.read_text())
         tensors = load_file(str(tensor_path))
-    except (OSError, ValueError) as exc:
-        logger.warning("ignoring unreadable reference cache entry %s: %s", meta_path, exc)
+        hidden = [tensors[f"id_vit_hidden.{i}"] for i in range(len(meta["hidden_shapes"]))]
+        missing = [name for name in ("crops", "id_cond", "canvas") if name not in tensors]
+        if missing:
+            raise KeyError(f"tensors {missing} missing")
+    except (OSError, ValueError, KeyError, SafetensorError) as exc:
+        logger.warning("ignoring unreadable reference cache entry %s: %s", tensor_path, exc)
         return None
     if meta.get("version") != CACHE_VERSION or meta.get("identity") != identity:
         logger.warning("ignoring reference cache entry %s: written by different models or settings", meta_path)
         return None
-    hidden = [tensors[f"id_vit_hidden.{i}"] for i in range(len(meta["hidden_shapes"]))]
     return ReferenceConditioning(
         crops=tensors["crops"].numpy(), id_cond=tensors["id_cond"], id_vit_hidden=hidden,
         canvas=Image.fromarray(tensors["canvas"].numpy(), mode="RGB"),

@@ -130,6 +130,16 @@ def test_cache_hit_on_rerun(conditioner, photo_dir, monkeypatch):
     assert process_references(paths, other).cache_key != first.cache_key
 
 
+def test_corrupt_cache_entry_is_recomputed(dlib_analyzer, tiny_clip, photo_dir, tmp_path):
+    conditioner = FaceConditioner(dlib_analyzer, tiny_clip, FaceSettings(crop_size=64, cache_dir=str(tmp_path)))
+    first = process_references([photo_dir / "person_1.png"], conditioner)
+    (tmp_path / f"{first.cache_key}.safetensors").write_bytes(b"garbage")
+    again = process_references([photo_dir / "person_1.png"], conditioner)
+    assert not again.from_cache
+    torch.testing.assert_close(again.id_cond, first.id_cond, rtol=0, atol=0)
+    assert process_references([photo_dir / "person_1.png"], conditioner).from_cache  # rewritten
+
+
 def test_cache_key_follows_photo_bytes_not_names(conditioner, photo_dir, tmp_path):
     source = photo_dir / "person_0.png"
     copy = tmp_path / "renamed.png"
