@@ -11,8 +11,10 @@ too small, a shot that is too short, an identity that only appears briefly, a cr
 Per video `NAME.mp4` it writes the caption sidecar `NAME.txt` and the ground truth `NAME.gt.json`
 (shot boundaries, per-frame boxes with identity names and visible fraction). `split.json` lists the
 training and held-out identities; held-out identities never appear in the videos and their reference
-photos go to `heldout/NAME.png` (for the evaluation benchmark). Everything is deterministic in the
-seed. CLI: `python -m ingredients.data.synth --out DIR --seed N [--num-videos N]`.
+photos go to `heldout/NAME.png` (for the evaluation benchmark); a few videos of the held-out people
+only go to `heldout/videos/` (curate them separately for held-out clips, e.g. routing accuracy).
+Everything is deterministic in the seed.
+CLI: `python -m ingredients.data.synth --out DIR --seed N [--num-videos N] [--num-heldout-videos N]`.
 """
 
 from __future__ import annotations
@@ -359,6 +361,7 @@ class SynthSummary:
     videos: list[str]
     train_identities: list[str]
     heldout_identities: list[str]
+    heldout_videos: list[str]
 
 
 def split_identities(seed: int, num_heldout: int) -> tuple[list[str], list[str]]:
@@ -371,10 +374,21 @@ def split_identities(seed: int, num_heldout: int) -> tuple[list[str], list[str]]
     return [n for n in names if n not in held], held
 
 
-def synthesize_video(index: int, seed: int, train_ids: list[str]) -> tuple[np.ndarray, dict, str]:
-    """One raw video: (frames [T, H, W, 3] uint8, ground truth dict, caption), deterministic."""
+# videos of the held-out identities only (for held-out curation, e.g. routing accuracy)
+HELDOUT_RECIPES: tuple[tuple[ShotSpec, ...], ...] = (
+    (ShotSpec(17, 2),),
+    (ShotSpec(12, 1), ShotSpec(17, 2, "mix")),
+)
+HELDOUT_INDEX_OFFSET = 10_000  # keeps held-out videos' random streams apart from the training ones
+
+
+def synthesize_video(index: int, seed: int, train_ids: list[str], recipe: tuple[ShotSpec, ...] | None = None) -> tuple[np.ndarray, dict, str]:
+    """One raw video: (frames [T, H, W, 3] uint8, ground truth dict, caption), deterministic.
+
+    Identities are drawn from `train_ids`; the recipe defaults to RECIPES[index % len(RECIPES)].
+    """
     rng = np.random.default_rng([seed, index])
-    recipe = RECIPES[index % len(RECIPES)]
+    recipe = recipe if recipe is not None else RECIPES[index % len(RECIPES)]
     pool = list(train_ids)
     shots: list[tuple[ShotSpec, list[str], str]] = []
     prev: list[str] = []
@@ -416,13 +430,38 @@ def synthesize_video(index: int, seed: int, train_ids: list[str]) -> tuple[np.nd
     return video, gt, _caption(shots)
 
 
-def synthesize(out: str | os.PathLike, seed: int = 0, num_videos: int = 14, num_heldout: int = 2, indices: list[int] | None = None) -> SynthSummary:
-    """Write the tiny raw data set into `out` (see the module docstring); returns a summary."""
+def _write_video_files(folder: Path, stem: str, video: np.ndarray, gt: dict, caption: str) -> None:
+    write_video(folder / f"{stem}.mp4", video, FPS)
+    write_text_atomic(folder / f"{stem}.txt", caption + "\n")
+    write_json_atomic(folder / f"{stem}.gt.json", gt, indent=None)
+    logger.info("wrote %s: %d frames, %d shots, identities %s", stem, gt["num_frames"], len(gt["shots"]), gt["identities"])
+
+
+def synthesize(
+    out: str | os.PathLike,
+    seed: int = 0,
+    num_videos: int = 14,
+    num_heldout: int = 2,
+    indices: list[int] | None = None,
+    num_heldout_videos: int = 0,
+) -> SynthSummary:
+    """Write the tiny raw data set into `out` (see the module docstring); returns a summary.
+
+    indices: which recipe-cycled videos to write (default: 0..num_videos-1). num_heldout_videos:
+    videos of the held-out identities only, in `out/heldout/videos/` (needs num_heldout >= 2).
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     train_ids, held_ids = split_identities(seed, num_heldout)
+    if num_heldout_videos and len(held_ids) < 2:
+        raise ValueError(f"num_heldout_videos={num_heldout_videos} needs num_heldout >= 2, got {num_heldout}")
     for name in held_ids:
         write_png_atomic(out / "heldout" / f"{name}.png", face_photo(name))
+    heldout_videos = []
+    for j in range(num_heldout_videos):
+        video, gt, caption = synthesize_video(HELDOUT_INDEX_OFFSET + j, seed, held_ids, HELDOUT_RECIPES[j % len(HELDOUT_RECIPES)])
+        _write_video_files(out / "heldout" / "videos", f"vid_h{j:02d}", video, gt, caption)
+        heldout_videos.append(f"heldout/videos/vid_h{j:02d}.mp4")
     write_json_atomic(
         out / "split.json",
         {
@@ -430,6 +469,7 @@ def synthesize(out: str | os.PathLike, seed: int = 0, num_videos: int = 14, num_
             "train_identities": train_ids,
             "heldout_identities": held_ids,
             "heldout_references": {n: f"heldout/{n}.png" for n in held_ids},
+            "heldout_videos": heldout_videos,
             "descriptions": {s.name: s.description for s in IDENTITY_SOURCES},
         },
     )
@@ -437,12 +477,9 @@ def synthesize(out: str | os.PathLike, seed: int = 0, num_videos: int = 14, num_
     for i in indices if indices is not None else range(num_videos):
         video, gt, caption = synthesize_video(i, seed, train_ids)
         stem = f"vid_{i:03d}"
-        write_video(out / f"{stem}.mp4", video, FPS)
-        write_text_atomic(out / f"{stem}.txt", caption + "\n")
-        write_json_atomic(out / f"{stem}.gt.json", gt, indent=None)
+        _write_video_files(out, stem, video, gt, caption)
         names.append(stem)
-        logger.info("wrote %s: %d frames, %d shots, identities %s", stem, gt["num_frames"], len(gt["shots"]), gt["identities"])
-    return SynthSummary(videos=names, train_identities=train_ids, heldout_identities=held_ids)
+    return SynthSummary(videos=names, train_identities=train_ids, heldout_identities=held_ids, heldout_videos=heldout_videos)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -451,9 +488,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num-videos", type=int, default=14)
     parser.add_argument("--num-heldout", type=int, default=2, help="identities held out of the videos")
+    parser.add_argument("--num-heldout-videos", type=int, default=2, help="videos of held-out identities, in OUT/heldout/videos/")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    summary = synthesize(args.out, seed=args.seed, num_videos=args.num_videos, num_heldout=args.num_heldout)
+    summary = synthesize(args.out, seed=args.seed, num_videos=args.num_videos, num_heldout=args.num_heldout, num_heldout_videos=args.num_heldout_videos)
     logger.info("%d videos in %s; held out: %s", len(summary.videos), args.out, summary.heldout_identities)
 
 

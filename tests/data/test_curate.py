@@ -80,3 +80,20 @@ def test_report_and_contact_sheet(tiny_curated):
     # boxes are drawn in identity colours: the first identity's red appears
     arr = np.asarray(sheet.convert("RGB")).reshape(-1, 3)
     assert (np.abs(arr.astype(int) - (230, 25, 75)).sum(1) == 0).any()
+
+
+def test_heldout_videos_hold_only_heldout_people_and_curate(tmp_path):
+    from ingredients.data.curate import curate
+    from ingredients.data.curation_params import CurationParams
+    from ingredients.data.synth import synthesize
+
+    summary = synthesize(tmp_path / "raw", seed=0, indices=[], num_heldout_videos=2)
+    assert summary.videos == [] and len(summary.heldout_videos) == 2
+    split = json.loads((tmp_path / "raw" / "split.json").read_text())
+    assert split["heldout_videos"] == summary.heldout_videos
+    for rel in summary.heldout_videos:
+        gt = load_gt(tmp_path / "raw" / "heldout" / "videos", rel.split("/")[-1].removesuffix(".mp4"))
+        assert set(gt["identities"]) == set(summary.heldout_identities)
+    report = curate(tmp_path / "raw" / "heldout" / "videos", tmp_path / "heldout_curated", CurationParams())
+    assert report["clips"]["kept"] == 3 and report["identity_histogram"] == {"1": 1, "2": 2}
+    assert report["ground_truth"]["identity_accuracy"] >= MIN_IDENTITY_ACCURACY
