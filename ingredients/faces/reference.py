@@ -321,7 +321,7 @@ def _read_cache(cache_dir: Path, key: str, identity: dict) -> ReferenceCondition
         return None
     return ReferenceConditioning(
         crops=tensors["crops"].numpy(), id_cond=tensors["id_cond"], id_vit_hidden=hidden,
-        canvas=Image.fromarray(tensors["canvas"].numpy(), mode="RGB"),
+        canvas=Image.fromarray(tensors["canvas"].numpy()),
         faces=[_face_from_json(f) for f in meta["faces"]], paths=list(meta["paths"]),
         warnings=list(meta["warnings"]), cache_key=key, from_cache=True)
 
