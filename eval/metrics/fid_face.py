@@ -71,7 +71,7 @@ def prepare(ctx: VideoContext) -> None:
         try:
             ctx.faces(backend)
         except MetricUnavailable:
-            pass
+            continue  # no analysis for this backend: compute() reports fid_face/<R> missing
 
 
 @register("fid_face", level="aggregate", prepare=prepare)
