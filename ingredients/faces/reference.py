@@ -346,9 +346,16 @@ def process_references(photo_paths: Sequence[str | Path], conditioner: FaceCondi
         cached = _read_cache(cache_dir, key, identity)
         if cached is not None:
             logger.info("reference conditioning for %d photos read from cache %s", len(paths), cache_dir)
-            cached.paths = paths
+            # the stored messages name the files of the first run: name this run's files instead
+            renamed = []
             for message in cached.warnings:
+                for old, new in zip(cached.paths, paths):
+                    if message.startswith(f"{old}: "):
+                        message = f"{new}: " + message[len(old) + 2:]
+                        break
                 warnings.warn(message, FaceQualityWarning, stacklevel=2)
+                renamed.append(message)
+            cached.paths, cached.warnings = paths, renamed
             return cached
 
     analyzer = conditioner.analyzer

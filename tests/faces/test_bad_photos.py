@@ -30,15 +30,17 @@ def test_no_face_names_the_file(conditioner, tmp_path):
     assert info.value.path == str(path)
 
 
-def test_several_faces_use_the_largest_and_warn(conditioner, photo_dir):
+def test_several_faces_use_the_largest_and_warn(conditioner, photo_dir, tmp_path):
     path = photo_dir / "group.png"
     with pytest.warns(FaceQualityWarning, match=r"group\.png: 6 faces detected; using the largest .*130x130 px"):
         result = process_references([path], conditioner)
     np.testing.assert_array_equal(result.faces[0].box, [870, 67, 1000, 197])
-    # a cache hit repeats the warning
-    with pytest.warns(FaceQualityWarning, match="6 faces detected"):
-        again = process_references([path], conditioner)
-    assert again.from_cache
+    # a cache hit repeats the warning, naming the file it was given this time
+    copy = tmp_path / "same_group.png"
+    copy.write_bytes(path.read_bytes())
+    with pytest.warns(FaceQualityWarning, match=r"same_group\.png: 6 faces detected"):
+        again = process_references([copy], conditioner)
+    assert again.from_cache and again.warnings[0].startswith(str(copy))
 
 
 def test_tiny_face_warns_with_its_size(conditioner, photo_dir):
