@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -103,9 +104,9 @@ def test_cache_hit_on_rerun(conditioner, photo_dir, monkeypatch):
     first = process_references(paths, conditioner)
     assert not first.from_cache
     cache = conditioner.settings.cache_dir
-    files = sorted(p.name for p in __import__("pathlib").Path(cache).iterdir() if first.cache_key in p.name)
+    files = sorted(p.name for p in Path(cache).iterdir() if first.cache_key in p.name)
     assert files == [f"{first.cache_key}.json", f"{first.cache_key}.safetensors"]
-    meta = json.loads((__import__("pathlib").Path(cache) / f"{first.cache_key}.json").read_text())
+    meta = json.loads((Path(cache) / f"{first.cache_key}.json").read_text())
     assert meta["id_cond_shape"] == [2, 160] and len(meta["faces"]) == 2
 
     def fail(*args, **kwargs):
