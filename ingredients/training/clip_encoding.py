@@ -1,0 +1,220 @@
+"""Training clips -> the frozen encoders' outputs, and the latents a training step draws from them.
+
+`ClipEncoder.encode` turns one clip (frames, caption, reference photos) into an `EncodedClip`: the
+VAE latent distributions of the clip and of the reference canvas, the caption's text embedding and
+the identity conditioning. These are deterministic, so they can be cached (see
+`encoding_cache.py`); the random parts (latent samples, noise, timesteps) are drawn per step from
+per-sample generators (`sample_video_latents`, `canvas_latents`).
+
+The image condition is built exactly as `IngredientsPipeline.prepare_latents` builds it at
+inference: the canvas of the clip's reference crops, VAE-encoded into the first latent frame,
+scaled by the VAE scaling factor, zeros after.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+FINGERPRINT_MAX_ELEMENTS = 1 << 20
+
+
+@dataclass
+class EncodedClip:
+    """The frozen encoders' outputs for one clip (float32, CPU).
+
+    video_dist [2C, F, h, w] and canvas_dist [2C, 1, h, w]: VAE latent distribution parameters
+    (mean ⊕ log-variance); prompt_embeds [T, D]; id_cond [K, D]; id_vit_hidden: scales x [K, Tv, Dv].
+    """
+
+    video_dist: torch.Tensor
+    canvas_dist: torch.Tensor
+    prompt_embeds: torch.Tensor
+    id_cond: torch.Tensor
+    id_vit_hidden: list[torch.Tensor]
+
+    @property
+    def num_identities(self) -> int:
+        return int(self.id_cond.shape[0])
+
+    def to_tensors(self) -> dict[str, torch.Tensor]:
+        out = {"video_dist": self.video_dist, "canvas_dist": self.canvas_dist,
+               "prompt_embeds": self.prompt_embeds, "id_cond": self.id_cond}
+        out.update({f"id_vit_hidden.{i}": h for i, h in enumerate(self.id_vit_hidden)})
+        return {k: v.contiguous() for k, v in out.items()}
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> "EncodedClip":
+        scales = sorted(int(k.split(".")[1]) for k in tensors if k.startswith("id_vit_hidden."))
+        if scales != list(range(len(scales))) or not scales:
+            raise ValueError(f"encoded clip has id_vit_hidden scales {scales}; expected 0..n-1")
+        return cls(tensors["video_dist"], tensors["canvas_dist"], tensors["prompt_embeds"], tensors["id_cond"],
+                   [tensors[f"id_vit_hidden.{i}"] for i in scales])
+
+
+def module_fingerprint(module: nn.Module, max_elements: int = FINGERPRINT_MAX_ELEMENTS) -> str:
+    """sha256 of a module's class, config and weights (each tensor's bytes; tensors larger than
+    `max_elements` contribute an evenly strided sample of that many elements plus their sum)."""
+    digest = hashlib.sha256()
+    digest.update(f"{type(module).__module__}.{type(module).__qualname__}".encode())
+    config = getattr(module, "config", None)
+    if config is not None:
+        as_dict = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+        digest.update(json.dumps(as_dict, sort_keys=True, default=str).encode())
+    with torch.no_grad():
+        for name, tensor in module.state_dict().items():
+            flat = tensor.detach().reshape(-1)
+            digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+            if flat.numel() > max_elements:
+                stride = flat.numel() // max_elements
+                digest.update(repr(float(flat.double().sum())).encode())
+                flat = flat[::stride][:max_elements]
+            digest.update(flat.to("cpu").contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def sample_video_latents(video_dist: torch.Tensor, generators: Sequence[torch.Generator], scaling_factor: float) -> torch.Tensor:
+    """Draw clip latents from their distributions [B, 2C, F, h, w] -> scaled latents [B, F, C, h, w]
+    (one generator per sample), as CogVideoX training does: latent_dist.sample() * scaling_factor."""
+    if len(generators) != video_dist.shape[0]:
+        raise ValueError(f"{len(generators)} generators for a batch of {video_dist.shape[0]}")
+    samples = [DiagonalGaussianDistribution(video_dist[i : i + 1]).sample(g) for i, g in enumerate(generators)]
+    return (torch.cat(samples) * scaling_factor).permute(0, 2, 1, 3, 4)  # [B, C, F, h, w] -> [B, F, C, h, w]
+
+
+def canvas_latents(
+    canvas_dist: torch.Tensor,
+    generators: Sequence[torch.Generator],
+    num_latent_frames: int,
+    scaling_factor: float,
+    invert_scale_latents: bool = False,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """The image condition [B, F, C, h, w] from canvas distributions [B, 2C, 1, h, w]: a sample of
+    the first latent frame, scaled, then zeros (IngredientsPipeline.prepare_latents' steps)."""
+    if len(generators) != canvas_dist.shape[0]:
+        raise ValueError(f"{len(generators)} generators for a batch of {canvas_dist.shape[0]}")
+    dtype = dtype or canvas_dist.dtype
+    first = [DiagonalGaussianDistribution(canvas_dist[i : i + 1]).sample(g) for i, g in enumerate(generators)]
+    first = torch.cat(first).to(dtype).permute(0, 2, 1, 3, 4)  # [B, C, 1, h, w] -> [B, 1, C, h, w]
+    first = first / scaling_factor if invert_scale_latents else first * scaling_factor
+    padding = first.new_zeros(first.shape[0], num_latent_frames - 1, *first.shape[2:])
+    return torch.cat([first, padding], dim=1)
+
+
+class ClipEncoder:
+    """The frozen encoders of a pipeline plus the face stack: clips -> EncodedClip (optionally cached).
+
+    Identity conditioning and text embeddings are memoised in memory by reference paths and prompt
+    (both encoders are deterministic and the inputs do not change during a run).
+    """
+
+    def __init__(self, pipe, conditioner, height: int, width: int, device: torch.device | str = "cpu",
+                 dtype: torch.dtype = torch.float32, cache=None) -> None:
+        self.pipe = pipe
+        self.conditioner = conditioner
+        self.height, self.width = int(height), int(width)
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.cache = cache
+        self.max_sequence_length = int(pipe.transformer.config.max_text_seq_length)
+        self._references: dict[tuple[str, ...], Any] = {}
+        self._prompts: dict[str, torch.Tensor] = {}
+        self._identity: dict | None = None
+
+    @property
+    def identity(self) -> dict:
+        """What the encodings depend on besides the clip: models, face stack, sizes, dtype."""
+        if self._identity is None:
+            self._identity = {
+                "vae": module_fingerprint(self.pipe.vae),
+                "text_encoder": module_fingerprint(self.pipe.text_encoder),
+                "face": self.conditioner.identity,
+                "height": self.height,
+                "width": self.width,
+                "max_sequence_length": self.max_sequence_length,
+                "dtype": str(self.dtype),
+            }
+        return self._identity
+
+    # ---------------------------------------------------------------- pieces
+    @torch.no_grad()
+    def prompt_embeds(self, prompts: Sequence[str]) -> torch.Tensor:
+        """Text embeddings [B, T, D] (float32, CPU) as the pipeline computes them (memoised per prompt)."""
+        new = sorted({p for p in prompts if p not in self._prompts})
+        if new:
+            embeds, _ = self.pipe.encode_prompt(
+                prompt=new, negative_prompt=None, do_classifier_free_guidance=False,
+                max_sequence_length=self.max_sequence_length, device=self.device, dtype=self.dtype,
+            )
+            self._prompts.update(zip(new, embeds.float().cpu()))
+        return torch.stack([self._prompts[p] for p in prompts])
+
+    def references(self, paths: Sequence[str]):
+        """ReferenceConditioning of the clip's reference photos (memoised)."""
+        key = tuple(str(p) for p in paths)
+        if key not in self._references:
+            self._references[key] = self.conditioner(list(key))
+        return self._references[key]
+
+    @torch.no_grad()
+    def _vae_dist(self, pixels: torch.Tensor) -> torch.Tensor:
+        """VAE latent distribution parameters of [1, 3, F, H, W] pixels in [-1, 1] -> [2C, F', h, w]."""
+        dist = self.pipe.vae.encode(pixels.to(self.device, self.dtype)).latent_dist
+        return dist.parameters[0].float().cpu()
+
+    def canvas_pixels(self, canvas) -> torch.Tensor:
+        """The canvas as the pipeline preprocesses it: [1, 3, H, W] in [-1, 1]."""
+        return self.pipe.video_processor.preprocess(canvas, height=self.height, width=self.width)
+
+    # ---------------------------------------------------------------- clip
+    def encode(self, frames: torch.Tensor, prompt: str, reference_paths: Sequence[str]) -> EncodedClip:
+        """One clip: frames [F, 3, H, W] in [-1, 1], its caption and reference photo paths."""
+        if frames.shape[-2:] != (self.height, self.width):
+            raise ValueError(f"frames are {tuple(frames.shape[-2:])}, the encoder works at {(self.height, self.width)}")
+        key = None
+        if self.cache is not None:
+            key = self.cache.key(self.identity, frames, prompt, reference_paths)
+            cached = self.cache.get(key)
+            if cached is not None:
+                return cached
+        refs = self.references(reference_paths)
+        encoded = EncodedClip(
+            video_dist=self._vae_dist(frames.permute(1, 0, 2, 3)[None]),  # [F, 3, H, W] -> [1, 3, F, H, W]
+            canvas_dist=self._vae_dist(self.canvas_pixels(refs.canvas).unsqueeze(2)),  # [1, 3, H, W] -> [1, 3, 1, H, W]
+            prompt_embeds=self.prompt_embeds([prompt])[0],
+            id_cond=refs.id_cond.float().cpu(),
+            id_vit_hidden=[h.float().cpu() for h in refs.id_vit_hidden],
+        )
+        if self.cache is not None:
+            self.cache.put(key, encoded)
+        return encoded
+
+    def encode_batch(self, batch: dict) -> list[EncodedClip]:
+        """Every clip of a collated batch (see ingredients.data.dataset.collate_ingredients)."""
+        return [self.encode(f, p, r) for f, p, r in zip(batch["frames"], batch["prompt"], batch["reference_paths"])]
+
+
+def frames_digest(frames: torch.Tensor) -> str:
+    """sha256 of a frame tensor's shape, dtype and bytes."""
+    array = np.ascontiguousarray(frames.detach().cpu().numpy())
+    digest = hashlib.sha256(f"{array.shape}:{array.dtype}".encode())
+    digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def reference_digests(paths: Sequence[str | Path]) -> list[str]:
+    from ingredients.faces.reference import file_sha256
+
+    return [file_sha256(p) for p in paths]

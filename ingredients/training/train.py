@@ -1,0 +1,111 @@
+"""Train one stage: `python -m ingredients.training.train --params params.yaml --stage stage1
+--manifest FILE --init MODEL_DIR --out DIR [--resume CHECKPOINT_DIR|latest] [--val-manifest FILE]`.
+
+Paths come from the command line; every hyperparameter comes from the params file's `train`
+section: `train.common` holds shared values and each stage section overrides them (deep merge).
+Multi-process: `accelerate launch [--config_file configs/accelerate/<x>.yaml] -m
+ingredients.training.train ...` (see configs/accelerate/README.md).
+
+Params layout (every key optional unless marked; defaults shown):
+
+```yaml
+train:
+  common:
+    seed: 0
+    mixed_precision: "no"        # no | bf16 | fp16 | auto (bf16 on a GPU, no on CPU)
+    tracking_uri: null           # MLflow; null = $MLFLOW_TRACKING_URI or sqlite:///mlflow.db
+    experiment: ingredients
+    log_mlflow: true
+    log_every: 1                 # flush train_log.csv every N steps
+    grad_accum: 1
+    max_grad_norm: 1.0           # null = no clipping
+    weight_decay: 1.0e-4
+    adam_betas: [0.9, 0.999]
+    adam_eps: 1.0e-8
+    gradient_checkpointing: false
+    ddp_find_unused_parameters: true
+    lr_schedule: {name: constant_with_warmup, warmup_steps: 0, num_cycles: 1, power: 1.0}
+    ema: {enabled: false, decay: 0.999, update_after_step: 0}
+    dropout: {text: 0.0, identity: 0.0}          # classifier-free guidance dropout per sample
+    loss: {diffusion_weight: 1.0, face_weight: 0.0}
+    data: {num_frames: null, height: null, width: null,   # null = the transformer's sample size
+           min_coverage: 0.5, temporal_sampling: uniform, frame_stride: 1, num_workers: 0}
+    precompute: {enabled: false, cache_dir: null}          # null = <out>/cache
+    checkpoint: {every: 0, keep: 2}                        # every N steps (0 = at the end only)
+    validation: {every: 0, num_clips: 2, timesteps: [100, 300, 500, 700, 900],
+                 inference_steps: 4, guidance_scale: 1.0, seed: 1234}
+  stage1:
+    steps: 60                    # required: optimizer steps
+    lr: 1.0e-3                   # required
+    batch_size: 2                # global batch per micro-step (split across processes)
+    init_from: model             # model | <stage name> (then --init must be that stage's out/model)
+    train: {projector: true, injectors: true, routers: false,
+            backbone: frozen,    # frozen | scaled_lr | lora
+            backbone_lr_scale: 0.1, lora_rank: 8, lora_alpha: null}
+    identities: {min: 1, max: 1}
+    routing: {weight: 0.0, kind: ce}                       # ce | mse
+  stage2:
+    steps: 60
+    lr: 5.0e-4
+    batch_size: 2
+    init_from: stage1
+    train: {projector: true, injectors: true, routers: true, backbone: frozen}
+    identities: {min: 2, max: 3}
+    routing: {weight: 1.0, kind: ce}
+```
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+
+import yaml
+
+from .stage_spec import build_stage_spec
+from .trainer import RunPaths, Trainer
+
+logger = logging.getLogger(__name__)
+
+
+def read_params(path: str | os.PathLike) -> dict:
+    """The params file as a dict; its `train` section must exist."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"params file not found: {path}")
+    with open(path, encoding="utf-8") as f:
+        params = yaml.safe_load(f) or {}
+    if not isinstance(params, dict) or "train" not in params:
+        raise ValueError(f"{path}: no 'train' section; see `python -m ingredients.training.train --help` for the layout")
+    return params
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m ingredients.training.train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", required=True, help="params YAML with a 'train' section")
+    parser.add_argument("--stage", required=True, help="stage section of train (e.g. stage1, stage2)")
+    parser.add_argument("--manifest", required=True, help="curated training manifest (JSONL)")
+    parser.add_argument("--init", required=True, help="model folder to start from (or the previous stage's out/model)")
+    parser.add_argument("--out", required=True, help="output folder (model/, checkpoints/, logs, validation/)")
+    parser.add_argument("--resume", default=None, help="checkpoint folder, or 'latest' (the newest under OUT/checkpoints)")
+    parser.add_argument("--val-manifest", default=None, help="held-out manifest for validation (default: the training manifest)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    rank = int(os.environ.get("RANK", "0"))
+    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    params = read_params(args.params)
+    spec = build_stage_spec(params["train"], args.stage)
+    paths = RunPaths(manifest=Path(args.manifest), init=Path(args.init), out=Path(args.out),
+                     val_manifest=Path(args.val_manifest) if args.val_manifest else None, resume=args.resume)
+    Trainer(spec, paths).fit()
+
+
+if __name__ == "__main__":
+    main()

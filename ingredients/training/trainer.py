@@ -1,0 +1,552 @@
+"""The trainer: one `fit()` for every stage, driven by a StageSpec (data), run through accelerate.
+
+`fit()` is a list of `prepare_*` steps, then the loop, then the model folder:
+accelerator -> models -> trainable parameters -> data -> encoder (+ precompute) -> optimizer and lr
+schedule -> EMA -> accelerate.prepare -> resume -> validation clips -> tracking -> train -> save.
+
+Distributed semantics: `batch_size` is the global batch of one micro-step; accelerate splits each
+batch across processes (split_batches), DDP averages gradients, and every sample's random draws come
+from its own generator keyed by (seed, micro-step, global index), so N processes reproduce one
+process's loss curve and a resumed run continues exactly. Outputs under `out/`:
+    model/            the final model folder (base components + trained transformer), loadable by
+                      ingredients.model_folder.load_pipeline; model/training_info.json describes it
+    checkpoints/      step-XXXXXXXX/ folders (see checkpoint.py)
+    train_log.csv     one row per optimizer step (DVC plots); val_log.csv one row per validation
+    validation/       step-XXXXXXXX_sample.png (frame strip) and _routing.png (routing maps)
+    cache/            encoded clips when precompute is on (unless precompute.cache_dir is set)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, GradientAccumulationPlugin, set_seed
+from diffusers import CogVideoXDPMScheduler
+from diffusers.optimization import get_scheduler
+from diffusers.training_utils import EMAModel
+from torch.utils.data import DataLoader
+
+from ingredients.atomic import write_json
+from ingredients.data.dataset import IdentityCountBatchSampler, IngredientsVideoDataset, collate_ingredients
+from ingredients.model_folder import load_face_conditioner, load_pipeline
+from ingredients.tracking import git_revision, start_run
+
+from . import checkpoint as ckpt
+from .clip_encoding import ClipEncoder
+from .encoding_cache import EncodingCache
+from .metrics_file import MetricsFile, peak_memory_mb
+from .sample_randomness import sample_generators
+from .stage_spec import StageSpec
+from .step import build_step_inputs, compute_losses
+from .trainable import add_backbone_lora, configure_trainable, load_trainable_state_dict, merge_backbone_lora, named_trainable, trainable_state_dict
+from .validation import ValidationClip, evaluate, frame_strip, routing_map_image, sample_clip
+
+logger = logging.getLogger(__name__)
+
+TRAINING_INFO = "training_info.json"
+TRAIN_COLUMNS = ["step", "epoch", "loss", "diffusion_loss", "routing_loss", "lr", "grad_norm", "samples_per_s",
+                 "peak_memory_mb", "elapsed_s"]
+VAL_COLUMNS = ["step", "val_loss", "val_diffusion_loss", "val_routing_loss", "routing_acc"]
+# keys of the resolved spec a resumed run may change (length, bookkeeping, logging)
+RESUME_MAY_DIFFER = {"steps", "checkpoint", "validation", "log_every", "log_mlflow", "tracking_uri", "experiment",
+                     "data.num_workers", "precompute"}
+# components of a model folder that the output copies from the init folder
+MODEL_FOLDER_SKIP = {"transformer", "transformer_ema", TRAINING_INFO}
+
+
+@dataclass
+class RunPaths:
+    """The paths a run is given (never read from params)."""
+
+    manifest: Path
+    init: Path
+    out: Path
+    val_manifest: Path | None = None
+    resume: str | None = None
+
+    @property
+    def model_dir(self) -> Path:
+        return self.out / "model"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.out / "checkpoints"
+
+    @property
+    def validation_dir(self) -> Path:
+        return self.out / "validation"
+
+
+class Trainer:
+    """Train one stage (see the module docstring)."""
+
+    def __init__(self, spec: StageSpec, paths: RunPaths) -> None:
+        self.spec = spec
+        self.paths = RunPaths(Path(paths.manifest).resolve(), Path(paths.init).resolve(), Path(paths.out).resolve(),
+                              None if paths.val_manifest is None else Path(paths.val_manifest).resolve(), paths.resume)
+        self.step = 0
+        self.ema: EMAModel | None = None
+        self.resumed_from: Path | None = None
+
+    # ================================================================== fit
+    def fit(self) -> Path:
+        """Run the stage; returns the model folder."""
+        self.prepare_accelerator()
+        self.prepare_models()
+        self.prepare_trainable()
+        self.prepare_data()
+        self.prepare_encoder()
+        self.prepare_optimizer()
+        self.prepare_ema()
+        self.prepare_distributed()
+        self.prepare_resume()
+        self.prepare_validation()
+        with self.prepare_tracking():
+            self.train()
+            self.save_model()
+        self.accelerator.wait_for_everyone()
+        self.accelerator.end_training()
+        return self.paths.model_dir
+
+    # ================================================================== prepare
+    def prepare_accelerator(self) -> None:
+        spec = self.spec
+        on_gpu = torch.cuda.is_available()
+        mixed = spec.mixed_precision
+        if mixed == "auto":
+            mixed = "bf16" if on_gpu else "no"
+        if mixed == "fp16" and not on_gpu:
+            raise ValueError("train.mixed_precision 'fp16' needs a CUDA GPU; use 'no' or 'bf16' on CPU")
+        self.accelerator = Accelerator(
+            cpu=not on_gpu,
+            mixed_precision=mixed,
+            gradient_accumulation_plugin=GradientAccumulationPlugin(num_steps=spec.grad_accum, sync_with_dataloader=False),
+            dataloader_config=DataLoaderConfiguration(split_batches=True),
+            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=spec.ddp_find_unused_parameters)],
+            project_dir=str(self.paths.out),
+        )
+        acc = self.accelerator
+        if spec.batch_size % acc.num_processes:
+            raise ValueError(
+                f"train.{spec.stage}.batch_size={spec.batch_size} (global) must be divisible by the "
+                f"{acc.num_processes} processes"
+            )
+        self.local_batch = spec.batch_size // acc.num_processes
+        self.weight_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mixed, torch.float32)
+        set_seed(spec.seed)
+        if acc.is_main_process:
+            self.paths.out.mkdir(parents=True, exist_ok=True)
+        logger.info("stage %s on %s: %d process(es), mixed precision %s, global batch %d x %d accumulation",
+                    spec.stage, acc.device, acc.num_processes, mixed, spec.batch_size, spec.grad_accum)
+
+    def prepare_models(self) -> None:
+        spec, device = self.spec, self.accelerator.device
+        if spec.init_from != "model":
+            self._check_init_stage()
+        self.pipe = load_pipeline(self.paths.init)
+        self.pipe.set_progress_bar_config(disable=True)
+        for frozen in (self.pipe.vae, self.pipe.text_encoder):
+            frozen.requires_grad_(False)
+            frozen.to(device, dtype=self.weight_dtype)
+        self.transformer = self.pipe.transformer.to(device)
+        self.transformer.train()
+        if spec.gradient_checkpointing:
+            self.transformer.enable_gradient_checkpointing()
+        # a separate scheduler instance: validation sampling changes the pipeline scheduler's timesteps
+        self.noise_scheduler = CogVideoXDPMScheduler.from_config(self.pipe.scheduler.config)
+        if self.noise_scheduler.config.prediction_type != "v_prediction":
+            raise ValueError(f"{self.paths.init}/scheduler: prediction_type must be 'v_prediction' for this loss, "
+                             f"got {self.noise_scheduler.config.prediction_type!r}")
+        cfg = self.transformer.config
+        self.patch_size = int(cfg.patch_size)
+        self.vae_spatial = int(self.pipe.vae_scale_factor_spatial)
+        self.vae_temporal = int(self.pipe.vae_scale_factor_temporal)
+        self.height = spec.data.height or int(cfg.sample_height) * self.vae_spatial
+        self.width = spec.data.width or int(cfg.sample_width) * self.vae_spatial
+        self.num_frames = spec.data.num_frames or int(cfg.sample_frames)
+        self.num_latent_frames = (self.num_frames - 1) // self.vae_temporal + 1
+        self.image_rotary_emb = (
+            self.pipe._prepare_rotary_positional_embeddings(self.height, self.width, self.num_latent_frames, device)
+            if cfg.use_rotary_positional_embeddings else None
+        )
+
+    def _check_init_stage(self) -> None:
+        info_path = self.paths.init / TRAINING_INFO
+        if not info_path.is_file():
+            raise FileNotFoundError(
+                f"train.{self.spec.stage}.init_from is {self.spec.init_from!r}, but {self.paths.init} has no "
+                f"{TRAINING_INFO}: pass --init <{self.spec.init_from} output>/model"
+            )
+        got = json.loads(info_path.read_text()).get("stage")
+        if got != self.spec.init_from:
+            raise ValueError(f"--init {self.paths.init} is the output of stage {got!r}, "
+                             f"train.{self.spec.stage}.init_from expects {self.spec.init_from!r}")
+
+    def prepare_trainable(self) -> None:
+        train = self.spec.train
+        if train.backbone == "lora":
+            add_backbone_lora(self.transformer, train.lora_rank, train.lora_alpha)
+        self.param_groups = configure_trainable(self.transformer, train, self.spec.lr)
+        self.trainable_params = [p for g in self.param_groups for p in g["params"]]
+
+    def prepare_data(self) -> None:
+        spec = self.spec
+        self.dataset = self._dataset(self.paths.manifest)
+        self.sampler = IdentityCountBatchSampler(self.dataset.identity_counts, spec.batch_size, shuffle=True,
+                                                 drop_last=True, seed=spec.seed)
+        if len(self.sampler) == 0:
+            counts = {k: self.dataset.identity_counts.count(k) for k in sorted(set(self.dataset.identity_counts))}
+            raise ValueError(
+                f"{self.paths.manifest}: no identity-count bucket has batch_size={spec.batch_size} clips "
+                f"(clips per identity count: {counts}); lower train.{spec.stage}.batch_size or add clips"
+            )
+        self.dataloader = DataLoader(self.dataset, batch_sampler=self.sampler, collate_fn=collate_ingredients,
+                                     num_workers=spec.data.num_workers)
+        logger.info("%d clips (identity counts %d..%s), %d batches per epoch", len(self.dataset),
+                    spec.identities.min, spec.identities.max, len(self.sampler))
+
+    def _dataset(self, manifest: Path) -> IngredientsVideoDataset:
+        spec = self.spec
+        return IngredientsVideoDataset(
+            manifest, self.num_frames, self.height, self.width, min_identities=spec.identities.min,
+            max_identities=spec.identities.max, vae_spatial=self.vae_spatial, vae_temporal=self.vae_temporal,
+            patch_size=self.patch_size, min_coverage=spec.data.min_coverage,
+            temporal_sampling=spec.data.temporal_sampling, frame_stride=spec.data.frame_stride, seed=spec.seed,
+        )
+
+    def prepare_encoder(self) -> None:
+        spec, acc = self.spec, self.accelerator
+        cache = None
+        if spec.precompute.enabled:
+            cache_dir = Path(spec.precompute.cache_dir) if spec.precompute.cache_dir else self.paths.out / "cache"
+            cache = EncodingCache(cache_dir / "clips")
+        conditioner = load_face_conditioner(self.paths.init, self.pipe)
+        self.encoder = ClipEncoder(self.pipe, conditioner, self.height, self.width, acc.device, self.weight_dtype, cache)
+        self.empty_prompt = self.encoder.prompt_embeds([""])[0]  # [T, D]
+        if cache is not None:
+            mine = range(acc.process_index, len(self.dataset), acc.num_processes)
+            for i in mine:
+                item = self.dataset[i]
+                self.encoder.encode(item["frames"], item["prompt"], item["reference_paths"])
+            acc.wait_for_everyone()
+            logger.info("precompute: %d clips encoded, %d already cached (%s)", cache.misses, cache.hits, cache.folder)
+
+    def prepare_optimizer(self) -> None:
+        spec = self.spec
+        self.optimizer = torch.optim.AdamW(
+            [{"params": g["params"], "lr": g["lr"]} for g in self.param_groups],
+            lr=spec.lr, betas=tuple(spec.adam_betas), eps=spec.adam_eps, weight_decay=spec.weight_decay,
+        )
+        self.lr_scheduler = get_scheduler(
+            spec.lr_schedule.name, self.optimizer, num_warmup_steps=spec.lr_schedule.warmup_steps,
+            num_training_steps=spec.steps, num_cycles=spec.lr_schedule.num_cycles, power=spec.lr_schedule.power,
+        )
+
+    def prepare_ema(self) -> None:
+        if self.spec.ema.enabled:
+            self.ema = EMAModel(self.trainable_params, decay=self.spec.ema.decay,
+                                update_after_step=self.spec.ema.update_after_step)
+
+    def prepare_distributed(self) -> None:
+        self.model, self.optimizer, self.dataloader, self.lr_scheduler = self.accelerator.prepare(
+            self.transformer, self.optimizer, self.dataloader, self.lr_scheduler
+        )
+
+    def prepare_resume(self) -> None:
+        if self.paths.resume is None:
+            return
+        path = ckpt.resolve_resume(self.paths.resume, self.paths.checkpoints)
+        loaded = ckpt.load_checkpoint(path)
+        diffs = ckpt.params_differences(loaded.state["params"], self.spec.resolved(), RESUME_MAY_DIFFER)
+        if diffs:
+            raise ValueError(f"cannot resume from {path}: the params differ from the checkpoint's:\n  " + "\n  ".join(diffs))
+        if loaded.step >= self.spec.steps:
+            raise ValueError(f"{path} is at step {loaded.step}, train.{self.spec.stage}.steps is {self.spec.steps}: nothing to do")
+        load_trainable_state_dict(self.accelerator.unwrap_model(self.model), loaded.trainable, str(path))
+        self.optimizer.load_state_dict(loaded.optimizer)
+        self.lr_scheduler.load_state_dict(loaded.lr_scheduler)
+        if self.ema is not None:
+            if loaded.ema is None:
+                raise ValueError(f"{path} has no ema.safetensors but train.{self.spec.stage}.ema.enabled is true")
+            names = [n for n, _ in named_trainable(self.accelerator.unwrap_model(self.model))]
+            self.ema.load_state_dict({**loaded.state["ema"], "shadow_params": [loaded.ema[n].to(self.accelerator.device) for n in names]})
+        ckpt.restore_rng_state(*ckpt.read_rng_state(path, self.accelerator.process_index))
+        self.step = loaded.step
+        self.resumed_from = path
+        logger.info("resumed from %s at step %d", path, self.step)
+
+    def prepare_validation(self) -> None:
+        spec = self.spec
+        manifest = self.paths.val_manifest or self.paths.manifest
+        dataset = self.dataset if manifest == self.paths.manifest else self._dataset(manifest)
+        self.val_clips: list[ValidationClip] = []
+        if not self.accelerator.is_main_process:
+            return
+        for i in range(min(spec.validation.num_clips, len(dataset))):
+            item = dataset[i]
+            self.val_clips.append(ValidationClip(
+                clip_id=item["clip_id"], frames=item["frames"], index_mask=item["index_mask"], prompt=item["prompt"],
+                reference_paths=item["reference_paths"],
+                encoded=self.encoder.encode(item["frames"], item["prompt"], item["reference_paths"]),
+            ))
+        self.val_log = MetricsFile(self.paths.out / "val_log.csv",
+                                   VAL_COLUMNS + [f"routing_acc/{n}" for n in range(len(self.transformer.router))])
+        self.val_log.resume(self.step)
+
+    @contextlib.contextmanager
+    def prepare_tracking(self):
+        """Main process: the plots file and (optionally) an MLflow run for the whole loop."""
+        self.train_log = MetricsFile(self.paths.out / "train_log.csv", TRAIN_COLUMNS)
+        self.mlflow = None
+        if not self.accelerator.is_main_process:
+            yield
+            return
+        self.train_log.resume(self.step)
+        if not self.spec.log_mlflow:
+            yield
+            return
+        import mlflow
+
+        tags = {"resumed_from": str(self.resumed_from)} if self.resumed_from else None
+        with start_run(self.spec.stage, self.spec.resolved(), self.spec.tracking_uri, self.spec.experiment, tags=tags):
+            mlflow.log_params({"paths.manifest": str(self.paths.manifest), "paths.init": str(self.paths.init),
+                               "num_processes": self.accelerator.num_processes})
+            self.mlflow = mlflow
+            yield
+
+    # ================================================================== loop
+    def train(self) -> None:
+        spec, acc = self.spec, self.accelerator
+        if self.step == 0:
+            self.validate()
+        self.model.train()
+        micro = self.step * spec.grad_accum
+        per_epoch = len(self.dataloader)
+        window = {"loss": [], "diffusion_loss": [], "routing_loss": []}
+        t0 = time.perf_counter()
+        start = time.perf_counter()
+        while self.step < spec.steps:
+            epoch, skip = divmod(micro, per_epoch)
+            self.sampler.set_epoch(epoch)
+            self.dataloader.set_epoch(epoch)
+            loader = acc.skip_first_batches(self.dataloader, skip) if skip else self.dataloader
+            for batch in loader:
+                with acc.accumulate(self.model):
+                    losses = self.training_step(batch, micro)
+                    acc.backward(losses.total)
+                    grad_norm = None
+                    if acc.sync_gradients:
+                        grad_norm = self._clip_gradients()
+                    self.optimizer.step()
+                    self.lr_scheduler.step()
+                    self.optimizer.zero_grad(set_to_none=True)
+                micro += 1
+                window["loss"].append(losses.total.detach())
+                window["diffusion_loss"].append(losses.diffusion.detach())
+                if losses.routing is not None:
+                    window["routing_loss"].append(losses.routing.detach())
+                if not acc.sync_gradients:
+                    continue
+                self.step += 1
+                if self.ema is not None:
+                    self.ema.step(self.trainable_params)
+                now = time.perf_counter()
+                self.log_step(epoch, window, grad_norm, now - t0, now - start)
+                window = {k: [] for k in window}
+                t0 = now
+                if spec.checkpoint.every and self.step % spec.checkpoint.every == 0 and self.step < spec.steps:
+                    self.save_checkpoint()
+                if spec.validation.every and self.step % spec.validation.every == 0 and self.step < spec.steps:
+                    self.validate()
+                if self.step >= spec.steps:
+                    break
+        self.save_checkpoint()
+        self.validate()
+        if acc.is_main_process:
+            self.train_log.flush()
+
+    def training_step(self, batch: dict, micro: int):
+        spec, acc = self.spec, self.accelerator
+        first = acc.process_index * self.local_batch
+        generators = sample_generators(spec.seed, micro, range(first, first + len(batch["prompt"])))
+        encoded = self.encoder.encode_batch(batch)
+        inputs = build_step_inputs(
+            encoded, batch["index_mask"], generators, self.noise_scheduler, self.pipe.vae_scaling_factor_image,
+            self.empty_prompt, spec.dropout.text, spec.dropout.identity,
+            invert_scale_latents=bool(self.pipe.vae.config.invert_scale_latents), device=acc.device,
+        )
+        return compute_losses(self.model, inputs, self.noise_scheduler, self.image_rotary_emb, self.patch_size,
+                              spec.loss.diffusion_weight, spec.routing.weight, spec.routing.kind, spec.loss.face_weight)
+
+    def _clip_gradients(self) -> torch.Tensor:
+        if self.spec.max_grad_norm is not None:
+            return self.accelerator.clip_grad_norm_(self.trainable_params, self.spec.max_grad_norm)
+        grads = [p.grad.detach().float().norm() for p in self.trainable_params if p.grad is not None]
+        return torch.stack(grads).norm() if grads else torch.zeros((), device=self.accelerator.device)
+
+    def log_step(self, epoch: int, window: dict, grad_norm, step_time: float, elapsed: float) -> None:
+        acc = self.accelerator
+        # every process joins the reductions; only the main process writes
+        values = {}
+        for name, items in window.items():
+            has = torch.tensor(1.0 if items else 0.0, device=acc.device)
+            if bool(acc.reduce(has, "sum") > 0):
+                local = torch.stack(items).float().mean() if items else torch.zeros((), device=acc.device)
+                values[name] = float(acc.reduce(local, "mean"))
+        if not acc.is_main_process:
+            return
+        row = {
+            "step": self.step, "epoch": epoch, "loss": values.get("loss"), "diffusion_loss": values.get("diffusion_loss"),
+            "routing_loss": values.get("routing_loss"), "lr": float(self.lr_scheduler.get_last_lr()[0]),
+            "grad_norm": None if grad_norm is None else float(grad_norm),
+            "samples_per_s": self.spec.batch_size * self.spec.grad_accum / max(step_time, 1e-9),
+            "peak_memory_mb": peak_memory_mb(acc.device), "elapsed_s": elapsed,
+        }
+        self.train_log.append(row)
+        if self.mlflow is not None:
+            self.mlflow.log_metrics({k: v for k, v in row.items() if k != "step" and v is not None and math.isfinite(v)},
+                                    step=self.step)
+        if self.step % self.spec.log_every == 0:
+            self.train_log.flush()
+        logger.info("step %d/%d loss %.4f (diffusion %.4f, routing %s) lr %.2e", self.step, self.spec.steps,
+                    row["loss"], row["diffusion_loss"],
+                    "-" if row["routing_loss"] is None else f"{row['routing_loss']:.4f}", row["lr"])
+
+    # ================================================================== validation
+    def validate(self) -> dict[str, float] | None:
+        """Main process: metrics + images for the current weights; others wait."""
+        acc, spec = self.accelerator, self.spec
+        result = None
+        if acc.is_main_process and self.val_clips:
+            model = acc.unwrap_model(self.model)
+            v = spec.validation
+            res = evaluate(
+                model, self.val_clips, self.noise_scheduler, self.image_rotary_emb, self.patch_size,
+                self.pipe.vae_scaling_factor_image, self.empty_prompt, v.timesteps, v.seed,
+                spec.loss.diffusion_weight, spec.routing.weight, spec.routing.kind, spec.loss.face_weight,
+                bool(self.pipe.vae.config.invert_scale_latents), acc.device, acc.autocast,
+            )
+            result = res.metrics
+            self.val_log.append({"step": self.step, **result})
+            self.val_log.flush()
+            if self.mlflow is not None:
+                self.mlflow.log_metrics(result, step=self.step)
+            self._validation_images(res)
+            logger.info("validation at step %d: %s", self.step, {k: round(x, 4) for k, x in result.items()})
+        acc.wait_for_everyone()
+        return result
+
+    def _validation_images(self, res) -> None:
+        v, clip = self.spec.validation, res.map_clip
+        folder = self.paths.validation_dir
+        stem = f"step-{self.step:08d}"
+        written = []
+        if res.routing_argmax is not None and clip.num_identities > 1:
+            image = routing_map_image(clip.frames, res.routing_argmax, clip.index_mask, self.vae_spatial,
+                                      self.vae_temporal, self.patch_size)
+            written.append(self._save_png(image, folder / f"{stem}_routing.png"))
+        if v.inference_steps > 0:
+            canvas = self.encoder.references(clip.reference_paths).canvas
+            with self.accelerator.autocast():
+                video = sample_clip(self.pipe, clip, canvas, v.inference_steps, v.guidance_scale, v.seed,
+                                    self.height, self.width, self.num_frames)
+            written.append(self._save_png(frame_strip(video), folder / f"{stem}_sample.png"))
+        if self.mlflow is not None:
+            for path in written:
+                self.mlflow.log_artifact(str(path), artifact_path="validation")
+
+    @staticmethod
+    def _save_png(image, path: Path) -> Path:
+        from ingredients.atomic import atomic_path
+
+        with atomic_path(path) as tmp:
+            image.save(tmp, format="PNG")
+        return path
+
+    # ================================================================== checkpoints
+    def save_checkpoint(self) -> Path | None:
+        acc, spec = self.accelerator, self.spec
+        root = self.paths.checkpoints
+        temp = ckpt.temp_checkpoint_dir(root, self.step)
+        final = root / ckpt.checkpoint_name(self.step)
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            shutil.rmtree(temp, ignore_errors=True)
+            temp.mkdir(parents=True)
+        acc.wait_for_everyone()
+        ckpt.write_rng_state(temp, acc.process_index)
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            model = acc.unwrap_model(self.model)
+            names = [n for n, _ in named_trainable(model)]
+            ema_shadow, ema_state = None, None
+            if self.ema is not None:
+                ema_shadow = {n: s.detach().cpu().contiguous() for n, s in zip(names, self.ema.shadow_params)}
+                ema_state = {k: v for k, v in self.ema.state_dict().items() if k != "shadow_params"}
+            state = {
+                "step": self.step, "micro_step": self.step * spec.grad_accum, "stage": spec.stage,
+                "params": spec.resolved(), "git_revision": code_revision(), "init": str(self.paths.init),
+                "manifest": str(self.paths.manifest), "num_processes": acc.num_processes, "ema": ema_state,
+            }
+            ckpt.write_checkpoint_files(temp, trainable_state_dict(model), self.optimizer.state_dict(),
+                                        self.lr_scheduler.state_dict(), state, ema_shadow)
+            ckpt.move_into_place(temp, final)
+            ckpt.prune_checkpoints(root, spec.checkpoint.keep)
+            self.train_log.flush()
+            logger.info("checkpoint %s", final)
+        acc.wait_for_everyone()
+        return final
+
+    # ================================================================== output
+    def save_model(self) -> None:
+        """Main process: base folder components + the trained transformer (EMA weights when on, LoRA
+        merged) as `out/model`, written in a temp folder and renamed."""
+        acc = self.accelerator
+        acc.wait_for_everyone()
+        if not acc.is_main_process:
+            return
+        model = acc.unwrap_model(self.model)
+        if self.ema is not None:
+            self.ema.copy_to(self.trainable_params)
+        merge_backbone_lora(model)
+        final = self.paths.model_dir
+        temp = final.with_name(f".{final.name}.tmp")
+        shutil.rmtree(temp, ignore_errors=True)
+        temp.mkdir(parents=True)
+        for child in sorted(self.paths.init.iterdir()):
+            if child.name in MODEL_FOLDER_SKIP or child.name.startswith("."):
+                continue
+            if child.is_dir():
+                shutil.copytree(child, temp / child.name)
+            else:
+                shutil.copy2(child, temp / child.name)
+        model.save_pretrained(temp / "transformer", safe_serialization=True)
+        write_json(temp / TRAINING_INFO, {
+            "stage": self.spec.stage, "step": self.step, "init": str(self.paths.init),
+            "manifest": str(self.paths.manifest), "params": self.spec.resolved(), "git_revision": code_revision(),
+            "ema": self.ema is not None, "num_processes": acc.num_processes,
+        })
+        ckpt.move_into_place(temp, final)
+        logger.info("model folder written to %s", final)
+        if self.mlflow is not None:
+            self.mlflow.log_artifact(str(self.paths.out / "train_log.csv"))
+
+
+def code_revision() -> str:
+    """The git revision of the code being run (not of the working directory)."""
+    return git_revision(cwd=Path(__file__).resolve().parent)
+
+
+def fit(spec: StageSpec, paths: RunPaths) -> Path:
+    """Train one stage; returns the model folder."""
+    return Trainer(spec, paths).fit()
+

@@ -1,0 +1,189 @@
+"""Periodic validation: losses at fixed noise, routing accuracy, a sampled frame strip, routing maps.
+
+The validation loss of a clip is the training loss at each of the validation timesteps with noise
+and latent samples drawn from fixed per-(timestep, clip) generators, so two evaluations of the
+same weights give the same number and a falling value means the model improved. Routing accuracy
+is the share of labelled tokens (index mask >= 0) of multi-identity clips where the router's argmax
+picks the identity whose face region the token lies in (chance: 1/K), pooled over clips and
+timesteps, per injection point and averaged over points.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import PIL.Image
+import torch
+
+from ingredients.data.index_mask import index_mask_to_pixels
+
+from .clip_encoding import EncodedClip
+from .sample_randomness import VALIDATION_STREAM, sample_generators
+from .step import build_step_inputs, compute_losses, routing_hits
+
+logger = logging.getLogger(__name__)
+
+# one colour per identity (RGB), distinct on faces and backgrounds
+IDENTITY_COLOURS = np.array(
+    [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60)],
+    dtype=np.float32,
+)
+
+
+@dataclass
+class ValidationClip:
+    """A held-out clip with its encodings: frames [F, 3, H, W] in [-1, 1], index_mask [N]."""
+
+    clip_id: str
+    frames: torch.Tensor
+    index_mask: torch.Tensor
+    prompt: str
+    reference_paths: list[str]
+    encoded: EncodedClip
+
+    @property
+    def num_identities(self) -> int:
+        return self.encoded.num_identities
+
+
+@dataclass
+class ValidationResult:
+    """metrics (name -> value; absent when not measurable) and the routing map of one clip."""
+
+    metrics: dict[str, float]
+    routing_argmax: torch.Tensor | None = None
+    map_clip: ValidationClip | None = None
+    missing: dict[str, str] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------------------ images
+
+def to_uint8_frames(frames: torch.Tensor) -> np.ndarray:
+    """[F, 3, H, W] in [-1, 1] -> uint8 [F, H, W, 3]."""
+    return ((frames.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def frame_strip(video: np.ndarray) -> PIL.Image.Image:
+    """uint8 [F, H, W, 3] -> one image with the frames side by side."""
+    if video.ndim != 4 or video.shape[-1] != 3:
+        raise ValueError(f"video must be [F, H, W, 3], got shape {video.shape}")
+    return PIL.Image.fromarray(np.concatenate(list(video), axis=1))
+
+
+def overlay_identities(video: np.ndarray, pixel_map: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """Tint each pixel with its identity's colour (map >= 0) over uint8 frames [F, H, W, 3]."""
+    if pixel_map.shape != video.shape[:3]:
+        raise ValueError(f"pixel map {pixel_map.shape} does not match frames {video.shape[:3]}")
+    if pixel_map.max(initial=-1) >= len(IDENTITY_COLOURS):
+        raise ValueError(f"at most {len(IDENTITY_COLOURS)} identities can be coloured, got index {pixel_map.max()}")
+    out = video.astype(np.float32)
+    labelled = pixel_map >= 0
+    colours = IDENTITY_COLOURS[np.clip(pixel_map, 0, None)]  # [F, H, W, 3]
+    out[labelled] = (1 - alpha) * out[labelled] + alpha * colours[labelled]
+    return out.round().astype(np.uint8)
+
+
+def routing_map_image(frames: torch.Tensor, routing_index: torch.Tensor, index_mask: torch.Tensor,
+                      spatial: int, temporal: int, patch: int) -> PIL.Image.Image:
+    """Two frame strips: top, the labels (index mask) over the frames; bottom, the router's argmax
+    identity for every token, both upsampled from tokens to pixels and coloured per identity."""
+    num_frames, _, height, width = frames.shape
+    video = to_uint8_frames(frames)
+    rows = []
+    for tokens in (index_mask, routing_index):
+        pixels = index_mask_to_pixels(tokens.cpu(), num_frames, height, width, spatial, temporal, patch).numpy()
+        rows.append(np.concatenate(list(overlay_identities(video, pixels)), axis=1))
+    return PIL.Image.fromarray(np.concatenate(rows, axis=0))
+
+
+# ------------------------------------------------------------------------------------------ metrics
+
+@torch.no_grad()
+def evaluate(
+    model,
+    clips: list[ValidationClip],
+    scheduler,
+    image_rotary_emb,
+    patch_size: int,
+    vae_scaling_factor: float,
+    empty_prompt_embeds: torch.Tensor,
+    timesteps: list[int],
+    seed: int,
+    diffusion_weight: float = 1.0,
+    routing_weight: float = 0.0,
+    routing_kind: str = "ce",
+    face_weight: float = 0.0,
+    invert_scale_latents: bool = False,
+    device: torch.device | str = "cpu",
+    autocast: Any = None,
+) -> ValidationResult:
+    """Validation metrics of `model` (unwrapped, any mode) on `clips` (see the module docstring)."""
+    if not clips:
+        raise ValueError("no validation clips")
+    was_training = model.training
+    model.eval()
+    diff, rout, hits, labelled = [], [], None, 0
+    map_clip = max(clips, key=lambda c: c.num_identities)
+    map_t = len(timesteps) // 2
+    routing_argmax = None
+    try:
+        for j, t in enumerate(timesteps):
+            for c, clip in enumerate(clips):
+                gens = sample_generators(seed, j, [c], VALIDATION_STREAM)
+                inputs = build_step_inputs(
+                    [clip.encoded], clip.index_mask[None], gens, scheduler, vae_scaling_factor, empty_prompt_embeds,
+                    timesteps=torch.tensor([t]), invert_scale_latents=invert_scale_latents, device=device,
+                )
+                with autocast() if autocast is not None else contextlib.nullcontext():
+                    losses = compute_losses(model, inputs, scheduler, image_rotary_emb, patch_size, diffusion_weight,
+                                            routing_weight, routing_kind, face_weight)
+                diff.append(float(losses.diffusion))
+                if losses.routing_logits and clip.num_identities > 1:
+                    rout.append(float(losses.routing))
+                    h, n = routing_hits(losses.routing_logits, inputs.index_mask)
+                    hits = h if hits is None else hits + h
+                    labelled += n
+                if clip is map_clip and j == map_t and losses.routing_logits:
+                    probs = torch.stack([z.float().softmax(-1) for z in losses.routing_logits]).mean(0)  # [P, 1, N, K] -> [1, N, K]
+                    routing_argmax = probs[0].argmax(-1).cpu()
+    finally:
+        model.train(was_training)
+    metrics = {"val_diffusion_loss": float(np.mean(diff))}
+    missing = {}
+    if rout:
+        metrics["val_routing_loss"] = float(np.mean(rout))
+    else:
+        missing["val_routing_loss"] = "no multi-identity validation clip or no router"
+    metrics["val_loss"] = diffusion_weight * metrics["val_diffusion_loss"] + routing_weight * metrics.get("val_routing_loss", 0.0)
+    if hits is not None and labelled > 0:
+        per_point = (hits.double() / labelled).tolist()
+        metrics.update({f"routing_acc/{n}": a for n, a in enumerate(per_point)})
+        metrics["routing_acc"] = float(np.mean(per_point))
+    else:
+        missing["routing_acc"] = "no labelled token in a multi-identity validation clip"
+    return ValidationResult(metrics=metrics, routing_argmax=routing_argmax, map_clip=map_clip, missing=missing)
+
+
+@torch.no_grad()
+def sample_clip(pipe, clip: ValidationClip, canvas, num_inference_steps: int, guidance_scale: float, seed: int,
+                height: int, width: int, num_frames: int) -> np.ndarray:
+    """Generate a video for a validation clip's prompt and identities -> uint8 [F, H, W, 3]."""
+    enc = clip.encoded
+    video = pipe(
+        prompt=clip.prompt,
+        image=canvas,
+        id_cond=enc.id_cond[None],  # [K, D] -> [1, K, D]
+        id_vit_hidden=[h[None] for h in enc.id_vit_hidden],
+        height=height,
+        width=width,
+        num_frames=num_frames,
+        num_inference_steps=num_inference_steps,
+        guidance_scale=guidance_scale,
+        generator=torch.Generator().manual_seed(seed),
+        output_type="np",
+    ).frames[0]
+    return (np.clip(video, 0, 1) * 255).round().astype(np.uint8)
