@@ -49,7 +49,7 @@ class PrepareParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     profile: Literal["tiny", "full"] = "tiny"
     seed: int = 0
-    vae_fit_steps: int = Field(150, ge=0)
+    vae_fit_steps: int = Field(40, ge=0)
     vae_fit_lr: float = Field(2e-3, gt=0)
     vae_fit_videos: int = Field(6, ge=1)
     full: FullFolders = Field(default_factory=FullFolders)
@@ -62,6 +62,7 @@ class SynthParams(BaseModel):
     seed: int = 0
     num_videos: int = Field(14, ge=1)
     num_heldout: int = Field(3, ge=0)
+    num_heldout_videos: int = Field(0, ge=0)
 
 
 class BenchmarkParams(BaseModel):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -48,12 +49,17 @@ TINY_FACE_SETTINGS: dict[str, Any] = {
 }
 
 
-def prepare_tiny_folder(folder: str | Path, seed: int = 0, **transformer_overrides: Any) -> Path:
-    """Build and save the tiny profile's model folder (pipeline + tiny CLIP + face settings), offline."""
+def prepare_tiny_folder(
+    folder: str | Path, seed: int = 0, face_settings: Mapping[str, Any] | None = None, **transformer_overrides: Any
+) -> Path:
+    """Build and save the tiny profile's model folder (pipeline + tiny CLIP + face settings), offline.
+
+    `face_settings` (params' `faces:` section) replace the tiny defaults key by key.
+    """
     folder = Path(folder)
     save_tiny_pipeline(folder, seed, **transformer_overrides)
     save_tiny_clip(build_tiny_clip(seed), folder / "face_encoder" / "tiny_clip")
-    write_json(folder / "face_encoder" / FACE_SETTINGS_FILE, TINY_FACE_SETTINGS)
+    write_json(folder / "face_encoder" / FACE_SETTINGS_FILE, {**TINY_FACE_SETTINGS, **dict(face_settings or {})})
     return folder
 
 

@@ -26,7 +26,7 @@ import torch
 from tqdm import tqdm
 
 from .atomic import write_json
-from .config import PrepareParams, load_params, stage_params
+from .config import PrepareParams, load_params, section, stage_params
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def check_full_profile(params: PrepareParams) -> None:
         )
 
 
-def fit_tiny_vae(vae, clips: np.ndarray, steps: int, lr: float, seed: int) -> list[float]:
+def fit_tiny_vae(vae, clips: np.ndarray, steps: int, lr: float, seed: int, batch_size: int = 1) -> list[float]:
     """Fit the tiny VAE to reconstruct clips [N, F, H, W, 3] uint8 (L1 + MSE + a tiny KL); returns the losses."""
     generator = torch.Generator().manual_seed(seed)
     data = torch.from_numpy(clips).float().div(127.5).sub(1.0).permute(0, 4, 1, 2, 3)  # [N, F, H, W, 3] -> [N, 3, F, H, W]
@@ -90,7 +90,7 @@ def fit_tiny_vae(vae, clips: np.ndarray, steps: int, lr: float, seed: int) -> li
     optimizer = torch.optim.AdamW(vae.parameters(), lr=lr)
     losses = []
     for _ in tqdm(range(steps), desc="fitting the tiny VAE"):
-        batch = data[torch.randint(len(data), (2,), generator=generator)]
+        batch = data[torch.randint(len(data), (batch_size,), generator=generator)]
         posterior = vae.encode(batch).latent_dist
         recon = vae.decode(posterior.sample(generator=generator)).sample
         loss = (recon - batch).abs().mean() + (recon - batch).square().mean() + 1e-6 * posterior.kl().mean()
@@ -125,7 +125,7 @@ def tiny_clips(raw: Path, num_videos: int, num_frames: int, size: int) -> np.nda
     return np.stack(clips)
 
 
-def prepare_tiny(params: PrepareParams, out: Path, raw: Path | None) -> dict:
+def prepare_tiny(params: PrepareParams, out: Path, raw: Path | None, face_settings: dict | None = None) -> dict:
     """Build the tiny model folder into `out` (atomically) and fit its VAE on `raw` videos."""
     from .model_folder import prepare_tiny_folder
     from .tiny import TINY_FRAMES, TINY_HEIGHT
@@ -133,7 +133,7 @@ def prepare_tiny(params: PrepareParams, out: Path, raw: Path | None) -> dict:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        prepare_tiny_folder(tmp, seed=params.seed)
+        prepare_tiny_folder(tmp, seed=params.seed, face_settings=face_settings)
         summary: dict = {"profile": "tiny", "seed": params.seed}
         if params.vae_fit_steps and raw is not None:
             from diffusers import AutoencoderKLCogVideoX
@@ -195,7 +195,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--raw", type=Path, help="tiny raw videos to fit the tiny VAE on")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    params: PrepareParams = stage_params(load_params(args.params), "prepare")
+    all_params = load_params(args.params)
+    params: PrepareParams = stage_params(all_params, "prepare")
+    stage_params(all_params, "faces")  # validated here, written into the folder by prepare_tiny
     if params.profile == "full":
         try:
             check_full_profile(params)
@@ -203,7 +205,7 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(str(err)) from None
         prepare_full(params, args.out)
     else:
-        summary = prepare_tiny(params, args.out, args.raw)
+        summary = prepare_tiny(params, args.out, args.raw, section(all_params, "faces"))
         logger.info("tiny model folder at %s: %s", args.out, summary)
 
 
