@@ -47,7 +47,7 @@ from .metrics_file import MetricsFile, peak_memory_mb
 from .sample_randomness import sample_generators
 from .stage_spec import StageSpec
 from .step import build_step_inputs, compute_losses
-from .trainable import add_backbone_lora, configure_trainable, load_trainable_state_dict, merge_backbone_lora, named_trainable, trainable_state_dict
+from .trainable import add_backbone_lora, configure_trainable, load_trainable_state_dict, merge_backbone_lora, trainable_state_dict
 from .validation import ValidationClip, evaluate, frame_strip, routing_map_image, sample_clip
 
 logger = logging.getLogger(__name__)
@@ -96,6 +96,8 @@ class Trainer:
         self.step = 0
         self.ema: EMAModel | None = None
         self.resumed_from: Path | None = None
+        # a missing checkpoint fails here, before any work
+        self.resume_path = None if paths.resume is None else ckpt.resolve_resume(paths.resume, self.paths.checkpoints)
 
     # ================================================================== fit
     def fit(self) -> Path:
@@ -156,7 +158,9 @@ class Trainer:
         self.pipe.set_progress_bar_config(disable=True)
         for frozen in (self.pipe.vae, self.pipe.text_encoder):
             frozen.requires_grad_(False)
-            frozen.to(device, dtype=self.weight_dtype)
+            frozen.to(device)
+            if self.weight_dtype != torch.float32:
+                frozen.to(dtype=self.weight_dtype)
         self.transformer = self.pipe.transformer.to(device)
         self.transformer.train()
         if spec.gradient_checkpointing:
@@ -197,6 +201,9 @@ class Trainer:
             add_backbone_lora(self.transformer, train.lora_rank, train.lora_alpha)
         self.param_groups = configure_trainable(self.transformer, train, self.spec.lr)
         self.trainable_params = [p for g in self.param_groups for p in g["params"]]
+        # names in the optimizer's (and EMA's) parameter order
+        name_of = {id(p): n for n, p in self.transformer.named_parameters()}
+        self.trainable_names = [name_of[id(p)] for p in self.trainable_params]
 
     def prepare_data(self) -> None:
         spec = self.spec
@@ -262,9 +269,9 @@ class Trainer:
         )
 
     def prepare_resume(self) -> None:
-        if self.paths.resume is None:
+        if self.resume_path is None:
             return
-        path = ckpt.resolve_resume(self.paths.resume, self.paths.checkpoints)
+        path = self.resume_path
         loaded = ckpt.load_checkpoint(path)
         diffs = ckpt.params_differences(loaded.state["params"], self.spec.resolved(), RESUME_MAY_DIFFER)
         if diffs:
@@ -277,8 +284,8 @@ class Trainer:
         if self.ema is not None:
             if loaded.ema is None:
                 raise ValueError(f"{path} has no ema.safetensors but train.{self.spec.stage}.ema.enabled is true")
-            names = [n for n, _ in named_trainable(self.accelerator.unwrap_model(self.model))]
-            self.ema.load_state_dict({**loaded.state["ema"], "shadow_params": [loaded.ema[n].to(self.accelerator.device) for n in names]})
+            self.ema.load_state_dict({**loaded.state["ema"], "shadow_params": [
+                loaded.ema[n].to(self.accelerator.device) for n in self.trainable_names]})
         ckpt.restore_rng_state(*ckpt.read_rng_state(path, self.accelerator.process_index))
         self.step = loaded.step
         self.resumed_from = path
@@ -487,10 +494,9 @@ class Trainer:
         acc.wait_for_everyone()
         if acc.is_main_process:
             model = acc.unwrap_model(self.model)
-            names = [n for n, _ in named_trainable(model)]
             ema_shadow, ema_state = None, None
             if self.ema is not None:
-                ema_shadow = {n: s.detach().cpu().contiguous() for n, s in zip(names, self.ema.shadow_params)}
+                ema_shadow = {n: s.detach().cpu().contiguous() for n, s in zip(self.trainable_names, self.ema.shadow_params)}
                 ema_state = {k: v for k, v in self.ema.state_dict().items() if k != "shadow_params"}
             state = {
                 "step": self.step, "micro_step": self.step * spec.grad_accum, "stage": spec.stage,
