@@ -10,21 +10,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import subprocess
 from pathlib import Path
 
 from eval.run_layout import RunLayout
+from ingredients.tracking import git_revision
 
 logger = logging.getLogger(__name__)
-
-
-def git_revision(cwd: Path | None = None) -> str:
-    """HEAD's commit hash, or 'unknown' outside a git checkout."""
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10, check=True)
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return out.stdout.strip() or "unknown"
 
 
 def flatten(d: dict, prefix: str = "") -> dict[str, str]:

@@ -14,7 +14,6 @@ import argparse
 import hashlib
 import json
 import logging
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -40,16 +39,6 @@ GENERATE_DEFAULTS: dict[str, Any] = {
     "reference_batch_semantics": False,
 }
 PROFILE_SAMPLING = {"tiny": {"steps": 8, "guidance": 6.0}, "full": {"steps": 50, "guidance": 6.0}}
-
-
-def git_revision() -> str | None:
-    """The repository's HEAD, or None outside a git checkout."""
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
-                             cwd=Path(__file__).resolve().parent)
-        return out.stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
 
 
 def frame_strip(frames: np.ndarray, count: int = 8) -> np.ndarray:
@@ -104,6 +93,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
     import torch
 
     from .model_folder import load_face_conditioner, load_pipeline, prepare_tiny_folder
+    from .tracking import git_revision
     from .video_io import write_video
     from .atomic import write_json, atomic_path
 

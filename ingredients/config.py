@@ -115,9 +115,10 @@ def _curate(data: Mapping[str, Any], where: str) -> Any:
 
 
 def _train(data: Mapping[str, Any], where: str) -> Any:
-    from .training.spec import training_params_from_dict
+    from .training.stage_spec import build_stage_spec
 
-    return training_params_from_dict(dict(data or {}), where)
+    stages = [name for name in (data or {}) if name != "common"]
+    return {name: build_stage_spec(dict(data), name) for name in stages}
 
 
 def _sample(data: Mapping[str, Any], where: str) -> Any:

@@ -107,3 +107,83 @@ def start_run(
             for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
                 mlflow.log_params(dict(items[i : i + 100]))
         yield run
+
+
+def _numeric_leaves(data: Any, prefix: str = "") -> dict[str, float]:
+    """Numeric leaves of a nested JSON value as {'a.b': 1.0} (MLflow metric names)."""
+    out: dict[str, float] = {}
+    if isinstance(data, Mapping):
+        for key, value in data.items():
+            out.update(_numeric_leaves(value, f"{prefix}{key}."))
+    elif isinstance(data, (int, float)) and not isinstance(data, bool):
+        out[prefix.rstrip(".").replace("/", "_")] = float(data)
+    return out
+
+
+def log_stage(stage: str, params_file: Path, sections: list[str], metrics_files: list[Path], artifacts: list[Path]) -> str:
+    """Log one finished stage: its params sections, the numbers in its JSON metrics files, its artifacts."""
+    import json
+
+    import mlflow
+
+    from .config import load_params
+
+    params = load_params(params_file)
+    tracking = params.get("tracking") or {}
+    chosen = {name: params.get(name) or {} for name in sections}
+    with start_run(stage, chosen, tracking.get("uri"), tracking.get("experiment", DEFAULT_EXPERIMENT),
+                   fallback_to_local=bool(tracking.get("fallback_to_local", False))) as run:
+        for path in metrics_files:
+            leaves = _numeric_leaves(json.loads(Path(path).read_text()))
+            if leaves:
+                mlflow.log_metrics(leaves)
+        for path in artifacts:
+            path = Path(path)
+            if path.is_dir():
+                mlflow.log_artifacts(str(path), artifact_path=path.name)
+            elif path.is_file():
+                mlflow.log_artifact(str(path))
+            else:
+                raise FileNotFoundError(f"artifact to log not found: {path}")
+        return run.info.run_id
+
+
+def log_evaluation(params_file: Path, eval_dir: Path) -> dict[str, str]:
+    """One MLflow run per evaluated method (the compare view is the results table)."""
+    from eval.mlflow_log import log_to_mlflow
+
+    from .config import load_params
+
+    tracking = load_params(params_file).get("tracking") or {}
+    uri = resolve_tracking_uri(tracking.get("uri"), bool(tracking.get("fallback_to_local", False)))
+    return log_to_mlflow(eval_dir, uri, tracking.get("experiment", DEFAULT_EXPERIMENT),
+                         tags={"dvc_experiment": os.environ.get("DVC_EXP_NAME", "workspace")})
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m ingredients.tracking {log-stage,log-eval} ...`: the MLflow logging step of DVC stages."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m ingredients.tracking", description=main.__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("log-stage", help="log a finished stage's params, metrics and artifacts")
+    s.add_argument("--stage", required=True)
+    s.add_argument("--params", type=Path, default=Path("params.yaml"))
+    s.add_argument("--section", action="append", default=[], help="params section to log (repeat)")
+    s.add_argument("--metrics", type=Path, action="append", default=[], help="JSON file whose numbers are logged")
+    s.add_argument("--artifact", type=Path, action="append", default=[], help="file or folder to attach")
+    e = sub.add_parser("log-eval", help="log an evaluation folder, one run per method")
+    e.add_argument("--params", type=Path, default=Path("params.yaml"))
+    e.add_argument("--eval", type=Path, required=True)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "log-stage":
+        run_id = log_stage(args.stage, args.params, args.section, args.metrics, args.artifact)
+        logger.info("logged stage %s to MLflow run %s", args.stage, run_id)
+    else:
+        runs = log_evaluation(args.params, args.eval)
+        logger.info("logged %d methods to MLflow: %s", len(runs), runs)
+
+
+if __name__ == "__main__":
+    main()

@@ -13,8 +13,8 @@ import numpy as np
 from .atomic import atomic_path
 
 
-class VideoReadError(RuntimeError):
-    """A video file that cannot be decoded (missing, empty, corrupt, no video stream)."""
+class VideoReadError(ValueError):
+    """A video file that cannot be decoded (empty, corrupt, no video stream)."""
 
 
 @dataclass(frozen=True)
@@ -28,11 +28,12 @@ class VideoInfo:
 def read_video(path: str | os.PathLike, start: int = 0, end: int | None = None) -> tuple[np.ndarray, float]:
     """Decode frames [start, end) of a video; returns (frames [T, H, W, 3] uint8 RGB, fps).
 
-    Raises VideoReadError naming the file when it is empty, corrupt or has no decodable frame.
+    Raises FileNotFoundError for a missing file and VideoReadError (a ValueError) naming the file
+    when it is empty, corrupt or has no decodable frame.
     """
     path = Path(path)
     if not path.is_file():
-        raise VideoReadError(f"video file not found: {path}")
+        raise FileNotFoundError(f"video file not found: {path}")
     if path.stat().st_size == 0:
         raise VideoReadError(f"video file is empty (0 bytes): {path}")
     frames: list[np.ndarray] = []

@@ -19,8 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -29,6 +27,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ingredients.atomic import write_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -210,16 +210,6 @@ def build_tiny_clip(seed: int = 0) -> ClipFaceEncoder:
     return encoder
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
 
 def save_tiny_clip(encoder: ClipFaceEncoder, folder: str | Path) -> Path:
     """Write `model.safetensors` + `config.json` into `folder` (atomically, file by file)."""
@@ -230,10 +220,10 @@ def save_tiny_clip(encoder: ClipFaceEncoder, folder: str | Path) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in encoder.visual.state_dict().items()}
-    _atomic_write_bytes(folder / TINY_WEIGHTS_FILE, save(state))
+    write_bytes(folder / TINY_WEIGHTS_FILE, save(state))
     config = {"kind": TINY_KIND, **TINY_CONFIG, "scale_blocks": list(encoder.scale_blocks),
               "seed": getattr(encoder, "seed", None), "trained": False}
-    _atomic_write_bytes(folder / TINY_CONFIG_FILE, (json.dumps(config, indent=2) + "\n").encode())
+    write_bytes(folder / TINY_CONFIG_FILE, (json.dumps(config, indent=2) + "\n").encode())
     return folder
 
 

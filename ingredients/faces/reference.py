@@ -26,7 +26,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +41,8 @@ from ingredients.faces.errors import FaceQualityWarning, ImageReadError, NoFaceE
 from ingredients.faces.eva_clip import ClipFaceEncoder, build_clip
 from ingredients.faces.image_io import load_rgb
 from ingredients.faces.registry import build_analyzer
+
+from ingredients.atomic import write_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -265,16 +266,6 @@ def build_face_conditioner(settings: Mapping[str, Any] | FaceSettings) -> FaceCo
 
 # ------------------------------------------------------------------------------------------- cache
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
 
 def _face_to_json(face: Face) -> dict:
     return {"box": [float(v) for v in face.box], "landmarks": np.asarray(face.landmarks, float).tolist(),
@@ -295,8 +286,8 @@ def _write_cache(cache_dir: Path, result: ReferenceConditioning, meta: dict) -> 
                "canvas": torch.from_numpy(np.array(result.canvas, dtype=np.uint8))}
     for i, hidden in enumerate(result.id_vit_hidden):
         tensors[f"id_vit_hidden.{i}"] = hidden.contiguous()
-    _atomic_write(cache_dir / f"{result.cache_key}.safetensors", save(tensors))
-    _atomic_write(cache_dir / f"{result.cache_key}.json", (json.dumps(meta, indent=1) + "\n").encode())
+    write_bytes(cache_dir / f"{result.cache_key}.safetensors", save(tensors))
+    write_bytes(cache_dir / f"{result.cache_key}.json", (json.dumps(meta, indent=1) + "\n").encode())
 
 
 def _read_cache(cache_dir: Path, key: str, identity: dict) -> ReferenceConditioning | None:
