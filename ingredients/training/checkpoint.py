@@ -3,7 +3,8 @@
 A checkpoint is a folder `<out>/checkpoints/step-00000040/`:
     trainable.safetensors   the trainable weights by parameter name
     ema.safetensors         EMA shadow weights by the same names (when EMA is on)
-    optimizer.pt            optimizer state_dict (torch.save; loaded with weights_only=True)
+    optimizer.pt            optimizer state_dict (torch.save; loaded with weights_only=True);
+                            optimizer_rank{R}.pt per rank instead when FSDP/DeepSpeed shard it
     lr_scheduler.pt         lr scheduler state_dict (same)
     rng_rank{R}.safetensors torch (and CUDA) generator states + numpy's MT19937 key; python's
                             `random` state and numpy's scalars as JSON in the file's metadata
@@ -133,19 +134,26 @@ def read_rng_state(folder: Path, rank: int) -> tuple[dict[str, torch.Tensor], di
 
 # ------------------------------------------------------------------------------------------ save
 
+def write_optimizer_shard(folder: Path, rank: int, optimizer_state: dict) -> None:
+    """One rank's optimizer state (sharded training: FSDP / DeepSpeed)."""
+    torch.save(optimizer_state, folder / f"optimizer_rank{rank}.pt")
+
+
 def write_checkpoint_files(
     folder: Path,
     trainable: dict[str, torch.Tensor],
-    optimizer_state: dict,
+    optimizer_state: dict | None,
     scheduler_state: dict,
     state: dict[str, Any],
     ema_shadow: dict[str, torch.Tensor] | None = None,
 ) -> None:
-    """Write the main process's files into `folder` (the temp folder); state.json goes last."""
+    """Write the main process's files into `folder` (the temp folder); state.json goes last.
+    `optimizer_state` None: the ranks wrote their shards (write_optimizer_shard)."""
     save_file(trainable, str(folder / "trainable.safetensors"))
     if ema_shadow is not None:
         save_file(ema_shadow, str(folder / "ema.safetensors"))
-    torch.save(optimizer_state, folder / "optimizer.pt")
+    if optimizer_state is not None:
+        torch.save(optimizer_state, folder / "optimizer.pt")
     torch.save(scheduler_state, folder / "lr_scheduler.pt")
     write_json(folder / "state.json", {"format": CHECKPOINT_FORMAT, **state})
 

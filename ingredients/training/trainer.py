@@ -29,7 +29,13 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, GradientAccumulationPlugin, set_seed
+from accelerate.utils import (
+    DataLoaderConfiguration,
+    DistributedDataParallelKwargs,
+    DistributedType,
+    GradientAccumulationPlugin,
+    set_seed,
+)
 from diffusers import CogVideoXDPMScheduler
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
@@ -143,6 +149,11 @@ class Trainer:
                 f"{acc.num_processes} processes"
             )
         self.local_batch = spec.batch_size // acc.num_processes
+        # FSDP and DeepSpeed shard weights and optimizer states (untested here: no GPU)
+        self.sharded = acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+        if acc.state.deepspeed_plugin is not None:
+            # our loader uses a batch sampler, so DeepSpeed cannot infer the micro-batch size
+            acc.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = self.local_batch
         self.weight_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mixed, torch.float32)
         set_seed(spec.seed)
         if acc.is_main_process:
@@ -259,6 +270,9 @@ class Trainer:
         )
 
     def prepare_ema(self) -> None:
+        if self.spec.ema.enabled and self.sharded:
+            raise ValueError(f"train.{self.spec.stage}.ema.enabled: EMA is not supported with FSDP/DeepSpeed "
+                             f"(sharded weights); disable it or use DDP")
         if self.spec.ema.enabled:
             self.ema = EMAModel(self.trainable_params, decay=self.spec.ema.decay,
                                 update_after_step=self.spec.ema.update_after_step)
@@ -278,6 +292,9 @@ class Trainer:
             raise ValueError(f"cannot resume from {path}: the params differ from the checkpoint's:\n  " + "\n  ".join(diffs))
         if loaded.step >= self.spec.steps:
             raise ValueError(f"{path} is at step {loaded.step}, train.{self.spec.stage}.steps is {self.spec.steps}: nothing to do")
+        if self.sharded:
+            raise NotImplementedError("resuming FSDP/DeepSpeed runs is not implemented (the checkpoint holds "
+                                      "gathered weights and per-rank optimizer shards); resume with DDP")
         load_trainable_state_dict(self.accelerator.unwrap_model(self.model), loaded.trainable, str(path))
         self.optimizer.load_state_dict(loaded.optimizer)
         self.lr_scheduler.load_state_dict(loaded.lr_scheduler)
@@ -491,9 +508,11 @@ class Trainer:
             temp.mkdir(parents=True)
         acc.wait_for_everyone()
         ckpt.write_rng_state(temp, acc.process_index)
+        if self.sharded:  # every rank holds its own optimizer shard
+            ckpt.write_optimizer_shard(temp, acc.process_index, self.optimizer.state_dict())
+        trainable = self._gathered_trainable()  # a collective when sharded
         acc.wait_for_everyone()
         if acc.is_main_process:
-            model = acc.unwrap_model(self.model)
             ema_shadow, ema_state = None, None
             if self.ema is not None:
                 ema_shadow = {n: s.detach().cpu().contiguous() for n, s in zip(self.trainable_names, self.ema.shadow_params)}
@@ -503,7 +522,7 @@ class Trainer:
                 "params": spec.resolved(), "git_revision": code_revision(), "init": str(self.paths.init),
                 "manifest": str(self.paths.manifest), "num_processes": acc.num_processes, "ema": ema_state,
             }
-            ckpt.write_checkpoint_files(temp, trainable_state_dict(model), self.optimizer.state_dict(),
+            ckpt.write_checkpoint_files(temp, trainable, None if self.sharded else self.optimizer.state_dict(),
                                         self.lr_scheduler.state_dict(), state, ema_shadow)
             ckpt.move_into_place(temp, final)
             ckpt.prune_checkpoints(root, spec.checkpoint.keep)
@@ -512,17 +531,35 @@ class Trainer:
         acc.wait_for_everyone()
         return final
 
+    def _gathered_trainable(self) -> dict[str, torch.Tensor] | None:
+        """The full trainable weights on the main process (None elsewhere); gathered from the shards
+        under FSDP/DeepSpeed, so every process must call it."""
+        acc = self.accelerator
+        if self.sharded:
+            full = acc.get_state_dict(self.model)
+            return {n: full[n].detach().cpu().contiguous() for n in self.trainable_names} if acc.is_main_process else None
+        return trainable_state_dict(acc.unwrap_model(self.model)) if acc.is_main_process else None
+
     # ================================================================== output
     def save_model(self) -> None:
         """Main process: base folder components + the trained transformer (EMA weights when on, LoRA
         merged) as `out/model`, written in a temp folder and renamed."""
         acc = self.accelerator
         acc.wait_for_everyone()
-        if not acc.is_main_process:
-            return
-        model = acc.unwrap_model(self.model)
-        if self.ema is not None:
-            self.ema.copy_to(self.trainable_params)
+        if self.sharded:
+            full = acc.get_state_dict(self.model)  # gathered on the main process (a collective)
+            if not acc.is_main_process:
+                return
+            model = load_pipeline(self.paths.init).transformer  # a plain copy to hold the gathered weights
+            if self.spec.train.backbone == "lora":
+                add_backbone_lora(model, self.spec.train.lora_rank, self.spec.train.lora_alpha)
+            model.load_state_dict(full)
+        else:
+            if not acc.is_main_process:
+                return
+            model = acc.unwrap_model(self.model)
+            if self.ema is not None:
+                self.ema.copy_to(self.trainable_params)
         merge_backbone_lora(model)
         final = self.paths.model_dir
         temp = final.with_name(f".{final.name}.tmp")
