@@ -125,6 +125,21 @@ class Trainer:
         self.accelerator.end_training()
         return self.paths.model_dir
 
+    def evaluate(self) -> dict[str, float] | None:
+        """Validation metrics of the --init model without training (val_log.csv and the validation
+        images are written under out/); e.g. a trained model folder on another held-out manifest."""
+        self.prepare_accelerator()
+        self.prepare_models()
+        self.prepare_trainable()
+        self.prepare_data()
+        self.prepare_encoder()
+        self.prepare_distributed()
+        self.prepare_validation()
+        with self.prepare_tracking():
+            metrics = self.validate()
+        self.accelerator.end_training()
+        return metrics
+
     # ================================================================== prepare
     def prepare_accelerator(self) -> None:
         spec = self.spec
@@ -278,6 +293,9 @@ class Trainer:
                                 update_after_step=self.spec.ema.update_after_step)
 
     def prepare_distributed(self) -> None:
+        if not hasattr(self, "optimizer"):  # evaluation only
+            self.model, self.dataloader = self.accelerator.prepare(self.transformer, self.dataloader)
+            return
         self.model, self.optimizer, self.dataloader, self.lr_scheduler = self.accelerator.prepare(
             self.transformer, self.optimizer, self.dataloader, self.lr_scheduler
         )
