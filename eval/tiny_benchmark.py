@@ -29,7 +29,7 @@ def build_cases(names: list[str], refs: dict[str, Path], params: BenchmarkParams
     for k in range(1, min(params.max_identities, len(names)) + 1):
         for subset in itertools.combinations(sorted(names), k):
             for p, prompt in enumerate(params.prompts):
-                case_id = "+".join(subset) + f"__p{p}"
+                case_id = "-".join(subset) + f"__p{p}"
                 cases.append(Case(case_id, prompt, tuple(refs[n] for n in subset), params.seed + len(cases)))
     return cases
 

@@ -82,14 +82,16 @@ def canvas_for(method: str, references) -> Image.Image:
     return references.canvas
 
 
-def routing_record(logits: list[torch.Tensor], video: np.ndarray, references, analyzer, grid: tuple[int, int, int]) -> dict[str, np.ndarray]:
+def routing_record(logits: list[torch.Tensor], video: np.ndarray, photos: list[Path], analyzer, grid: tuple[int, int, int]) -> dict[str, np.ndarray]:
     """Routing logits [F, h, w, K] per injection point, and the index mask [F, h, w] of where each
     reference's face was found (one-to-one matched above the backend's threshold) in the video."""
     from eval.video_faces import analyze_frames, embed_reference
     from ingredients.data.index_mask import index_mask_from_masks
 
     out = {f"routing.{n}": z[0].float().reshape(*grid, -1).numpy() for n, z in enumerate(logits)}
-    refs = np.stack([embed_reference(analyzer, crop, f"reference crop {k}") for k, crop in enumerate(references.crops)])
+    from .faces.image_io import load_rgb
+
+    refs = np.stack([embed_reference(analyzer, load_rgb(p), str(p)) for p in photos])
     faces = analyze_frames(analyzer, video, refs)
     masks = np.zeros((len(refs),) + video.shape[:3], dtype=bool)  # [K, F, H, W]
     for t, match in enumerate(faces.matches):
@@ -146,7 +148,7 @@ def sample_benchmark(params: SampleParams, benchmark: Path, model: Path, out: Pa
 
                 unit = pipe.vae_scale_factor_spatial * pipe.transformer.config.patch_size
                 grid = ((video.shape[0] - 1) // pipe.vae_scale_factor_temporal + 1, video.shape[1] // unit, video.shape[2] // unit)
-                record = routing_record(result.routing_logits, video, references, conditioner.analyzer, grid)
+                record = routing_record(result.routing_logits, video, list(case.references), conditioner.analyzer, grid)
                 with atomic_path(out / method / f"{case.case_id}.routing.safetensors") as tmp:
                     save_file(record, str(tmp))
             write_video(video_path, video, fps=params.fps)  # last: its presence marks the case done
