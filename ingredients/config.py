@@ -34,7 +34,7 @@ class FullFolders(BaseModel):
     """Where the full profile's weights live (see README, 'Full profile')."""
 
     model_config = ConfigDict(extra="forbid")
-    backbone: str = "weights/CogVideoX-5b-I2V"
+    backbone: str = "weights/CogVideoX-5b-I2V"   # or a CogVideoX-5b (text-to-video) folder with backbone_init t2v
     ingredients: str | None = None
     antelopev2: str = "weights/face_encoder/models/antelopev2"
     eva_clip: str = "weights/face_encoder/EVA02_CLIP_L_336_psz14_s6B.pt"
@@ -49,6 +49,11 @@ class PrepareParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     profile: Literal["tiny", "full"] = "tiny"
     seed: int = 0
+    # i2v: the image-to-video backbone as it is; t2v: a text-to-video backbone whose image-condition
+    # input channels start at zero (the paper's text-to-video initialisation ablation)
+    backbone_init: Literal["i2v", "t2v"] = "i2v"
+    # IngredientsTransformer3DModel config keys replacing the profile's (e.g. cross_attn_interval)
+    transformer: dict[str, Any] = Field(default_factory=dict)
     vae_fit_steps: int = Field(40, ge=0)
     vae_fit_lr: float = Field(2e-3, gt=0)
     vae_fit_videos: int = Field(6, ge=1)

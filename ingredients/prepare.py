@@ -125,6 +125,17 @@ def tiny_clips(raw: Path, num_videos: int, num_frames: int, size: int) -> np.nda
     return np.stack(clips)
 
 
+def zero_image_channels(transformer_dir: Path) -> None:
+    """Zero the image-condition input channels of a saved transformer (text-to-video initialisation)."""
+    from .models import IngredientsTransformer3DModel
+
+    model = IngredientsTransformer3DModel.from_pretrained(transformer_dir)
+    with torch.no_grad():
+        weight = model.patch_embed.proj.weight  # [D, 2C, p, p]: noisy latents first, image latents second
+        weight[:, weight.shape[1] // 2 :] = 0
+    model.save_pretrained(transformer_dir)
+
+
 def prepare_tiny(params: PrepareParams, out: Path, raw: Path | None, face_settings: dict | None = None) -> dict:
     """Build the tiny model folder into `out` (atomically) and fit its VAE on `raw` videos."""
     from .model_folder import prepare_tiny_folder
@@ -133,8 +144,10 @@ def prepare_tiny(params: PrepareParams, out: Path, raw: Path | None, face_settin
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        prepare_tiny_folder(tmp, seed=params.seed, face_settings=face_settings)
-        summary: dict = {"profile": "tiny", "seed": params.seed}
+        prepare_tiny_folder(tmp, seed=params.seed, face_settings=face_settings, **params.transformer)
+        summary: dict = {"profile": "tiny", "seed": params.seed, "backbone_init": params.backbone_init}
+        if params.backbone_init == "t2v":
+            zero_image_channels(tmp / "transformer")
         if params.vae_fit_steps and raw is not None:
             from diffusers import AutoencoderKLCogVideoX
 
@@ -171,7 +184,7 @@ def prepare_full(params: PrepareParams, out: Path) -> dict:
         if f.ingredients is not None:
             (tmp / "transformer").symlink_to((Path(f.ingredients) / "transformer").resolve(), target_is_directory=True)
         else:
-            model = IngredientsTransformer3DModel.from_backbone(backbone / "transformer", torch_dtype=torch.bfloat16)
+            model = IngredientsTransformer3DModel.from_backbone(backbone / "transformer", torch_dtype=torch.bfloat16, **params.transformer)
             model.save_pretrained(tmp / "transformer")
         face_dir = tmp / "face_encoder"
         face_dir.mkdir()

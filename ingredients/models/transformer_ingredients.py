@@ -95,6 +95,7 @@ class IngredientsTransformer3DModel(CogVideoXTransformer3DModel):
         id_embed_dim: int = 1280,
         vit_dim: int = 1024,
         num_vit_scales: int = 5,
+        vit_scale_indices: list[int] | None = None,
         mapping_hidden_dim: int = 1024,
         extractor_dim: int = 1024,
         extractor_depth: int = 10,
@@ -146,6 +147,8 @@ class IngredientsTransformer3DModel(CogVideoXTransformer3DModel):
         )
         if routing_loss_type not in ("ce", "mse"):
             raise ValueError(f"routing_loss_type must be 'ce' or 'mse', got {routing_loss_type!r}")
+        if vit_scale_indices is not None and len(vit_scale_indices) != num_vit_scales:
+            raise ValueError(f"vit_scale_indices {vit_scale_indices} must name num_vit_scales={num_vit_scales} scales")
         if cross_attn_interval < 1:
             raise ValueError(f"cross_attn_interval must be >= 1, got {cross_attn_interval}")
         inner_dim = num_attention_heads * attention_head_dim
@@ -181,8 +184,15 @@ class IngredientsTransformer3DModel(CogVideoXTransformer3DModel):
         """
         backbone = CogVideoXTransformer3DModel.from_pretrained(folder, torch_dtype=torch_dtype, local_files_only=True)
         config = {k: v for k, v in backbone.config.items() if not k.startswith("_")}
-        model = cls(**config, **face_config)
-        missing, unexpected = model.load_state_dict(backbone.state_dict(), strict=False)
+        state = backbone.state_dict()
+        if config["in_channels"] == config["out_channels"]:
+            # a text-to-video backbone: append the image-condition input channels, zero-initialised,
+            # so the converted model starts as the T2V model it came from
+            config["in_channels"] *= 2
+            weight = state["patch_embed.proj.weight"]  # [D, C, p, p] -> [D, 2C, p, p]
+            state["patch_embed.proj.weight"] = torch.cat([weight, torch.zeros_like(weight)], dim=1)
+        model = cls(**{**config, **face_config})
+        missing, unexpected = model.load_state_dict(state, strict=False)
         new = ("local_facial_extractor.", "perceiver_cross_attention.", "router.")
         if unexpected or any(not k.startswith(new) for k in missing):
             raise ValueError(f"{folder} is not a CogVideoX transformer: unexpected {unexpected[:3]}, missing {missing[:3]}")
@@ -221,6 +231,9 @@ class IngredientsTransformer3DModel(CogVideoXTransformer3DModel):
             if cond.ndim != 3:
                 raise ValueError(f"id_cond must be [B, K, D] or a list of K tensors [1, D], got shape {tuple(cond.shape)}")
             mask = torch.ones(cond.shape[:2], dtype=torch.bool, device=cond.device) if id_mask is None else id_mask.bool()
+        if self.config.vit_scale_indices is not None:
+            # e.g. the single-scale ablation keeps only the finest of the face stack's 5 scales
+            vit = [vit[i] for i in self.config.vit_scale_indices]
         k = cond.shape[1]
         if k > self.config.max_identities:
             raise ValueError(f"{k} identities given; this model takes at most max_identities={self.config.max_identities}")
