@@ -97,7 +97,7 @@ def fit_tiny_vae(vae, clips: np.ndarray, steps: int, lr: float, seed: int, batch
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     vae.eval()
     return losses
 

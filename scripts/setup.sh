@@ -20,6 +20,11 @@ $VPY -m pip install -q -e '.[dev]'
 # insightface pins the GUI opencv-python, which collides with opencv-python-headless; scenedetect
 # bundles opencv-python too. Their real needs are listed in pyproject.toml.
 $VPY -m pip install -q --no-deps 'insightface==2.1' 'scenedetect==0.7.2'
+# headless Chromium for the browser tests (MLflow compare view, report page): Debian's package
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+    || echo "setup: could not install chromium; the browser tests will fail" >&2
+fi
 rm -f .venv/.ingredients-setup-*
 touch "$stamp"
 echo "setup: done"
