@@ -179,15 +179,25 @@ def write_aggregates(layout: RunLayout, params: EvalParams) -> dict:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m eval.run", description=__doc__.splitlines()[0])
     parser.add_argument("--benchmark", required=True, help="benchmark JSONL")
-    parser.add_argument("--method", action="append", required=True, metavar="NAME=DIR",
+    parser.add_argument("--method", action="append", default=[], metavar="NAME=DIR",
                         help="a method's output folder of {case_id}.mp4 (repeatable)")
+    parser.add_argument("--methods-dir", action="append", default=[], metavar="DIR",
+                        help="a folder whose sub-folders are methods, named after them (repeatable)")
     parser.add_argument("--out", required=True, help="evaluation output folder")
     parser.add_argument("--params", default=None, help="params.yaml with an eval: section")
     parser.add_argument("--shard", default="0/1", metavar="I/N", help="evaluate every N-th case from I")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    specs = list(args.method)
+    for parent in args.methods_dir:
+        subdirs = sorted(p for p in Path(parent).iterdir() if p.is_dir()) if Path(parent).is_dir() else []
+        if not subdirs:
+            parser.error(f"--methods-dir {parent}: no method sub-folders")
+        specs += [f"{p.name}={p}" for p in subdirs]
+    if not specs:
+        parser.error("give at least one --method NAME=DIR or --methods-dir DIR")
     methods: dict[str, Path] = {}
-    for spec in args.method:
+    for spec in specs:
         name, folder = parse_method(spec)
         if name in methods:
             parser.error(f"method {name!r} given twice")
