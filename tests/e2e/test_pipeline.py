@@ -1,0 +1,142 @@
+"""`dvc repro` end to end on a smaller-than-tiny setting, then MLflow's UI on the run's store.
+
+The repository's dvc.yaml, params.yaml (merged with smaller_than_tiny.yaml) and packages are copied
+into a temporary project; `python` resolves to this environment's interpreter.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ingredients.config import deep_merge, load_params
+
+ROOT = Path(__file__).resolve().parents[2]
+OVERRIDE = Path(__file__).with_name("smaller_than_tiny.yaml")
+
+
+def _env(project: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    env["DVC_NO_ANALYTICS"] = "1"
+    env["PYTHONPATH"] = str(project)
+    return env
+
+
+def _dvc(project: Path, *args: str, timeout: int = 1200) -> subprocess.CompletedProcess:
+    return subprocess.run([str(Path(sys.executable).parent / "dvc"), *args], cwd=project, env=_env(project),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    project = tmp_path_factory.mktemp("project")
+    for name in ("ingredients", "eval"):
+        shutil.copytree(ROOT / name, project / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "dvc.yaml", project / "dvc.yaml")
+    params = deep_merge(load_params(ROOT / "params.yaml"), load_params(OVERRIDE))
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    subprocess.run(["git", "init", "-q"], cwd=project, check=True)
+    assert _dvc(project, "init", "-q").returncode == 0
+    start = time.monotonic()
+    run = _dvc(project, "repro")
+    (project / "repro.log").write_text(run.stdout + run.stderr)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    (project / "repro_seconds.txt").write_text(f"{time.monotonic() - start:.1f}\n")
+    return project
+
+
+def test_pipeline_produces_every_stage_output(project):
+    metrics = json.loads((project / "outputs/eval/metrics.json").read_text())
+    assert sorted(metrics) == ["no_identity", "oracle", "ours"]
+    # the oracle pastes the references into the frames: it must beat the text-only baseline
+    assert metrics["oracle"]["face_sim/dlib"] > metrics["no_identity"]["face_sim/dlib"] + 0.5
+    assert (project / "outputs/report/index.html").is_file()
+    assert (project / "models/stage2/model/model_index.json").is_file()
+    assert (project / "models/stage2/train_log.csv").read_text().count("\n") == 3  # header + 2 steps
+    cases = (project / "data/benchmark/tiny.jsonl").read_text().splitlines()
+    assert len(list((project / "outputs/samples/ours").glob("*.mp4"))) == len(cases) == 3
+
+
+def test_mlflow_store_holds_one_run_per_stage_and_method(project):
+    con = sqlite3.connect(project / "mlflow.db")
+    rows = con.execute(
+        "select r.name, t.value from runs r join tags t on t.run_uuid = r.run_uuid where t.key = 'stage'"
+    ).fetchall()
+    stages = {stage for _, stage in rows}
+    assert {"prepare", "curate", "report", "evaluate"} <= stages
+    assert any(stage.startswith("train") for stage in stages), stages
+    evaluated = sorted(name for name, stage in rows if stage == "evaluate")
+    assert evaluated == ["no_identity", "oracle", "ours"]
+
+
+def test_second_repro_runs_nothing(project):
+    start = time.monotonic()
+    run = _dvc(project, "repro")
+    elapsed = time.monotonic() - start
+    assert run.returncode == 0 and "Running stage" not in run.stdout, run.stdout
+    assert elapsed < 30, f"a no-op dvc repro took {elapsed:.1f}s"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed (scripts/setup.sh installs it)")
+def test_mlflow_ui_compare_view_shows_the_methods(project, tmp_path):
+    """Start the documented MLflow UI on the run's store, open the compare view headless, stop it by PID."""
+    import urllib.request
+
+    port = _free_port()
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "mlflow"), "ui", "--backend-store-uri", f"sqlite:///{project / 'mlflow.db'}",
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        cwd=project, env={**_env(project), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(base + "/health", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("mlflow ui did not answer within 60 s")
+        con = sqlite3.connect(project / "mlflow.db")
+        exp_id, run_ids = None, []
+        for run_id, exp, stage in con.execute(
+            "select r.run_uuid, r.experiment_id, t.value from runs r join tags t on t.run_uuid = r.run_uuid where t.key = 'stage'"
+        ):
+            if stage == "evaluate":
+                exp_id = exp
+                run_ids.append(run_id)
+        runs = json.dumps(run_ids).replace(" ", "")
+        url = f"{base}/#/compare-runs?runs={runs}&experiments=[\"{exp_id}\"]"
+        shot = tmp_path / "compare.png"
+        dom = subprocess.run(
+            ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=20000",
+             f"--screenshot={shot}", "--window-size=1400,900", "--dump-dom", url],
+            capture_output=True, text=True, timeout=180,
+        ).stdout
+        for method in ("ours", "oracle", "no_identity"):
+            assert method in dom, f"{method} not on the compare page"
+        assert "face_sim/dlib" in dom
+        assert shot.is_file() and shot.stat().st_size > 10_000
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=30)
