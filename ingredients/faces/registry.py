@@ -9,6 +9,7 @@ from ingredients.faces.base import FaceAnalyzer
 
 # name -> "module:Class", imported lazily so that e.g. onnxruntime loads only when asked for
 _BACKENDS: dict[str, str] = {
+    "curricularface": "ingredients.faces.curricularface_backend:CurricularFaceAnalyzer",
     "dlib": "ingredients.faces.dlib_backend:DlibFaceAnalyzer",
     "insightface": "ingredients.faces.insightface_backend:InsightFaceAnalyzer",
 }
