@@ -156,7 +156,7 @@ def detect_layout(state_dict: Mapping[str, Any]) -> str:
 def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     """Tensors of a weights file: safetensors, or a torch state dict read with weights_only=True.
 
-    A uniform 'module.' prefix (DataParallel checkpoints) is removed.
+    A uniform 'module.' prefix (DataParallel checkpoints) is removed; floating tensors become float32.
     """
     path = Path(path)
     if path.suffix == ".safetensors":
@@ -175,9 +175,9 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
         raise CheckpointMismatchError(
             f"{path} is not a state dict (a non-empty mapping of parameter names to tensors); got "
             f"{type(state).__name__}. Expected the IR-101 backbone weights ({WEIGHTS_FILE})")
-    if all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
-    return dict(state)
+    prefix = "module." if all(k.startswith("module.") for k in state) else ""
+    # [float16 / bfloat16 releases] -> float32, the dtype the network runs in
+    return {k[len(prefix):]: v.float() if v.is_floating_point() else v for k, v in state.items()}
 
 
 def check_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
@@ -226,9 +226,13 @@ def load_ir101(weights: str | Path, layout: str = "auto") -> IRBackbone:
     state = load_state_dict_file(path)
     if layout == "auto":
         layout = detect_layout(state)
-    model = build_ir101(layout)
+    with torch.device("meta"):  # no random init: every tensor comes from the file
+        model = build_ir101(layout)
     check_state_dict(model, state, str(path))
-    model.load_state_dict(state, strict=True)
+    model.load_state_dict(state, strict=True, assign=True)
+    left = [n for n, t in (*model.named_parameters(), *model.named_buffers()) if t.is_meta]
+    if left:
+        raise CheckpointMismatchError(f"{path}: tensors not set by the file: {', '.join(left[:8])}")
     return model.eval()
 
 

@@ -76,10 +76,10 @@ def analyzer(weights_file):
 
 @pytest.fixture(scope="module")
 def faces(analyzer):
-    """(image, largest dlib face) of three real people: hanks, astronaut, grace."""
+    """(image, largest dlib face) of two real people: hanks, astronaut."""
     photos = packaged_photos()
     out = {}
-    for name in ("hanks", "astronaut", "grace"):
+    for name in ("hanks", "astronaut"):
         found = analyzer.detect(photos[name])
         assert found, f"dlib found no face in {name}"
         out[name] = (photos[name], max(found, key=lambda f: f.size))
@@ -117,7 +117,7 @@ def test_embeddings_match_the_network_on_real_faces(analyzer, random_ir101, face
     crops = [analyzer.align(image, face) for image, face in faces.values()]
     assert all(c.shape == (112, 112, 3) and c.dtype == np.uint8 for c in crops)
     emb = analyzer.embed_batch(crops)
-    assert emb.shape == (3, 512) and emb.dtype == np.float32
+    assert emb.shape == (2, 512) and emb.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
 
     # parity with the network run by hand: RGB, (x / 255 - 0.5) / 0.5, L2-normalised
@@ -129,8 +129,7 @@ def test_embeddings_match_the_network_on_real_faces(analyzer, random_ir101, face
     single = analyzer.embed(crops[0])
     assert np.array_equal(single, analyzer.embed(crops[0]))  # deterministic
     np.testing.assert_allclose(single, emb[0], atol=1e-5)
-    sims = emb @ emb.T
-    assert np.all(sims[~np.eye(3, dtype=bool)] < 0.9999)  # different faces, different vectors
+    assert float(emb[0] @ emb[1]) < 0.9999  # different faces, different vectors
 
 
 def test_embed_face_crops_at_224_then_resizes_like_the_reference_code(analyzer, faces):
@@ -139,11 +138,9 @@ def test_embed_face_crops_at_224_then_resizes_like_the_reference_code(analyzer, 
     resized = cv2.resize(crop224, (112, 112), interpolation=cv2.INTER_LINEAR)
     both = analyzer.embed_batch([crop224, resized])
     np.testing.assert_array_equal(both[0], both[1])
-    vector = analyzer.embed_face(image, face)
-    np.testing.assert_allclose(vector, both[0], atol=1e-6)
     raw = analyzer.embed_face(image, face, normalize=False)
     assert abs(np.linalg.norm(raw) - 1.0) > 1e-3
-    np.testing.assert_allclose(raw / np.linalg.norm(raw), vector, atol=1e-6)
+    np.testing.assert_allclose(raw / np.linalg.norm(raw), both[0], atol=1e-6)
 
 
 def test_missing_weights_name_the_file_and_how_to_get_it(tmp_path):
@@ -202,12 +199,15 @@ def test_evolve_layout_with_dataparallel_prefix_is_detected_and_loaded(tmp_path)
     torch.manual_seed(1)
     model = randomize(build_ir101("evolve"), seed=1)
     path = tmp_path / "CurricularFace_Backbone.pth"
-    torch.save({f"module.{k}": v for k, v in model.state_dict().items()}, path)
+    # without num_batches_tracked, as in checkpoints saved by old torch versions
+    torch.save({f"module.{k}": v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}, path)
     loaded = load_ir101(path)
     assert loaded.layout == "evolve" and not loaded.training
-    x = torch.rand(1, 3, 112, 112) * 2 - 1
-    with torch.no_grad():
-        torch.testing.assert_close(loaded(x), model(x), atol=1e-5, rtol=0)
+    expected = model.state_dict()
+    got = loaded.state_dict()
+    assert list(got) == list(expected)
+    assert all(torch.equal(got[k], v) for k, v in expected.items() if not k.endswith("num_batches_tracked"))
+    assert all(t.device.type == "cpu" for t in got.values())
 
 
 def test_registry_builds_it_with_detector_options(weights_file):
@@ -232,6 +232,7 @@ def test_eval_runner_reports_face_sim_curricularface(tmp_path, weights_file):
         "face_backend_options": {"curricularface": {"weights": str(weights_file)}},
         "metrics": ["face_sim", "face_sim_max", "face_found"],
         "max_frames": 2,
+        "face_frame_stride": 2,  # analyse frame 0 only: IR-101 costs ~1 s a face on 2 cores
     }}))
     metrics = evaluate(bench, {"oracle": oracle}, tmp_path / "out", load_params(params_file))["oracle"]
     missing = json.loads((tmp_path / "out" / "missing.json").read_text()).get("oracle", {})
@@ -239,8 +240,8 @@ def test_eval_runner_reports_face_sim_curricularface(tmp_path, weights_file):
     assert set(metrics) >= {"face_sim/curricularface", "face_sim_max/curricularface", "face_found/curricularface"}
 
     analysis = load_faces(RunLayout(tmp_path / "out").cache_faces("oracle", "pair"))["curricularface"]
-    assert analysis.n_frames == 2 and analysis.refs.shape == (2, 512)
-    assert analysis.embeddings.shape == (4, 512)  # both people found in both frames
+    assert analysis.n_frames == 1 and analysis.refs.shape == (2, 512)
+    assert analysis.embeddings.shape == (2, 512)  # both people found
     np.testing.assert_allclose(np.linalg.norm(analysis.embeddings, axis=1), 1.0, atol=1e-5)
     per_id = np.stack([m.score for m in analysis.matches]).mean(axis=0)
     assert metrics["face_sim/curricularface"] == pytest.approx(float(per_id.mean()), abs=1e-9)
