@@ -159,24 +159,23 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     A uniform 'module.' prefix (DataParallel checkpoints) is removed; floating tensors become float32.
     """
     path = Path(path)
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    how = "safetensors" if path.suffix == ".safetensors" else "a torch state dict with weights_only=True"
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
 
-        state = load_file(str(path), device="cpu")
-    else:
-        try:
+            state = load_file(str(path), device="cpu")
+        else:
             state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # pickle refusals (weights_only), truncated or non-torch files
-            raise CheckpointMismatchError(
-                f"cannot read {path} as a torch state dict with weights_only=True: {type(exc).__name__}: {exc}"
-            ) from exc
+    except Exception as exc:  # pickle refusals (weights_only), truncated or foreign files; re-raised with the path
+        raise CheckpointMismatchError(f"cannot read {path} as {how}: {type(exc).__name__}: {exc}") from exc
     if not isinstance(state, Mapping) or not state or not all(
             isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
         raise CheckpointMismatchError(
             f"{path} is not a state dict (a non-empty mapping of parameter names to tensors); got "
             f"{type(state).__name__}. Expected the IR-101 backbone weights ({WEIGHTS_FILE})")
     prefix = "module." if all(k.startswith("module.") for k in state) else ""
-    # [float16 / bfloat16 releases] -> float32, the dtype the network runs in
+    # half-precision copies of the weights run in float32 like the original
     return {k[len(prefix):]: v.float() if v.is_floating_point() else v for k, v in state.items()}
 
 
@@ -268,6 +267,10 @@ class CurricularFaceAnalyzer:
     its keyword options (e.g. {"model_dir": ...} for insightface). device: torch device string.
     layout: "auto", "tface" or "evolve" (see module docstring). crop_size: the template crop that
     `embed_face` warps to before resizing to 112 (224 = ConsisID's metric code).
+
+    In the evaluation (FaceSim-Cur = `face_sim/curricularface`), params.yaml sets
+    `eval.face_backends: [curricularface]` and `eval.face_backend_options: {curricularface: {weights: FILE}}`
+    (plus `detector: insightface, detector_options: {model_dir: DIR}` for SCRFD detection).
     """
 
     name = "curricularface"

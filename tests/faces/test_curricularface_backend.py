@@ -210,6 +210,17 @@ def test_evolve_layout_with_dataparallel_prefix_is_detected_and_loaded(tmp_path)
     assert all(t.device.type == "cpu" for t in got.values())
 
 
+def test_half_precision_safetensors_load_as_float32(tmp_path, random_ir101):
+    from safetensors.torch import save_file
+
+    half = {k: v.half() if v.is_floating_point() else v for k, v in random_ir101.state_dict().items()}
+    path = tmp_path / "ir101.safetensors"
+    save_file(half, str(path))
+    got = load_ir101(path).state_dict()
+    assert all(v.dtype == torch.float32 for k, v in got.items() if not k.endswith("num_batches_tracked"))
+    assert all(torch.equal(got[k], v.float() if v.is_floating_point() else v) for k, v in half.items())
+
+
 def test_registry_builds_it_with_detector_options(weights_file):
     assert "curricularface" in available_backends()
     built = build_analyzer("curricularface", weights=str(weights_file), detector_options={"upsample": 0})
