@@ -170,7 +170,8 @@ def test_wrong_keys_and_shapes_are_refused_with_their_names(tmp_path, random_ir1
     assert message.startswith(f"{bad} does not match the IR-101 backbone (tface layout): ")
     assert "missing keys (1): output_layer.3.weight;" in message
     assert "unexpected keys (1): output_layer.3.weights;" in message
-    assert "shape mismatches (1): body.10.res_layer.1.weight: file (128, 128, 1, 1) vs model (128, 128, 3, 3)" in message
+    assert ("shape mismatches (1): body.10.res_layer.1.weight: file (128, 128, 1, 1) "
+            "vs model (128, 128, 3, 3)") in message
     assert "huggingface-cli download" in message
 
     # the right file forced into the other layout
@@ -189,7 +190,8 @@ def test_files_that_are_not_state_dicts_are_refused(tmp_path):
     torch.save({"conv.weight": torch.zeros(3)}, other_file)
     with pytest.raises(CheckpointMismatchError, match=r"t\.bin is not a state dict .* got Tensor"):
         load_ir101(tensor_file)
-    with pytest.raises(CheckpointMismatchError, match=r"cannot read .*p\.bin as a torch state dict with weights_only=True"):
+    with pytest.raises(CheckpointMismatchError,
+                       match=r"cannot read .*p\.bin as a torch state dict with weights_only=True"):
         load_ir101(pickle_file)
     with pytest.raises(CheckpointMismatchError, match=r"not an IR backbone state dict.*first keys: conv\.weight"):
         load_ir101(other_file)
