@@ -6,11 +6,11 @@ from ingredients.faces.registry import available_backends, build_analyzer
 
 
 def test_registry_lists_both_backends():
-    assert available_backends() == ["dlib", "insightface"]
+    assert available_backends() == ["curricularface", "dlib", "insightface"]
 
 
 def test_unknown_backend_names_the_valid_ones():
-    with pytest.raises(ValueError, match=r"unknown face backend 'retinaface'; valid names: dlib, insightface"):
+    with pytest.raises(ValueError, match=r"unknown face backend 'retinaface'; valid names: curricularface, dlib, insightface"):
         build_analyzer("retinaface")
 
 
