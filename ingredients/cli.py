@@ -52,9 +52,6 @@ def to_uint8(video: np.ndarray) -> np.ndarray:
     return (np.clip(video, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
 
 def resolve_generate_settings(args: argparse.Namespace) -> dict[str, Any]:
     """Merge defaults < --from-json < explicit flags; validate what a run needs."""
@@ -93,6 +90,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
     import torch
 
     from .model_folder import load_face_conditioner, load_pipeline, prepare_tiny_folder
+    from .hashing import file_sha256
     from .tracking import git_revision
     from .video_io import write_video
     from .atomic import write_json, atomic_path
@@ -138,7 +136,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
         Image.fromarray(frame_strip(video)).save(tmp, format="PNG")
     record = {
         "settings": settings,
-        "photos_sha256": [_sha256(Path(p)) for p in settings["photos"]],
+        "photos_sha256": [file_sha256(p) for p in settings["photos"]],
         "profile": profile,
         "video": {"path": out_path.name, "frames": int(video.shape[0]), "height": int(video.shape[1]),
                   "width": int(video.shape[2]), "sha256_frames": hashlib.sha256(video.tobytes()).hexdigest()},

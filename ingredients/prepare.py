@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +23,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .atomic import write_json
+from .atomic import atomic_dir, write_json
 from .config import PrepareParams, load_params, section, stage_params
 
 logger = logging.getLogger(__name__)
@@ -141,9 +139,7 @@ def prepare_tiny(params: PrepareParams, out: Path, raw: Path | None, face_settin
     from .model_folder import prepare_tiny_folder
     from .tiny import TINY_FRAMES, TINY_HEIGHT
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         prepare_tiny_folder(tmp, seed=params.seed, face_settings=face_settings, **params.transformer)
         summary: dict = {"profile": "tiny", "seed": params.seed, "backbone_init": params.backbone_init}
         if params.backbone_init == "t2v":
@@ -158,12 +154,6 @@ def prepare_tiny(params: PrepareParams, out: Path, raw: Path | None, face_settin
             vae.save_pretrained(tmp / "vae")
             summary["vae_fit"] = {"steps": params.vae_fit_steps, "clips": len(clips), "first_loss": losses[0], "last_loss": losses[-1]}
         write_json(tmp / "prepare.json", summary)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return summary
 
 
@@ -174,9 +164,7 @@ def prepare_full(params: PrepareParams, out: Path) -> dict:
     from .models import IngredientsTransformer3DModel
 
     f = params.full
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         backbone = Path(f.backbone)
         for name in ("model_index.json", "vae", "text_encoder", "tokenizer", "scheduler"):
             src = backbone / name
@@ -191,12 +179,6 @@ def prepare_full(params: PrepareParams, out: Path) -> dict:
         settings = dict(RELEASED_FACE_SETTINGS, model_dir=str(Path(f.antelopev2).resolve()), clip_dir=str(Path(f.eva_clip).resolve()))
         write_json(face_dir / FACE_SETTINGS_FILE, settings)
         write_json(tmp / "prepare.json", {"profile": "full", "backbone": str(backbone), "ingredients": f.ingredients})
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return {"profile": "full"}
 
 

@@ -31,7 +31,6 @@ face))` warps straight to 112.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -45,6 +44,7 @@ from torch import nn
 from ingredients.faces.alignment import align_to_template
 from ingredients.faces.base import Face
 from ingredients.faces.image_io import check_rgb_array
+from ingredients.hashing import file_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -251,13 +251,6 @@ def to_network_input(crops: Sequence[np.ndarray]) -> torch.Tensor:
     return (x / 255.0 - 0.5) / 0.5
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
 
 class CurricularFaceAnalyzer:
     """FaceAnalyzer with CurricularFace IR-101 identity vectors; detection is delegated.
@@ -307,7 +300,7 @@ class CurricularFaceAnalyzer:
     def identity(self) -> dict:
         """What determines this backend's outputs (for cache keys); hashes the weights once."""
         if self._digest is None:
-            self._digest = f"{self.weights.name}:{_sha256(self.weights)}"
+            self._digest = f"{self.weights.name}:{file_sha256(self.weights)}"
         detector_identity = getattr(self.detector, "identity", None)
         return {"backend": self.name, "weights": self._digest, "layout": self.layout, "crop_size": self.crop_size,
                 "detector": dict(detector_identity) if detector_identity is not None else self.detector.name}

@@ -27,7 +27,6 @@ off). Both are L2-normalised.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import logging
 from pathlib import Path
@@ -38,6 +37,7 @@ import numpy as np
 from ingredients.faces.alignment import align_to_template, arcface_template, similarity_transform
 from ingredients.faces.base import Face
 from ingredients.faces.image_io import check_rgb_array
+from ingredients.hashing import file_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -87,13 +87,6 @@ def default_model_dir() -> Path:
         )
     return Path(list(spec.submodule_search_locations)[0]) / "models"
 
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _chip_from_unit(size: int = CHIP_SIZE, padding: float = CHIP_PADDING) -> np.ndarray:
@@ -171,7 +164,7 @@ class DlibFaceAnalyzer:
     def identity(self) -> dict:
         """What determines this backend's outputs (for cache keys): versions, model file hashes, options."""
         if self._digests is None:
-            self._digests = {key: f"{path.name}:{_sha256(path)}" for key, path in sorted(self.model_files.items())}
+            self._digests = {key: f"{path.name}:{file_sha256(path)}" for key, path in sorted(self.model_files.items())}
         return {
             "backend": self.name,
             "dlib": self._dlib.__version__,

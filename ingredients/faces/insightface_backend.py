@@ -97,15 +97,9 @@ class InsightFaceAnalyzer:
     def identity(self) -> dict:
         """What determines this backend's outputs (for cache keys); hashes the ONNX files once."""
         if self._digests is None:
-            import hashlib
+            from ingredients.hashing import file_sha256
 
-            self._digests = {}
-            for role, path in sorted(self.model_files.items()):
-                digest = hashlib.sha256()
-                with open(path, "rb") as f:
-                    for chunk in iter(lambda: f.read(1 << 20), b""):
-                        digest.update(chunk)
-                self._digests[role] = f"{path.name}:{digest.hexdigest()}"
+            self._digests = {role: f"{path.name}:{file_sha256(path)}" for role, path in sorted(self.model_files.items())}
         return {"backend": self.name, "files": self._digests, "det_size": self.det_size, "det_thresh": self.det_thresh}
 
     def detect(self, image: np.ndarray) -> list[Face]:

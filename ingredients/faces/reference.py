@@ -42,6 +42,7 @@ from ingredients.faces.eva_clip import ClipFaceEncoder, build_clip
 from ingredients.faces.image_io import load_rgb
 from ingredients.faces.registry import build_analyzer
 
+from ingredients import hashing
 from ingredients.atomic import write_bytes
 
 logger = logging.getLogger(__name__)
@@ -189,15 +190,11 @@ def make_canvas(crops: np.ndarray, width: int, height: int) -> Image.Image:
 
 
 def file_sha256(path: str | Path) -> str:
-    """sha256 of a file's bytes; ImageReadError when it cannot be read."""
-    digest = hashlib.sha256()
+    """sha256 of a photo's bytes; ImageReadError when it cannot be read."""
     try:
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
+        return hashing.file_sha256(path)
     except OSError as exc:
         raise ImageReadError(path, f"cannot open the file ({exc.strerror or exc})") from exc
-    return digest.hexdigest()
 
 
 # ------------------------------------------------------------------------------------- conditioner
