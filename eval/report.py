@@ -134,9 +134,51 @@ li { font-size: 12px; } div.scroll { overflow-x: auto; }
 """
 
 
+def loss_curves(path: Path, logs: dict[str, Path]) -> Path:
+    """One panel per training log (CSV with a `step` column): every loss column against the step."""
+    import csv
+
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(logs), figsize=(5 * len(logs), 3.2), squeeze=False)
+    for ax, (name, log) in zip(axes[0], logs.items()):
+        with open(log, encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        steps = [int(r["step"]) for r in rows]
+        for column in [c for c in (rows[0].keys() if rows else []) if c.endswith("loss") or c == "routing_acc"]:
+            values = [float(r[column]) for r in rows if r[column] not in ("", None)]
+            if values and any(v != 0 for v in values):
+                ax.plot(steps[: len(values)], values, label=column)
+        ax.set_title(name)
+        ax.set_xlabel("step")
+        ax.legend(fontsize=7)
+    _save(fig, path)
+    return path
+
+
+def training_section(out: Path, train_logs: dict[str, Path], images: list[Path]) -> list[str]:
+    """HTML for the loss curves and the training stages' validation images (frame strips, routing maps)."""
+    import shutil
+
+    parts = []
+    logs = {name: log for name, log in train_logs.items() if Path(log).is_file()}
+    if logs:
+        png = loss_curves(out / "training_losses.png", logs)
+        parts += ["<h2>Training</h2>", f"<img src='{png.name}' alt='training losses'>"]
+    if images:
+        parts.append("<h3>Validation samples and routing maps (argmax identity per token over the frames)</h3>")
+        for image in images:
+            dst = out / f"train_{image.parent.parent.name}_{image.name}"
+            shutil.copyfile(image, dst)
+            parts.append(f"<div class='strip'><p>{html.escape(image.parent.parent.name)}: {html.escape(image.name)}</p>"
+                         f"<img src='{dst.name}' alt='{html.escape(image.name)}'></div>")
+    return parts
+
+
 def render_report(eval_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None,
                   benchmark: str | os.PathLike | None = None, methods: dict[str, Path] | None = None,
-                  n_columns: int = 6, max_cases: int | None = 12) -> Path:
+                  n_columns: int = 6, max_cases: int | None = 12, train_logs: dict[str, Path] | None = None,
+                  train_images: list[Path] | None = None) -> Path:
     """Write `out_dir/index.html` (default eval_dir/report) and its PNGs; returns the HTML path.
 
     The benchmark and method folders default to the run's sources.json.
@@ -179,6 +221,7 @@ def render_report(eval_dir: str | os.PathLike, out_dir: str | os.PathLike | None
                           params.max_frames, params.face_frame_stride, n_columns)
         parts.append(f"<div class='strip'><h3>{html.escape(case.case_id)}</h3><img src='{png.name}' "
                      f"alt='frames of {html.escape(case.case_id)}'></div>")
+    parts += training_section(out, train_logs or {}, list(train_images or []))
     gaps = [(m, n, r) for m, d in sorted(missing.items()) for n, r in sorted(d.items())]
     if gaps:
         parts.append("<h2>Missing or partial metrics</h2><ul>")
@@ -197,9 +240,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default=None, help="report folder (default: <eval>/report)")
     parser.add_argument("--columns", type=int, default=6)
     parser.add_argument("--max-cases", type=int, default=12)
+    parser.add_argument("--train-log", action="append", default=[], metavar="NAME=CSV",
+                        help="a training stage's train_log.csv to plot (repeatable)")
+    parser.add_argument("--train-validation", action="append", default=[], metavar="DIR",
+                        help="a training stage's validation folder: its last sample strip and routing map are shown")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
-    render_report(args.eval, args.out, n_columns=args.columns, max_cases=args.max_cases)
+    logs = dict(spec.split("=", 1) for spec in args.train_log)
+    images = []
+    for folder in map(Path, args.train_validation):
+        for kind in ("sample", "routing"):
+            found = sorted(folder.glob(f"*_{kind}.png"))
+            images += found[-1:]
+    render_report(args.eval, args.out, n_columns=args.columns, max_cases=args.max_cases,
+                  train_logs={k: Path(v) for k, v in logs.items()}, train_images=images)
 
 
 if __name__ == "__main__":
