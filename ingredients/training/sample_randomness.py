@@ -14,6 +14,7 @@ import torch
 # streams: training samples and validation samples never share draws
 TRAIN_STREAM = 0
 VALIDATION_STREAM = 1
+PERMUTATION_STREAM = 2  # identity order of training samples (kept apart so it changes no other draw)
 
 
 def sample_seed(seed: int, step: int, index: int, stream: int = TRAIN_STREAM) -> int:

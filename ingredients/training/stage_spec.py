@@ -95,7 +95,10 @@ class DropoutSpec(_Section):
 
 class DataSpec(_Section):
     """Clip sampling. num_frames/height/width None = the transformer's sample size. temporal_sampling
-    'uniform' or 'start' (deterministic, so resumed runs see the same frames)."""
+    'uniform' or 'start' (deterministic, so resumed runs see the same frames). shuffle_identities:
+    each training sample sees its identities in a random order (references, canvas slots and
+    routing labels together), so the router cannot learn the manifest's order as a position prior
+    (curated manifests list identities left to right); validation keeps the manifest order."""
 
     num_frames: int | None = Field(None, ge=1)
     height: int | None = Field(None, ge=16)
@@ -103,6 +106,7 @@ class DataSpec(_Section):
     min_coverage: float = Field(0.5, gt=0, le=1)
     temporal_sampling: Literal["uniform", "start"] = "uniform"
     frame_stride: int = Field(1, ge=1)
+    shuffle_identities: bool = True
     num_workers: int = Field(0, ge=0)
 
 

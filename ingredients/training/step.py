@@ -17,6 +17,7 @@ from ingredients.models import routing_loss
 
 from .clip_encoding import EncodedClip, canvas_latents, sample_video_latents
 from .diffusion_loss import diffusion_loss, face_region_weights
+from .sample_randomness import PERMUTATION_STREAM, sample_generators
 
 
 @dataclass
@@ -104,6 +105,34 @@ def build_step_inputs(
         timesteps=dev(t), id_cond=dev(id_cond), id_vit_hidden=[dev(v) for v in id_vit], id_mask=dev(id_mask),
         index_mask=dev(index_mask),
     )
+
+
+def identity_permutations(seed: int, step: int, indices: range, num_identities: int) -> list[torch.Tensor]:
+    """One random order of the K identities per sample, from its own stream (see sample_randomness)."""
+    return [torch.randperm(num_identities, generator=g)
+            for g in sample_generators(seed, step, indices, PERMUTATION_STREAM)]
+
+
+def permute_identities(batch: dict, perms: list[torch.Tensor]) -> dict:
+    """A copy of a collated batch whose identities are reordered per sample: new identity j is old
+    identity perm[j] (reference paths, boxes and index-mask labels together).
+
+    The model treats identities as a set (routing is permutation-invariant), so this changes no
+    target; it stops a fixed manifest order (e.g. always left to right) from becoming a position
+    shortcut for the router, and the canvas, built in reference order, is reordered with it.
+    """
+    index_mask = batch["index_mask"].clone()
+    for i, perm in enumerate(perms):
+        inverse = torch.empty_like(perm)
+        inverse[perm] = torch.arange(len(perm))  # old label -> new label
+        labelled = index_mask[i] >= 0
+        index_mask[i, labelled] = inverse[index_mask[i, labelled]]
+    return {
+        **batch,
+        "index_mask": index_mask,
+        "reference_paths": [[paths[j] for j in perm.tolist()] for paths, perm in zip(batch["reference_paths"], perms)],
+        "boxes": torch.stack([b[perm] for b, perm in zip(batch["boxes"], perms)]),
+    }
 
 
 def compute_losses(

@@ -29,7 +29,9 @@ train:
     dropout: {text: 0.0, identity: 0.0}          # classifier-free guidance dropout per sample
     loss: {diffusion_weight: 1.0, face_weight: 0.0}
     data: {num_frames: null, height: null, width: null,   # null = the transformer's sample size
-           min_coverage: 0.5, temporal_sampling: uniform, frame_stride: 1, num_workers: 0}
+           min_coverage: 0.5, temporal_sampling: uniform, frame_stride: 1,
+           shuffle_identities: true,   # random identity order per training sample
+           num_workers: 0}
     precompute: {enabled: false, cache_dir: null}          # null = <out>/cache
     checkpoint: {every: 0, keep: 2}                        # every N steps (0 = at the end only)
     validation: {every: 0, num_clips: 2, timesteps: [100, 300, 500, 700, 900],

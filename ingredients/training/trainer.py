@@ -52,7 +52,7 @@ from .encoding_cache import EncodingCache
 from .metrics_file import MetricsFile, peak_memory_mb
 from .sample_randomness import sample_generators
 from .stage_spec import StageSpec
-from .step import build_step_inputs, compute_losses
+from .step import build_step_inputs, compute_losses, identity_permutations, permute_identities
 from .trainable import add_backbone_lora, configure_trainable, load_trainable_state_dict, merge_backbone_lora, trainable_state_dict
 from .validation import ValidationClip, evaluate, frame_strip, routing_map_image, sample_clip
 
@@ -340,8 +340,9 @@ class Trainer:
                 reference_paths=item["reference_paths"],
                 encoded=self.encoder.encode(item["frames"], item["prompt"], item["reference_paths"]),
             ))
-        self.val_log = MetricsFile(self.paths.out / "val_log.csv",
-                                   VAL_COLUMNS + [f"routing_acc/{n}" for n in range(len(self.transformer.router))])
+        self.val_log = MetricsFile(self.paths.out / "val_log.csv", VAL_COLUMNS
+                                   + [f"routing_acc/{n}" for n in range(len(self.transformer.router))]
+                                   + [f"routing_acc@t{t}" for t in spec.validation.timesteps])
         self.val_log.resume(self.step)
 
     @contextlib.contextmanager
@@ -419,7 +420,10 @@ class Trainer:
     def training_step(self, batch: dict, micro: int):
         spec, acc = self.spec, self.accelerator
         first = acc.process_index * self.local_batch
-        generators = sample_generators(spec.seed, micro, range(first, first + len(batch["prompt"])))
+        indices = range(first, first + len(batch["prompt"]))
+        if spec.data.shuffle_identities and batch["num_identities"] > 1:
+            batch = permute_identities(batch, identity_permutations(spec.seed, micro, indices, batch["num_identities"]))
+        generators = sample_generators(spec.seed, micro, indices)
         encoded = self.encoder.encode_batch(batch)
         inputs = build_step_inputs(
             encoded, batch["index_mask"], generators, self.noise_scheduler, self.pipe.vae_scaling_factor_image,

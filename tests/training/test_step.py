@@ -157,3 +157,27 @@ def test_routing_hits_counts_only_labelled_tokens():
     hits, labelled = routing_hits(logits + logits, index)
     assert hits.tolist() == [2, 2] and labelled == 3
     assert math.isclose(float(hits[0]) / labelled, 2 / 3)
+
+
+def test_identity_shuffle_moves_references_boxes_and_labels_together():
+    from ingredients.training.step import identity_permutations, permute_identities
+
+    g = torch.Generator().manual_seed(0)
+    batch = {
+        "index_mask": torch.randint(-1, 3, (4, 32), generator=g),
+        "reference_paths": [[f"s{i}_id{k}.png" for k in range(3)] for i in range(4)],
+        "boxes": torch.arange(4 * 3 * 5 * 4, dtype=torch.float32).reshape(4, 3, 5, 4),
+        "prompt": ["p"] * 4, "num_identities": 3,
+    }
+    perms = identity_permutations(0, 7, range(4), 3)
+    assert [p.tolist() for p in perms] == [p.tolist() for p in identity_permutations(0, 7, range(4), 3)]
+    assert len({tuple(p.tolist()) for p in identity_permutations(0, 7, range(64), 3)}) == 6  # all orders occur
+    out = permute_identities(batch, perms)
+    for i, perm in enumerate(perms):
+        for j, old in enumerate(perm.tolist()):
+            assert out["reference_paths"][i][j] == f"s{i}_id{old}.png"
+            assert torch.equal(out["boxes"][i, j], batch["boxes"][i, old])
+            assert torch.equal(out["index_mask"][i] == j, batch["index_mask"][i] == old)
+        assert torch.equal(out["index_mask"][i] == -1, batch["index_mask"][i] == -1)
+    assert torch.equal(batch["index_mask"], batch["index_mask"].clone())  # the input batch is not modified
+    assert batch["reference_paths"][0] == ["s0_id0.png", "s0_id1.png", "s0_id2.png"]

@@ -154,3 +154,18 @@ def test_lora_and_ema_end_in_a_plain_model_folder_with_ema_weights(tiny_manifest
     # the backbone's attention changed only through the merged adapters (B != 0 after training)
     assert not torch.equal(trained["transformer_blocks.0.attn1.to_q.weight"], base["transformer_blocks.0.attn1.to_q.weight"])
     assert torch.equal(trained["transformer_blocks.0.ff.net.0.proj.weight"], base["transformer_blocks.0.ff.net.0.proj.weight"])
+
+
+def test_gradient_checkpointing_gives_the_same_run(tiny_manifest, small_model, tmp_path):
+    curves = {}
+    for checkpointing in (False, True):
+        spec = build_stage_spec(train_params(stage1={
+            "steps": 2, "gradient_checkpointing": checkpointing,
+            "validation": {"timesteps": [500], "num_clips": 1},
+        }), "stage1")
+        out = tmp_path / f"gc_{checkpointing}"
+        Trainer(spec, RunPaths(tiny_manifest, small_model, out)).fit()
+        curves[checkpointing] = [(float(r["loss"]), float(r["grad_norm"])) for r in _rows(out / "train_log.csv")]
+    assert len(curves[True]) == 2
+    for (la, ga), (lb, gb) in zip(curves[False], curves[True]):
+        assert la == pytest.approx(lb, rel=1e-6) and ga == pytest.approx(gb, rel=1e-5)
