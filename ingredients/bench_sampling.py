@@ -305,7 +305,7 @@ def run_pipeline_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         **_environment(device, pipe.transformer.dtype, args.threads),
         "steps": args.steps,
         "identities": args.identities,
-        "switches": {"vae_tiling": args.vae_tiling, "vae_tile": tile, "vae_slicing": args.vae_slicing, "cpu_offload": args.cpu_offload},
+        "switches": {"vae_tiling": args.vae_tiling, "vae_tile": list(tile) if tile else None, "vae_slicing": args.vae_slicing, "cpu_offload": args.cpu_offload},
         "frames_shape": list(frames.shape),
         "seconds": seconds,
         "peak_memory": peak_memory(device, since_reset=exact),
@@ -316,8 +316,6 @@ def run_quality(args: argparse.Namespace) -> dict[str, Any]:
     """`--mode quality`: the step cache on vs off on the tiny pipeline (latent MSE, frame PSNR, skips)."""
     from .tiny import build_tiny_pipeline
 
-    if args.step_cache == "off":
-        raise ValueError("--mode quality compares a step cache with none: pass --step-cache first_block|modulated_input")
     pipe = build_tiny_pipeline(args.seed)
     pipe.set_progress_bar_config(disable=True)
     config = StepCacheConfig(threshold=args.cache_threshold, signal=args.step_cache)
@@ -377,6 +375,8 @@ def check_args(args: argparse.Namespace) -> argparse.Namespace:
         raise ValueError(f"--identities must be in 1..8, got {args.identities}")
     if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {args.device}: CUDA is not available on this machine; use --device cpu --size reduced")
+    if args.mode == "quality" and args.step_cache == "off":
+        raise ValueError("--mode quality compares a step cache with none: pass --step-cache first_block|modulated_input")
     if args.sweep and "ours" not in models:
         raise ValueError("--sweep flips switches of our model: include 'ours' in --models")
     return args

@@ -22,11 +22,14 @@ def apply_memory_switches(
     cpu_offload: bool = False,
     device: torch.device | str = "cpu",
     tile_sample_min: tuple[int, int] | None = None,
+    tile_overlap: float = 0.25,
 ) -> IngredientsPipeline:
     """Switch the VAE to tiled / sliced decoding and the pipeline to model CPU offload (else move it to `device`).
 
-    `tile_sample_min` (height, width) sets the VAE's tile size in pixels (the CogVideoX VAE's default
-    tiles 480 x 720 video; a small video needs smaller tiles for tiling to engage at all).
+    `tile_sample_min` (height, width) sets the VAE's tile size in pixels and `tile_overlap` the overlap
+    fraction between tiles (the CogVideoX VAE's defaults suit 480 x 720 video; a small video needs smaller
+    tiles for tiling to engage at all, and with 64-pixel tiles the default overlaps (1/6, 1/5) decode
+    the tiny VAE's 128 x 128 video to 140 x 136, so an overlap that divides the tile evenly is set).
     """
     if vae_slicing:
         pipe.vae.enable_slicing()
@@ -35,7 +38,10 @@ def apply_memory_switches(
             pipe.vae.enable_tiling()
         else:
             height, width = tile_sample_min
-            pipe.vae.enable_tiling(tile_sample_min_height=height, tile_sample_min_width=width)
+            pipe.vae.enable_tiling(
+                tile_sample_min_height=height, tile_sample_min_width=width,
+                tile_overlap_factor_height=tile_overlap, tile_overlap_factor_width=tile_overlap,
+            )
     if cpu_offload:
         pipe.enable_model_cpu_offload(device=device)
     else:

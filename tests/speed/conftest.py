@@ -36,3 +36,13 @@ def forward_kwargs(inputs, step: int = 10, steps: int = 50, latents: torch.Tenso
         "timestep": t.expand(2),
         "image_rotary_emb": inputs.rotary,
     }
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One intra-op thread: these tests check values, not speed, and a shared 2-core machine makes
+    spinning thread pools very slow under load. Restores the count (the benchmark's main() sets it)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

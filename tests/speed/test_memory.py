@@ -1,0 +1,47 @@
+"""Peak-memory phases on CPU, and the pipeline-level memory switches (VAE tiling/slicing, CPU offload)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ingredients.bench_sampling import main
+from ingredients.speed import apply_memory_switches, decode_frames, frame_psnr, generate_latents, tiny_call_kwargs
+from ingredients.speed.peak_memory import peak_bytes, peak_memory, reset_peak_memory
+from ingredients.tiny import build_tiny_pipeline
+
+
+def test_peak_rss_is_reset_between_phases():
+    assert reset_peak_memory("cpu")
+    block = np.ones(300 * 2**20 // 8)  # 300 MiB, touched
+    del block
+    with_block = peak_bytes(peak_memory("cpu"))
+    assert reset_peak_memory("cpu")
+    without = peak_bytes(peak_memory("cpu"))
+    assert with_block - without > 250 * 2**20
+    with pytest.raises(KeyError, match="not a peak_memory record"):
+        peak_bytes({"scope": "since_reset"})
+
+
+def test_vae_tiling_and_slicing_decode_close_to_plain():
+    """Tiled decoding blends overlapping tiles: close to the plain decode (~30 dB), far from another video."""
+    pipe = build_tiny_pipeline(0)
+    pipe.set_progress_bar_config(disable=True)
+    call = tiny_call_kwargs(pipe, identities=2, steps=2, seed=0)
+    latents = generate_latents(pipe, call)
+    plain = decode_frames(pipe, latents)
+    other = decode_frames(pipe, generate_latents(pipe, {**call, "seed": 1}))
+    apply_memory_switches(pipe, vae_tiling=True, vae_slicing=True, tile_sample_min=(64, 64))
+    assert pipe.vae.use_tiling and pipe.vae.use_slicing and pipe.vae.tile_sample_min_height == 64
+    tiled = decode_frames(pipe, latents)
+    assert tiled.shape == plain.shape == (1, 9, 128, 128, 3)
+    assert frame_psnr(plain, tiled) > 25.0 > frame_psnr(plain, other)
+
+
+def test_pipeline_mode_with_cpu_offload():
+    result = main(["--mode", "pipeline", "--steps", "2", "--vae-tiling", "--vae-tile", "64", "64", "--vae-slicing", "--cpu-offload"])
+    assert result["pipeline"] == "tiny" and result["frames_shape"] == [1, 9, 128, 128, 3]
+    assert result["switches"] == {"vae_tiling": True, "vae_tile": [64, 64], "vae_slicing": True, "cpu_offload": True}
+    assert result["seconds"] > 0 and result["peak_memory"]["peak_rss_bytes"] > 50e6
+    assert torch.get_num_threads() == 2  # the script's --threads default
