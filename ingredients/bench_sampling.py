@@ -341,7 +341,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--identities", type=int, default=2, help="K identities for ours (ConsisID takes one)")
     parser.add_argument("--guidance-scale", type=float, default=6.0)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads (torch.set_num_threads)")
+    parser.add_argument(
+        "--threads", type=int, default=1,
+        help="CPU threads (torch.set_num_threads); 1 by default: on a loaded shared CPU, 2 threads spin-wait for "
+        "each other and the same step took 0.01 s or 2 s from run to run",
+    )
     parser.add_argument("--identity-sdpa", type=_parse_on_off, default=True, metavar="on|off")
     parser.add_argument("--fused-injection", type=_parse_on_off, default=True, metavar="on|off")
     parser.add_argument("--id-tokens", choices=ID_TOKEN_MODES, default="once")

@@ -44,4 +44,4 @@ def test_pipeline_mode_with_cpu_offload():
     assert result["pipeline"] == "tiny" and result["frames_shape"] == [1, 9, 128, 128, 3]
     assert result["switches"] == {"vae_tiling": True, "vae_tile": [64, 64], "vae_slicing": True, "cpu_offload": True}
     assert result["seconds"] > 0 and result["peak_memory"]["peak_rss_bytes"] > 50e6
-    assert torch.get_num_threads() == 2  # the script's --threads default
+    assert torch.get_num_threads() == 1  # the script's --threads default
