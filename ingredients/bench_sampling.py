@@ -55,7 +55,6 @@ from .speed import (
     enable_step_cache,
     identity_kwargs,
     make_sampling_inputs,
-    model_config,
     num_parameters,
     peak_bytes,
     peak_memory,
@@ -241,7 +240,7 @@ def run_loop_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     for kind in [k for k in MODEL_KINDS[::-1] if k in args.models]:  # bare, consisid, ours (kept for the sweep)
         start = time.perf_counter()
         model = build_model(kind, size, device, dtype, seed=args.seed)
-        report["configs"][kind] = {k: v for k, v in model_config(kind, size).items()}
+        report["configs"][kind] = {k: v for k, v in model.config.items() if not k.startswith("_")}
         cache = _apply_ours_switches(model, switches) if kind == "ours" else None
         compile_transformer(model, switches.compile)
         logger.info("%s: built in %.1fs, %.2fB parameters", kind, time.perf_counter() - start, num_parameters(model) / 1e9)
@@ -279,16 +278,8 @@ def _switch_value(switches: Switches, name: str) -> str:
 
 def run_pipeline_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     """`--mode pipeline`: one whole generation (text encoder, transformer loop, VAE decode) with the memory switches."""
-    from .tiny import build_tiny_pipeline
-
     device = torch.device(args.device)
-    if args.pipeline_folder is not None:
-        from .model_folder import load_pipeline
-
-        pipe = load_pipeline(args.pipeline_folder, _dtype(args.dtype, device))
-    else:
-        pipe = build_tiny_pipeline(args.seed)
-    pipe.set_progress_bar_config(disable=True)
+    pipe = _load_pipeline(args, device)
     tile = tuple(args.vae_tile) if args.vae_tile else None
     apply_memory_switches(pipe, args.vae_tiling, args.vae_slicing, args.cpu_offload, device, tile)
     call = tiny_call_kwargs(pipe, args.identities, args.steps, args.seed)
@@ -313,17 +304,36 @@ def run_pipeline_benchmark(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_quality(args: argparse.Namespace) -> dict[str, Any]:
-    """`--mode quality`: the step cache on vs off on the tiny pipeline (latent MSE, frame PSNR, skips)."""
-    from .tiny import build_tiny_pipeline
-
-    pipe = build_tiny_pipeline(args.seed)
-    pipe.set_progress_bar_config(disable=True)
+    """`--mode quality`: the step cache on vs off on the tiny (or `--pipeline-folder`) pipeline: latent MSE,
+    frame PSNR, skipped steps. Face features are random, of the pipeline's sizes."""
+    device = torch.device(args.device)
+    pipe = _load_pipeline(args, device)
+    pipe.to(device)
     config = StepCacheConfig(threshold=args.cache_threshold, signal=args.step_cache)
     result = step_cache_quality(pipe, config, tiny_call_kwargs(pipe, args.identities, args.steps, args.seed))
     if math.isinf(result["frame_psnr_db"]):  # identical frames; JSON has no infinity
         result["frame_psnr_db"] = None
         result["frames_identical"] = True
-    return {"mode": "quality", "pipeline": "tiny", **_environment(torch.device("cpu"), torch.float32, args.threads), **result}
+    return {
+        "mode": "quality",
+        "pipeline": str(args.pipeline_folder) if args.pipeline_folder else "tiny",
+        **_environment(device, pipe.transformer.dtype, args.threads),
+        **result,
+    }
+
+
+def _load_pipeline(args: argparse.Namespace, device: torch.device):
+    """The pipeline of `--pipeline-folder` (in --dtype), or the tiny one built in memory."""
+    if args.pipeline_folder is not None:
+        from .model_folder import load_pipeline
+
+        pipe = load_pipeline(args.pipeline_folder, _dtype(args.dtype, device))
+    else:
+        from .tiny import build_tiny_pipeline
+
+        pipe = build_tiny_pipeline(args.seed)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -357,7 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--vae-tile", type=int, nargs=2, metavar=("H", "W"), help="VAE tile size in pixels (tiny: 64 64)")
     parser.add_argument("--vae-slicing", action="store_true")
     parser.add_argument("--cpu-offload", action="store_true")
-    parser.add_argument("--pipeline-folder", type=Path, default=None, help="--mode pipeline: a saved pipeline folder (default: tiny)")
+    parser.add_argument("--pipeline-folder", type=Path, default=None, help="--mode pipeline|quality: a saved pipeline folder (default: tiny)")
     parser.add_argument("--out", type=Path, help="write the JSON result here (atomically)")
     return parser
 

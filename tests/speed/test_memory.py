@@ -45,3 +45,12 @@ def test_pipeline_mode_with_cpu_offload():
     assert result["switches"] == {"vae_tiling": True, "vae_tile": [64, 64], "vae_slicing": True, "cpu_offload": True}
     assert result["seconds"] > 0 and result["peak_memory"]["peak_rss_bytes"] > 50e6
     assert torch.get_num_threads() == 1  # the script's --threads default
+
+
+def test_pipeline_mode_loads_a_saved_folder(tmp_path):
+    from ingredients.tiny import save_tiny_pipeline
+
+    folder = save_tiny_pipeline(tmp_path / "model", seed=0)
+    result = main(["--mode", "pipeline", "--pipeline-folder", str(folder), "--steps", "1", "--identities", "1"])
+    assert result["pipeline"] == str(folder) and result["frames_shape"] == [1, 9, 128, 128, 3]
+    assert result["switches"] == {"vae_tiling": False, "vae_tile": None, "vae_slicing": False, "cpu_offload": False}
