@@ -31,7 +31,9 @@ class SamplingInputs:
     id_vit_hidden: list[torch.Tensor]
 
     def to(self, device: torch.device | str, dtype: torch.dtype) -> "SamplingInputs":
-        move = lambda t: t.to(device=device, dtype=dtype)  # noqa: E731
+        def move(t: torch.Tensor) -> torch.Tensor:
+            return t.to(device=device, dtype=dtype)
+
         return SamplingInputs(
             move(self.latents), move(self.image_latents), move(self.prompt_embeds),
             (self.rotary[0].to(device), self.rotary[1].to(device)), move(self.id_cond), [move(v) for v in self.id_vit_hidden],
