@@ -103,3 +103,18 @@ def test_denoise_loop_is_the_pipeline_loop():
     result = denoise(model, inputs, extra, num_inference_steps=4, generator=generator)
     torch.testing.assert_close(result.latents, expected, rtol=0, atol=1e-6)
     assert len(result.step_seconds) == 4
+
+
+def test_full_size_models_have_the_released_shapes(parity_dir):
+    """Built on the meta device (no memory): ours is exactly the authors' full checkpoint (CogVideoX-5B-I2V,
+    42 layers, cross_attn_interval 2); ConsisID is the same minus the routers; bare is the backbone."""
+    from ingredients.speed import SIZES, build_model
+
+    models = {kind: build_model(kind, SIZES["full"], device="meta") for kind in ("ours", "consisid", "bare")}
+    shapes = {kind: {n: list(t.shape) for n, t in m.state_dict().items()} for kind, m in models.items()}
+    manifest = json.loads((parity_dir / "official_checkpoint_manifest.json").read_text())["cross_attn_interval=2"]
+    assert shapes["ours"] == {n: list(s) for n, s in manifest["params"].items()}
+    assert sum(t.numel() for t in models["ours"].state_dict().values()) == manifest["num_params"] == 6_437_519_584
+    identity = ("local_facial_extractor.", "perceiver_cross_attention.", "router.")
+    assert shapes["consisid"] == {n: s for n, s in shapes["ours"].items() if not n.startswith("router.")}
+    assert shapes["bare"] == {n: s for n, s in shapes["ours"].items() if not n.startswith(identity)}
