@@ -118,3 +118,15 @@ def test_full_size_models_have_the_released_shapes(parity_dir):
     identity = ("local_facial_extractor.", "perceiver_cross_attention.", "router.")
     assert shapes["consisid"] == {n: s for n, s in shapes["ours"].items() if not n.startswith("router.")}
     assert shapes["bare"] == {n: s for n, s in shapes["ours"].items() if not n.startswith(identity)}
+
+
+@pytest.mark.gpu
+def test_full_size_on_gpu(tmp_path):
+    """The full-size run on one GPU (bf16), 3 of 50 steps measured: finite outputs and CUDA peaks.
+    Run with `-m gpu` on a GPU machine; docs/speed.md lists the complete measurements."""
+    result = main(["--size", "full", "--device", "cuda", "--steps", "50", "--extrapolate-from", "3", "--out", str(tmp_path / "full.json")])
+    assert result["dtype"] == "bfloat16" and result["latents"] == [13, 16, 60, 90] and result["video_tokens"] == 17550
+    for run in result["runs"].values():
+        assert run["output_finite"] and run["total_method"] == "extrapolated_from_3_steps"
+        assert run["peak_memory"]["max_memory_reserved_bytes"] >= run["peak_memory"]["max_memory_allocated_bytes"] > run["parameter_bytes"]
+    assert result["ratios"]["ours/bare"]["seconds_per_step"] > 1.0
