@@ -282,60 +282,15 @@ class IngredientsTransformer3DModel(CogVideoXTransformer3DModel):
         batch_size, num_frames, _, height, width = hidden_states.shape
         ref_batch = self.config.reference_batch_semantics if reference_batch_semantics is None else reference_batch_semantics
         routed = self.config.use_router if use_router is None else use_router
-        if identities is None and id_cond is not None:
-            identities = self.encode_identities(id_cond, id_vit_hidden, id_mask, batch_size=batch_size)
-        if identities is not None:
-            identities = identities.to(hidden_states.device)
-        if identities is not None and identities.tokens.shape[0] not in (1, batch_size):
-            raise ValueError(f"identities have batch {identities.tokens.shape[0]}, hidden_states have {batch_size}")
-        if identities is not None and identities.tokens.shape[0] == 1 and batch_size > 1:
-            identities = IdentityBatch(
-                identities.tokens.expand(batch_size, -1, -1, -1), identities.mask.expand(batch_size, -1)
-            )
-
-        # 1. Time embedding
-        t_emb = self.time_proj(timestep).to(dtype=hidden_states.dtype)
-        emb = self.time_embedding(t_emb, timestep_cond)
-        if self.ofs_embedding is not None:
-            emb = emb + self.ofs_embedding(self.ofs_proj(ofs).to(dtype=hidden_states.dtype))
-
-        # 2. Patch embedding: [B, F, C, H, W] -> [B, T_text + F*H/p*W/p, D]
-        hidden_states = self.embedding_dropout(self.patch_embed(encoder_hidden_states, hidden_states))
-        text_seq_length = encoder_hidden_states.shape[1]
-        encoder_hidden_states = hidden_states[:, :text_seq_length]
-        hidden_states = hidden_states[:, text_seq_length:]
-
+        identities = self.batch_identities(identities, id_cond, id_vit_hidden, id_mask, hidden_states)
+        # 1-2. Time and patch embedding
+        hidden_states, encoder_hidden_states, emb = self.embed_inputs(hidden_states, encoder_hidden_states, timestep, timestep_cond, ofs)
         # 3. Transformer blocks, identity injection after every `cross_attn_interval`-th block
-        all_logits: list[torch.Tensor] = []
-        point = 0
-        for i, block in enumerate(self.transformer_blocks):
-            if torch.is_grad_enabled() and self.gradient_checkpointing:
-                hidden_states, encoder_hidden_states = self._gradient_checkpointing_func(
-                    block, hidden_states, encoder_hidden_states, emb, image_rotary_emb, attention_kwargs
-                )
-            else:
-                hidden_states, encoder_hidden_states = block(
-                    hidden_states=hidden_states,
-                    encoder_hidden_states=encoder_hidden_states,
-                    temb=emb,
-                    image_rotary_emb=image_rotary_emb,
-                    attention_kwargs=attention_kwargs,
-                )
-            if identities is not None and i % self.config.cross_attn_interval == 0:
-                hidden_states, logits = self._inject(point, hidden_states, identities, ref_batch, routed)
-                if logits is not None:
-                    all_logits.append(logits)
-                point += 1
-
-        # 4. Final block
-        hidden_states = self.norm_final(hidden_states)
-        hidden_states = self.norm_out(hidden_states, temb=emb)
-        hidden_states = self.proj_out(hidden_states)
-
-        # 5. Unpatchify: [B, F*H/p*W/p, C*p*p] -> [B, F, C, H, W]
-        p = self.config.patch_size
-        output = hidden_states.reshape(batch_size, num_frames, height // p, width // p, -1, p, p)
-        output = output.permute(0, 1, 4, 2, 5, 3, 6).flatten(5, 6).flatten(3, 4)
+        hidden_states, all_logits = self.run_blocks(
+            hidden_states, encoder_hidden_states, emb, image_rotary_emb, attention_kwargs, identities, ref_batch, routed
+        )
+        # 4-5. Final block and unpatchify
+        output = self.unpatchify_output(hidden_states, emb, (batch_size, num_frames, height, width))
 
         loss = None
         if index_mask is not None:
@@ -353,6 +308,86 @@ class IngredientsTransformer3DModel(CogVideoXTransformer3DModel):
         return IngredientsTransformerOutput(
             sample=output, routing_loss=loss, routing_logits=all_logits if return_routing_logits else None
         )
+
+    # ------------------------------------------------------------------ forward steps
+    def batch_identities(
+        self, identities: IdentityBatch | None, id_cond, id_vit_hidden, id_mask, hidden_states: torch.Tensor
+    ) -> IdentityBatch | None:
+        """Identities for a forward: encoded from photo features when needed, on the right device, batch B."""
+        batch_size = hidden_states.shape[0]
+        if identities is None and id_cond is not None:
+            identities = self.encode_identities(id_cond, id_vit_hidden, id_mask, batch_size=batch_size)
+        if identities is None:
+            return None
+        identities = identities.to(hidden_states.device)
+        if identities.tokens.shape[0] not in (1, batch_size):
+            raise ValueError(f"identities have batch {identities.tokens.shape[0]}, hidden_states have {batch_size}")
+        if identities.tokens.shape[0] == 1 and batch_size > 1:
+            identities = IdentityBatch(identities.tokens.expand(batch_size, -1, -1, -1), identities.mask.expand(batch_size, -1))
+        return identities
+
+    def embed_inputs(self, hidden_states, encoder_hidden_states, timestep, timestep_cond=None, ofs=None):
+        """Time embedding and patch embedding -> (video tokens [B, N, D], text tokens [B, T, D], emb [B|1, E])."""
+        t_emb = self.time_proj(timestep).to(dtype=hidden_states.dtype)
+        emb = self.time_embedding(t_emb, timestep_cond)
+        if self.ofs_embedding is not None:
+            emb = emb + self.ofs_embedding(self.ofs_proj(ofs).to(dtype=hidden_states.dtype))
+        # [B, F, C, H, W] -> [B, T_text + F*H/p*W/p, D]
+        tokens = self.embedding_dropout(self.patch_embed(encoder_hidden_states, hidden_states))
+        text_seq_length = encoder_hidden_states.shape[1]
+        return tokens[:, text_seq_length:], tokens[:, :text_seq_length], emb
+
+    def run_blocks(
+        self,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        emb: torch.Tensor,
+        image_rotary_emb,
+        attention_kwargs,
+        identities: IdentityBatch | None,
+        ref_batch: bool,
+        routed: bool,
+        start: int = 0,
+        inject_before_start: bool = False,
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Blocks `start`.. with the identity injection after every `cross_attn_interval`-th block.
+
+        `inject_before_start`: block `start - 1` already ran outside (e.g. a step cache's first block)
+        and its injection is still due. Returns (video tokens, routing logits per injection point).
+        """
+        interval = self.config.cross_attn_interval
+        all_logits: list[torch.Tensor] = []
+        first = start - 1 if inject_before_start else start
+        for i in range(first, len(self.transformer_blocks)):
+            if i >= start:
+                block = self.transformer_blocks[i]
+                if torch.is_grad_enabled() and self.gradient_checkpointing:
+                    hidden_states, encoder_hidden_states = self._gradient_checkpointing_func(
+                        block, hidden_states, encoder_hidden_states, emb, image_rotary_emb, attention_kwargs
+                    )
+                else:
+                    hidden_states, encoder_hidden_states = block(
+                        hidden_states=hidden_states,
+                        encoder_hidden_states=encoder_hidden_states,
+                        temb=emb,
+                        image_rotary_emb=image_rotary_emb,
+                        attention_kwargs=attention_kwargs,
+                    )
+            if identities is not None and i % interval == 0:
+                hidden_states, logits = self._inject(i // interval, hidden_states, identities, ref_batch, routed)
+                if logits is not None:
+                    all_logits.append(logits)
+        return hidden_states, all_logits
+
+    def unpatchify_output(self, hidden_states: torch.Tensor, emb: torch.Tensor, shape: tuple[int, int, int, int]) -> torch.Tensor:
+        """Final norms and projection, then [B, F*H/p*W/p, C*p*p] -> [B, F, C, H, W]."""
+        batch_size, num_frames, height, width = shape
+        hidden_states = self.norm_final(hidden_states)
+        hidden_states = self.norm_out(hidden_states, temb=emb)
+        hidden_states = self.proj_out(hidden_states)
+        p = self.config.patch_size
+        output = hidden_states.reshape(batch_size, num_frames, height // p, width // p, -1, p, p)
+        return output.permute(0, 1, 4, 2, 5, 3, 6).flatten(5, 6).flatten(3, 4)
 
     def _inject(
         self, point: int, hidden_states: torch.Tensor, identities: IdentityBatch, ref_batch: bool, routed: bool

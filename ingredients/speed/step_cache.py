@@ -194,29 +194,13 @@ def _cached_forward(
     batch_size, num_frames, _, height, width = hidden_states.shape
     ref_batch = cfg.reference_batch_semantics if reference_batch_semantics is None else reference_batch_semantics
     routed = cfg.use_router if use_router is None else use_router
-    if identities is None and id_cond is not None:
-        identities = model.encode_identities(id_cond, id_vit_hidden, id_mask, batch_size=batch_size)
-    if identities is not None:
-        identities = identities.to(hidden_states.device)
-        if identities.tokens.shape[0] not in (1, batch_size):
-            raise ValueError(f"identities have batch {identities.tokens.shape[0]}, hidden_states have {batch_size}")
-        if identities.tokens.shape[0] == 1 and batch_size > 1:
-            identities = IdentityBatch(identities.tokens.expand(batch_size, -1, -1, -1), identities.mask.expand(batch_size, -1))
+    identities = model.batch_identities(identities, id_cond, id_vit_hidden, id_mask, hidden_states)
     cache._check_new_run(timestep, batch_size)
 
-    # 1. Time embedding
-    t_emb = model.time_proj(timestep).to(dtype=hidden_states.dtype)
-    emb = model.time_embedding(t_emb, timestep_cond)
-    if model.ofs_embedding is not None:
-        emb = emb + model.ofs_embedding(model.ofs_proj(ofs).to(dtype=hidden_states.dtype))
+    # 1-2. Time and patch embedding (the model's own steps)
+    hidden_states, encoder_hidden_states, emb = model.embed_inputs(hidden_states, encoder_hidden_states, timestep, timestep_cond, ofs)
     if emb.shape[0] != batch_size:  # a scalar timestep: [1, D] -> [B, D], so rows can be selected
         emb = emb.expand(batch_size, -1)
-
-    # 2. Patch embedding: [B, F, C, H, W] -> [B, T_text + F*H/p*W/p, D]
-    hidden_states = model.embedding_dropout(model.patch_embed(encoder_hidden_states, hidden_states))
-    text_seq_length = encoder_hidden_states.shape[1]
-    encoder_hidden_states = hidden_states[:, :text_seq_length]
-    hidden_states = hidden_states[:, text_seq_length:]
 
     # 3. Signal, decision, block stack (computed rows) or cached residual (skipped rows)
     blocks = model.transformer_blocks
@@ -226,20 +210,20 @@ def _cached_forward(
             hidden_states=hidden_states, encoder_hidden_states=encoder_hidden_states, temb=emb,
             image_rotary_emb=image_rotary_emb, attention_kwargs=attention_kwargs,
         )
-        signal, start_block = start_h - hidden_states, 0  # block 0 done; its injection is in the cached part
+        signal, start_block = start_h - hidden_states, 1  # block 0 done; its injection is in the cached part
     else:
         signal = blocks[0].norm1(hidden_states, encoder_hidden_states, temb=emb)[0]
-        start_h, start_enc, start_block = hidden_states, encoder_hidden_states, -1
+        start_h, start_enc, start_block = hidden_states, encoder_hidden_states, 0
     compute, distances = cache._decide(signal, joint=ref_batch)
     rows = compute.nonzero().flatten().tolist()
     out = torch.empty_like(start_h)
     if rows:
         sub = slice(None) if len(rows) == batch_size else torch.tensor(rows, device=start_h.device)
-        out[sub] = _run_stack(
-            model, start_block, start_h[sub], start_enc[sub], emb[sub], image_rotary_emb, attention_kwargs,
+        out[sub] = model.run_blocks(
+            start_h[sub], start_enc[sub], emb[sub], image_rotary_emb, attention_kwargs,
             None if identities is None else IdentityBatch(identities.tokens[sub], identities.mask[sub]),
-            ref_batch, routed,
-        )
+            ref_batch, routed, start=start_block, inject_before_start=first_block,
+        )[0]
     skipped = [b for b in range(batch_size) if not compute[b]]
     if skipped:
         idx = torch.tensor(skipped, device=start_h.device)
@@ -260,40 +244,8 @@ def _cached_forward(
     cache.stats.computed.append(compute.tolist())
     cache.stats.distances.append(distances)
 
-    # 4. Final block
-    hidden_states = model.norm_final(out)
-    hidden_states = model.norm_out(hidden_states, temb=emb)
-    hidden_states = model.proj_out(hidden_states)
-
-    # 5. Unpatchify: [B, F*H/p*W/p, C*p*p] -> [B, F, C, H, W]
-    p = cfg.patch_size
-    output = hidden_states.reshape(batch_size, num_frames, height // p, width // p, -1, p, p)
-    return output.permute(0, 1, 4, 2, 5, 3, 6).flatten(5, 6).flatten(3, 4)
-
-
-def _run_stack(
-    model: IngredientsTransformer3DModel,
-    done: int,
-    hidden_states: torch.Tensor,
-    encoder_hidden_states: torch.Tensor,
-    emb: torch.Tensor,
-    image_rotary_emb,
-    attention_kwargs,
-    identities: IdentityBatch | None,
-    ref_batch: bool,
-    routed: bool,
-) -> torch.Tensor:
-    """Blocks after block `done` (-1: all) with the identity injection after every `cross_attn_interval`-th block."""
-    interval = model.config.cross_attn_interval
-    for i in range(max(done, 0), len(model.transformer_blocks)):
-        if i > done:
-            hidden_states, encoder_hidden_states = model.transformer_blocks[i](
-                hidden_states=hidden_states, encoder_hidden_states=encoder_hidden_states, temb=emb,
-                image_rotary_emb=image_rotary_emb, attention_kwargs=attention_kwargs,
-            )
-        if identities is not None and i % interval == 0:
-            hidden_states, _ = model._inject(i // interval, hidden_states, identities, ref_batch, routed)
-    return hidden_states
+    # 4-5. Final block and unpatchify (the model's own step)
+    return model.unpatchify_output(out, emb, (batch_size, num_frames, height, width))
 
 
 def enable_step_cache(model: IngredientsTransformer3DModel, config: StepCacheConfig | None = None) -> StepCache:
