@@ -342,7 +342,7 @@ class Trainer:
             ))
         self.val_log = MetricsFile(self.paths.out / "val_log.csv", VAL_COLUMNS
                                    + [f"routing_acc/{n}" for n in range(len(self.transformer.router))]
-                                   + [f"routing_acc@t{t}" for t in spec.validation.timesteps])
+                                   + [f"routing_acc_t{t}" for t in spec.validation.timesteps])
         self.val_log.resume(self.step)
 
     @contextlib.contextmanager

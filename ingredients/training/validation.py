@@ -6,7 +6,7 @@ same weights give the same number and a falling value means the model improved. 
 is the share of labelled tokens (index mask >= 0) of multi-identity clips where the router's argmax
 picks the identity whose face region the token lies in (chance: 1/K), pooled over clips and
 timesteps, per injection point (`routing_acc/<n>`) and averaged over points (`routing_acc`); also
-per timestep (`routing_acc@t<t>`, mean over points): at high noise (zero-terminal-SNR schedule:
+per timestep (`routing_acc_t<t>`, mean over points): at high noise (zero-terminal-SNR schedule:
 SNR 0.06 at t = 700) the video tokens carry little of the faces, so accuracy falls with t.
 """
 
@@ -168,7 +168,7 @@ def evaluate(
         per_point = (hits.double() / labelled).tolist()
         metrics.update({f"routing_acc/{n}": a for n, a in enumerate(per_point)})
         metrics["routing_acc"] = float(np.mean(per_point))
-        metrics.update({f"routing_acc@t{t}": c / n for t, (c, n) in hits_at_t.items() if n > 0})
+        metrics.update({f"routing_acc_t{t}": c / n for t, (c, n) in hits_at_t.items() if n > 0})
     else:
         missing["routing_acc"] = "no labelled token in a multi-identity validation clip"
     return ValidationResult(metrics=metrics, routing_argmax=routing_argmax, map_clip=map_clip, missing=missing)
