@@ -1,11 +1,14 @@
-"""The routing experiment on the tiny profile (CPU, minutes): stage 1, then stage 2 with and
+"""The routing experiment on tiny data (CPU, about 20 minutes): stage 1, then stage 2 with and
 without the routing loss; routing accuracy on held-out clips against chance and the ablation.
 
 Data: 28 synthesised videos (the recipes cycled twice) curated into the training manifest; two
-held-out sets, curated the same way: (a) 6 further videos of the training identities (unseen clips)
-and (b) 4 videos of the 2 identities held out of all training videos (unseen people). Model: the
-tiny profile as `ingredients prepare` builds it (128 x 128, 9 frames, 4 layers). Results are written
-as JSON to $INGREDIENTS_EXPERIMENT_OUT (default: the test's temp folder) and printed.
+held-out sets curated the same way: (a) 6 further videos of the training identities (unseen clips)
+and (b) 4 videos of the 2 identities held out of all training videos (unseen people).
+Model: smaller than the tiny profile (2 layers, 64 x 64, 5 frames) with its VAE fitted briefly on
+the training videos as `ingredients.prepare` does for the tiny profile (a random VAE's 4 latent
+channels keep too little of a face for the router to learn from). Stage 2 trains the backbone at a
+scaled learning rate (a frozen random backbone gives the router only random features).
+Results go to $INGREDIENTS_EXPERIMENT_OUT/routing_experiment.json (default: the test's temp folder).
 """
 
 from __future__ import annotations
@@ -13,24 +16,29 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from ingredients.training import RunPaths, Trainer, build_stage_spec
+from tests.training.conftest import SMALL_MODEL
 
 NUM_TRAIN_VIDEOS = 28
 HELDOUT_SEEN = list(range(28, 34))
 HELDOUT_VIDEOS_UNSEEN = 4
+VAE_FIT_STEPS = 150
 STAGE1_STEPS = 60
-STAGE2_STEPS = 120
-# thresholds set from the measured run (see the report); chance is 1/K pooled over labelled tokens
-MIN_ABOVE_CHANCE = 0.15
+STAGE2_STEPS = 300
+# measured once (see routing_experiment.json / the training report); asserted with margin
+MIN_ABOVE_CHANCE = 0.10
 MIN_ABOVE_ABLATION = 0.10
 
 COMMON = {
-    "seed": 0, "log_mlflow": False, "max_grad_norm": 1.0, "lr_schedule": {"name": "constant_with_warmup", "warmup_steps": 5},
-    "dropout": {"text": 0.1, "identity": 0.05}, "precompute": {"enabled": True},
+    "seed": 0, "log_mlflow": False, "max_grad_norm": 1.0,
+    "lr_schedule": {"name": "constant_with_warmup", "warmup_steps": 5},
+    "dropout": {"text": 0.1, "identity": 0.05},
     "validation": {"num_clips": 50, "timesteps": [100, 300, 500, 700, 900], "inference_steps": 0},
 }
 
@@ -38,13 +46,30 @@ COMMON = {
 def _params(cache: Path, routing_weight: float) -> dict:
     return {
         "common": {**COMMON, "precompute": {"enabled": True, "cache_dir": str(cache)}},
-        "stage1": {"steps": STAGE1_STEPS, "lr": 1e-3, "batch_size": 2, "identities": {"min": 1, "max": 1},
+        "stage1": {"steps": STAGE1_STEPS, "lr": 2e-3, "batch_size": 2, "identities": {"min": 1, "max": 1},
                    "train": {"projector": True, "injectors": True, "routers": False, "backbone": "frozen"}},
-        "stage2": {"steps": STAGE2_STEPS, "lr": 1e-3, "batch_size": 2, "init_from": "stage1",
+        "stage2": {"steps": STAGE2_STEPS, "lr": 3e-3, "batch_size": 2, "init_from": "stage1",
                    "identities": {"min": 2, "max": 3},
-                   "train": {"projector": True, "injectors": True, "routers": True, "backbone": "frozen"},
+                   "train": {"projector": True, "injectors": True, "routers": True, "backbone": "scaled_lr",
+                             "backbone_lr_scale": 0.3},
                    "routing": {"weight": routing_weight, "kind": "ce"}},
     }
+
+
+def _small_model_with_fitted_vae(raw: Path, out: Path) -> Path:
+    from diffusers import AutoencoderKLCogVideoX
+
+    from ingredients.model_folder import prepare_tiny_folder
+    from ingredients.prepare import fit_tiny_vae, tiny_clips
+
+    prepare_tiny_folder(out, seed=0, **SMALL_MODEL)
+    vae = AutoencoderKLCogVideoX.from_pretrained(out / "vae")
+    torch.manual_seed(0)
+    losses = fit_tiny_vae(vae, tiny_clips(raw, 8, 9, 64), VAE_FIT_STEPS, 2e-3, 0, batch_size=2)
+    shutil.rmtree(out / "vae")
+    vae.save_pretrained(out / "vae")
+    (out / "vae_fit.json").write_text(json.dumps({"first_loss": losses[0], "last_loss": losses[-1]}))
+    return out
 
 
 def _val_rows(out: Path) -> dict:
@@ -70,11 +95,11 @@ def _chance(trainer: Trainer, manifest: Path) -> dict:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 def test_routing_loss_teaches_the_router(tmp_path):
     from ingredients.data.curate import curate
     from ingredients.data.curation_params import CurationParams
     from ingredients.data.synth import synthesize
-    from ingredients.model_folder import prepare_tiny_folder
 
     root = Path(os.environ.get("INGREDIENTS_EXPERIMENT_OUT", tmp_path))
     synthesize(root / "raw", seed=0, num_videos=NUM_TRAIN_VIDEOS, num_heldout_videos=HELDOUT_VIDEOS_UNSEEN)
@@ -85,7 +110,7 @@ def test_routing_loss_teaches_the_router(tmp_path):
     train_manifest = root / "curated" / "manifest.jsonl"
     heldout = {"seen_identities": root / "heldout_seen" / "manifest.jsonl",
                "unseen_identities": root / "heldout_unseen" / "manifest.jsonl"}
-    model = prepare_tiny_folder(root / "tiny_model", seed=0)
+    model = _small_model_with_fitted_vae(root / "raw", root / "model")
     cache = root / "cache"
 
     spec1 = build_stage_spec(_params(cache, 1.0), "stage1")
@@ -98,7 +123,10 @@ def test_routing_loss_teaches_the_router(tmp_path):
         evaluator = Trainer(spec.model_copy(update={"init_from": "model"}),
                             RunPaths(train_manifest, out / "model", root / f"eval_{label}_unseen",
                                      val_manifest=heldout["unseen_identities"]))
-        results[label] = {"seen_identities": _val_rows(out), "unseen_identities": evaluator.evaluate()}
+        on_train = Trainer(spec.model_copy(update={"init_from": "model"}),
+                           RunPaths(train_manifest, out / "model", root / f"eval_{label}_train", val_manifest=train_manifest))
+        results[label] = {"seen_identities": _val_rows(out), "unseen_identities": evaluator.evaluate(),
+                          "training_clips": on_train.evaluate()}
     results["chance"] = {split: _chance(evaluator, m) for split, m in heldout.items()}
     (root / "routing_experiment.json").write_text(json.dumps(results, indent=2, sort_keys=True))
     print(json.dumps(results, indent=2, sort_keys=True))
@@ -108,3 +136,5 @@ def test_routing_loss_teaches_the_router(tmp_path):
     without = float(results["no_routing_loss"]["seen_identities"]["after"]["routing_acc"])
     assert with_loss > chance + MIN_ABOVE_CHANCE
     assert with_loss > without + MIN_ABOVE_ABLATION
+    unseen_chance = results["chance"]["unseen_identities"]["chance"]
+    assert float(results["routing_loss"]["unseen_identities"]["routing_acc"]) > unseen_chance + MIN_ABOVE_CHANCE
