@@ -144,7 +144,7 @@ class StageSpec(_Section):
     stage: str
     init_from: str = Field("model", description="'model' (any model folder) or the stage whose output --init must be")
     seed: int = 0
-    steps: int = Field(ge=1)
+    steps: int = Field(ge=0, description="optimizer steps; 0 passes the init model through unchanged (stage2_only ablation)")
     batch_size: int = Field(1, ge=1, description="global batch per micro-step, split across processes")
     grad_accum: int = Field(1, ge=1)
     lr: float = Field(gt=0)
