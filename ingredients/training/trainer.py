@@ -412,8 +412,9 @@ class Trainer:
                     self.validate()
                 if self.step >= spec.steps:
                     break
-        self.save_checkpoint()
-        self.validate()
+        if self.step > 0:  # steps: 0 passes the init model through (validated once, no checkpoint)
+            self.save_checkpoint()
+            self.validate()
         if acc.is_main_process:
             self.train_log.flush()
 

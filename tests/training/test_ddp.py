@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -30,6 +31,8 @@ WEIGHT_ATOL = 2e-4
 # zero into +-lr steps, so those two tensors differ at the lr scale in any two runs. They do not
 # change any output (also checked below).
 ZERO_GRADIENT = {"router.0.norm1.bias", "router.1.norm1.bias"}
+
+logger = logging.getLogger(__name__)
 
 
 def _params(cache: Path) -> dict:
@@ -71,12 +74,12 @@ def test_two_process_ddp_matches_one_process(tiny_manifest, small_model, tmp_pat
         for key in ("loss", "diffusion_loss", "routing_loss", "grad_norm"):
             x, y = float(a[key]), float(b[key])
             worst = max(worst, abs(x - y) / max(abs(x), 1e-8))
-    print(f"max relative difference of logged losses/grad norms, 1 vs 2 processes: {worst:.2e}")
+    logger.info(f"max relative difference of logged losses/grad norms, 1 vs 2 processes: {worst:.2e}")
     assert worst < LOSS_RTOL
     wa = load_file(str(outs["single"] / "model" / "transformer" / "diffusion_pytorch_model.safetensors"))
     wb = load_file(str(outs["ddp"] / "model" / "transformer" / "diffusion_pytorch_model.safetensors"))
     max_diff = max(float((wa[k] - wb[k]).abs().max()) for k in wa if k not in ZERO_GRADIENT)
-    print(f"max weight difference after 8 steps: {max_diff:.2e}")
+    logger.info(f"max weight difference after 8 steps: {max_diff:.2e}")
     assert max_diff < WEIGHT_ATOL
     _check_router_bias_is_inert(outs["single"] / "model")
     # the runs trained: the routers moved

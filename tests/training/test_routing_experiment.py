@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -41,6 +42,8 @@ COMMON = {
     "dropout": {"text": 0.1, "identity": 0.05},
     "validation": {"num_clips": 50, "timesteps": [100, 300, 500, 700, 900], "inference_steps": 0},
 }
+
+logger = logging.getLogger(__name__)
 
 
 def _params(cache: Path, routing_weight: float) -> dict:
@@ -129,7 +132,7 @@ def test_routing_loss_teaches_the_router(tmp_path):
                           "training_clips": on_train.evaluate()}
     results["chance"] = {split: _chance(evaluator, m) for split, m in heldout.items()}
     (root / "routing_experiment.json").write_text(json.dumps(results, indent=2, sort_keys=True))
-    print(json.dumps(results, indent=2, sort_keys=True))
+    logger.info("routing experiment: %s", json.dumps(results, indent=2, sort_keys=True))
 
     chance = results["chance"]["seen_identities"]["chance"]
     with_loss = float(results["routing_loss"]["seen_identities"]["after"]["routing_acc"])

@@ -169,3 +169,15 @@ def test_gradient_checkpointing_gives_the_same_run(tiny_manifest, small_model, t
     assert len(curves[True]) == 2
     for (la, ga), (lb, gb) in zip(curves[False], curves[True]):
         assert la == pytest.approx(lb, rel=1e-6) and ga == pytest.approx(gb, rel=1e-5)
+
+
+def test_zero_steps_passes_the_init_model_through(tiny_manifest, small_model, tmp_path):
+    spec = build_stage_spec(train_params(stage1={"steps": 0, "validation": {"timesteps": [500], "num_clips": 1}}), "stage1")
+    out = tmp_path / "run"
+    model_dir = Trainer(spec, RunPaths(tiny_manifest, small_model, out)).fit()
+    trained = load_pipeline(model_dir).transformer.state_dict()
+    base = load_pipeline(small_model).transformer.state_dict()
+    assert all(torch.equal(trained[k], base[k]) for k in base)
+    assert [r["step"] for r in _rows(out / "val_log.csv")] == ["0"] and _rows(out / "train_log.csv") == []
+    assert not (out / "checkpoints").exists()
+    assert json.loads((model_dir / "training_info.json").read_text())["step"] == 0
