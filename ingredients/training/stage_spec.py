@@ -8,11 +8,12 @@ layout.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ingredients.config import deep_merge
 
 BackboneMode = Literal["frozen", "scaled_lr", "lora"]
 MixedPrecision = Literal["no", "bf16", "fp16", "auto"]
@@ -187,15 +188,6 @@ class StageSpec(_Section):
 
 # ------------------------------------------------------------------------------------------ errors
 
-def _deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(dict(base))
-    for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
 
 def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
     """The pydantic model class that holds the field at `loc` (for listing its allowed keys)."""
@@ -240,7 +232,7 @@ def build_stage_spec(train_params: Mapping[str, Any], stage: str) -> StageSpec:
     for name, value in ((COMMON_SECTION, common), (stage, section)):
         if not isinstance(value, Mapping):
             raise ValueError(f"train.{name} must be a mapping, got {type(value).__name__}")
-    merged = _deep_merge(common, section)
+    merged = deep_merge(common, section)
     if "stage" in merged:
         raise ValueError(f"train.{stage}.stage: do not set it; the stage name is the section's key")
     merged["stage"] = stage
