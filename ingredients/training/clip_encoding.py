@@ -13,6 +13,7 @@ scaled by the VAE scaling factor, zeros after.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -162,11 +163,28 @@ class ClipEncoder:
         return torch.stack([self._prompts[p] for p in prompts])
 
     def references(self, paths: Sequence[str]):
-        """ReferenceConditioning of the clip's reference photos (memoised)."""
-        key = tuple(str(p) for p in paths)
+        """ReferenceConditioning of the clip's reference photos, in the given order.
+
+        The face stack runs once per set of photos (memoised); another order of the same photos
+        permutes its per-identity results and lays out the canvas again, as the face stack would.
+        """
+        from ingredients.faces.reference import make_canvas
+
+        wanted = [str(p) for p in paths]
+        key = tuple(sorted(wanted))
         if key not in self._references:
             self._references[key] = self.conditioner(list(key))
-        return self._references[key]
+        base = self._references[key]
+        if list(key) == wanted:
+            return base
+        order = [key.index(p) for p in wanted]
+        crops = base.crops[order]
+        settings = self.conditioner.settings
+        return dataclasses.replace(
+            base, crops=crops, id_cond=base.id_cond[order], id_vit_hidden=[h[order] for h in base.id_vit_hidden],
+            canvas=make_canvas(crops, settings.canvas_width, settings.canvas_height),
+            faces=[base.faces[i] for i in order], paths=wanted,
+        )
 
     @torch.no_grad()
     def _vae_dist(self, pixels: torch.Tensor) -> torch.Tensor:

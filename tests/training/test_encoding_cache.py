@@ -83,3 +83,18 @@ def test_encoder_rejects_wrong_frame_size(setup):
     pipe, conditioner, item = setup
     with pytest.raises(ValueError, match=r"frames are \(64, 64\), the encoder works at \(128, 128\)"):
         ClipEncoder(pipe, conditioner, 128, 128).encode(item["frames"], item["prompt"], item["reference_paths"])
+
+
+def test_references_in_another_order_equal_the_face_stack(setup):
+    """A permuted order reuses the face stack's result; it must equal running the stack in that order."""
+    pipe, conditioner, item = setup
+    encoder = ClipEncoder(pipe, conditioner, 64, 64)
+    paths = list(item["reference_paths"])
+    for order in (paths, paths[::-1]):
+        got = encoder.references(order)
+        want = conditioner(order, use_cache=False)
+        assert got.paths == order
+        assert torch.equal(got.id_cond, want.id_cond)
+        assert all(torch.equal(a, b) for a, b in zip(got.id_vit_hidden, want.id_vit_hidden))
+        assert (got.crops == want.crops).all()
+        assert got.canvas.tobytes() == want.canvas.tobytes()
