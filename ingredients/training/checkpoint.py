@@ -159,7 +159,10 @@ def write_checkpoint_files(
 
 
 def move_into_place(temp: Path, final: Path) -> Path:
-    """Rename a fully written temp folder to `final` (replacing an older folder of that name)."""
+    """Rename a fully written temp folder to `final` (replacing an older folder of that name).
+
+    (Not ingredients.atomic.atomic_dir: every process writes its RNG state into the checkpoint's
+    temp folder, so its name must be known to all ranks, not drawn by mkdtemp on one.)"""
     if final.exists():
         trash = final.with_name(f".{final.name}.old")
         shutil.rmtree(trash, ignore_errors=True)

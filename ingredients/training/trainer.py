@@ -41,7 +41,7 @@ from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from torch.utils.data import DataLoader
 
-from ingredients.atomic import write_json
+from ingredients.atomic import atomic_dir, write_json
 from ingredients.data.dataset import IdentityCountBatchSampler, IngredientsVideoDataset, collate_ingredients
 from ingredients.model_folder import load_face_conditioner, load_pipeline
 from ingredients.tracking import git_revision, start_run
@@ -585,23 +585,20 @@ class Trainer:
                 self.ema.copy_to(self.trainable_params)
         merge_backbone_lora(model)
         final = self.paths.model_dir
-        temp = final.with_name(f".{final.name}.tmp")
-        shutil.rmtree(temp, ignore_errors=True)
-        temp.mkdir(parents=True)
-        for child in sorted(self.paths.init.iterdir()):
-            if child.name in MODEL_FOLDER_SKIP or child.name.startswith("."):
-                continue
-            if child.is_dir():
-                shutil.copytree(child, temp / child.name)
-            else:
-                shutil.copy2(child, temp / child.name)
-        model.save_pretrained(temp / "transformer", safe_serialization=True)
-        write_json(temp / TRAINING_INFO, {
-            "stage": self.spec.stage, "step": self.step, "init": str(self.paths.init),
-            "manifest": str(self.paths.manifest), "params": self.spec.resolved(), "git_revision": code_revision(),
-            "ema": self.ema is not None, "num_processes": acc.num_processes,
-        })
-        ckpt.move_into_place(temp, final)
+        with atomic_dir(final) as temp:
+            for child in sorted(self.paths.init.iterdir()):
+                if child.name in MODEL_FOLDER_SKIP or child.name.startswith("."):
+                    continue
+                if child.is_dir():
+                    shutil.copytree(child, temp / child.name)
+                else:
+                    shutil.copy2(child, temp / child.name)
+            model.save_pretrained(temp / "transformer", safe_serialization=True)
+            write_json(temp / TRAINING_INFO, {
+                "stage": self.spec.stage, "step": self.step, "init": str(self.paths.init),
+                "manifest": str(self.paths.manifest), "params": self.spec.resolved(), "git_revision": code_revision(),
+                "ema": self.ema is not None, "num_processes": acc.num_processes,
+            })
         logger.info("model folder written to %s", final)
         if self.mlflow is not None:
             self.mlflow.log_artifact(str(self.paths.out / "train_log.csv"))
