@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from eval.registry import MetricUnavailable
+from ingredients.weights_file import read_weights
 
 logger = logging.getLogger(__name__)
 
@@ -45,13 +46,7 @@ def load_raft(model_name: str, weights: str | None) -> torch.nn.Module:
     if model_name not in ("raft_small", "raft_large"):
         raise MetricUnavailable(f"flow.raft_model must be 'raft_small' or 'raft_large', got {model_name!r}")
     model = getattr(optical_flow, model_name)(weights=None, progress=False)
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(path))
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    model.load_state_dict(state)
+    model.load_state_dict(read_weights(path))
     return model.eval()
 
 

@@ -4,7 +4,7 @@ torchmetrics' CLIPScore only loads hub names).
 
 Needs a local open_clip checkpoint configured in eval.clip (model name, optional model config
 JSON, weights file); without one the metric is reported missing. Weights are loaded from
-safetensors or with torch.load(weights_only=True); nothing is downloaded.
+safetensors or torch.load(weights_only=True) (`read_weights`); nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from PIL import Image
 from eval.context import VideoContext
 from eval.params import ClipParams
 from eval.registry import MetricResult, MetricUnavailable, register
+from ingredients.weights_file import read_weights
 
 logger = logging.getLogger(__name__)
 
@@ -44,13 +45,8 @@ def load_clip(model_name: str, config: str | None, weights: str) -> tuple:
     if not path.is_file():
         raise MetricUnavailable(f"CLIP weights file not found: {path} (eval.clip.weights)")
     model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=None)
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(path))
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        state = state.get("state_dict", state)
+    state = read_weights(path)
+    state = state.get("state_dict", state)
     model.load_state_dict(state)
     return model.eval(), preprocess, open_clip.get_tokenizer(model_name)
 

@@ -6,7 +6,7 @@ offline, or `insightface` given its `model_dir`), and alignment is the 5-point A
 
 Weights. The released file `glint360k_curricular_face_r101_backbone.bin` (TFace's IR-101 trained
 with the CurricularFace loss on Glint360K; ConsisID ships it in `face_encoder/`) is a plain torch
-state dict. It is read with `torch.load(..., weights_only=True)` (or safetensors) and loaded with
+state dict. It is read with `ingredients.weights_file.read_weights` (no pickled code) and loaded with
 strict key matching.
 
 Architecture. There are two public layouts of the same IR-101, and this file builds both:
@@ -45,6 +45,7 @@ from ingredients.faces.alignment import align_to_template
 from ingredients.faces.base import Face
 from ingredients.faces.image_io import check_rgb_array
 from ingredients.hashing import file_sha256
+from ingredients.weights_file import read_weights
 
 logger = logging.getLogger(__name__)
 
@@ -159,16 +160,10 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     A uniform 'module.' prefix (DataParallel checkpoints) is removed; floating tensors become float32.
     """
     path = Path(path)
-    how = "safetensors" if path.suffix == ".safetensors" else "a torch state dict with weights_only=True"
     try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path), device="cpu")
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle refusals (weights_only), truncated or foreign files; re-raised with the path
-        raise CheckpointMismatchError(f"cannot read {path} as {how}: {type(exc).__name__}: {exc}") from exc
+        state = read_weights(path)
+    except ValueError as exc:  # pickle refusals, truncated or foreign files: the message names the path
+        raise CheckpointMismatchError(str(exc)) from exc
     if not isinstance(state, Mapping) or not state or not all(
             isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
         raise CheckpointMismatchError(

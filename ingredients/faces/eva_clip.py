@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ingredients.atomic import write_bytes
+from ingredients.weights_file import read_weights
 
 logger = logging.getLogger(__name__)
 
@@ -263,12 +264,8 @@ def _unwrap_state_dict(state: Mapping[str, Any]) -> dict[str, torch.Tensor]:
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """A checkpoint's tensors via safetensors or torch.load(weights_only=True), never pickle."""
-    path = Path(path)
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    return _unwrap_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    state = read_weights(path)
+    return state if Path(path).suffix == ".safetensors" else _unwrap_state_dict(state)
 
 
 def checkpoint_format(state: Mapping[str, Any]) -> str:

@@ -31,6 +31,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ingredients.atomic import atomic_path, write_json
+from ingredients.weights_file import read_weights
 
 logger = logging.getLogger(__name__)
 
@@ -199,7 +200,7 @@ class Checkpoint:
 
 
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
-    """Read a checkpoint folder; optimizer/scheduler states load with torch.load(weights_only=True)."""
+    """Read a checkpoint folder; optimizer/scheduler states load with `read_weights` (no pickled code)."""
     path = Path(path)
     state_path = path / "state.json"
     if not state_path.is_file():
@@ -215,8 +216,8 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         path=path,
         state=state,
         trainable=load_file(str(path / "trainable.safetensors")),
-        optimizer=torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True),
-        lr_scheduler=torch.load(path / "lr_scheduler.pt", map_location="cpu", weights_only=True),
+        optimizer=read_weights(path / "optimizer.pt"),
+        lr_scheduler=read_weights(path / "lr_scheduler.pt"),
         ema=load_file(str(ema_path)) if ema_path.is_file() else None,
     )
 
