@@ -1,0 +1,74 @@
+"""Evaluation under load (eval.load_test): one run over N videos equals S shard runs merged, and
+peak memory does not grow with the number of videos."""
+
+import json
+import sys
+
+import pytest
+
+from eval.benchmark import read_benchmark
+from eval.load_test import (
+    PHOTOS,
+    build_load_benchmark,
+    identity_sets,
+    run_load_test,
+    run_measured,
+)
+from eval.run_layout import read_records
+
+# Peak RSS of the 200-video run may exceed the 50-video run's by at most this much (MiB). What
+# grows per video is a few small records and embeddings (~kB each); 150 videos more would add
+# ~tens of MiB if frames or analyses were kept in memory (9 x 128 x 128 x 3 B = 0.44 MB per video).
+RSS_GROWTH_LIMIT_MIB = 16.0
+
+
+def test_benchmark_mixes_one_and_two_identities_and_prompts(tmp_path):
+    assert len(identity_sets(PHOTOS)) == 5 + 10
+    cases = read_benchmark(build_load_benchmark(tmp_path, 20))
+    assert [len(c.references) for c in cases[:15]] == [1] * 5 + [2] * 10
+    assert len({c.prompt for c in cases}) == 5
+    assert [c.seed for c in cases] == list(range(20))
+    assert cases[5].case_id == "c0005_astronaut-grace"
+
+
+def test_peak_rss_of_each_child_is_its_own(tmp_path):
+    """Two concurrent children: the one holding 300 MiB reports >= 300 MiB, the idle one far less."""
+    hold = "b = bytearray(300 * 2**20); b[::4096] = b'x' * len(b[::4096])"
+    runs = run_measured({"big": [sys.executable, "-c", hold], "small": [sys.executable, "-c", "pass"]},
+                        tmp_path / "logs", jobs=2)
+    assert runs["big"].peak_rss_mib >= 300
+    assert runs["small"].peak_rss_mib < 100
+    assert runs["big"].seconds > 0 and runs["big"].returncode == 0
+    with pytest.raises(RuntimeError, match=r"(?s)fail exited with status 3.*fail\.log.*boom"):
+        run_measured({"fail": [sys.executable, "-c", "import sys; print('boom'); sys.exit(3)"]}, tmp_path / "logs")
+
+
+def _check_report(report: dict, out, videos: int, shards: int) -> None:
+    assert report["equal"], report["equal_files"]
+    assert report["equal_files"] == {"per_video.jsonl": True, "metrics.json": True, "missing.json": True, "faces": True}
+    assert report["faces_files"] > 0
+    assert sum(s["videos"] for s in report["shard_runs"]) == videos and len(report["shard_runs"]) == shards
+    assert json.loads((out / "load_report.json").read_text()) == report
+    records = {r["case_id"]: r for r in read_records(out / "runs" / "merged" / "per_video.jsonl")}
+    assert len(records) == videos
+    # the load data is realistic: faces are found in the face videos, none in the no-face ones
+    found = [r["metrics"]["face_found/dlib"] for i, r in enumerate(records.values()) if i % 10 != 9]
+    assert sum(found) / len(found) > 0.5
+    assert all(r["metrics"]["face_sim/dlib"] == 0.0 for i, r in enumerate(records.values()) if i % 10 == 9)
+
+
+def test_small_load_single_run_equals_four_shards_merged(tmp_path):
+    report = run_load_test(tmp_path, videos=12, shards=4, compare=(), jobs=2)
+    _check_report(report, tmp_path, 12, 4)
+    assert report["videos_without_face"] == 1
+    assert report["single"]["peak_rss_mib"] > 100  # torch + dlib models are loaded
+    assert report["rss_growth_mib"] is None
+
+
+@pytest.mark.slow
+def test_200_videos_bounded_memory_and_four_shards_equal(tmp_path):
+    report = run_load_test(tmp_path, videos=200, shards=4, compare=(50,))
+    _check_report(report, tmp_path, 200, 4)
+    assert report["videos_without_face"] == 20
+    assert [s["videos"] for s in report["scaling"]] == [50, 200]
+    assert report["rss_growth_mib"] <= RSS_GROWTH_LIMIT_MIB, report["scaling"]
