@@ -7,7 +7,8 @@ Writes DIR/per_video.jsonl (one record per method x case: {"method", "case_id", 
 {name: value}, "missing": {name: reason}}), then DIR/metrics.json ({method: {metric: value}}) and
 DIR/missing.json computed from those records alone. Each (method, case) is cached under DIR/cache
 keyed by a fingerprint of the video, routing file, references, prompt and params, so a rerun
-resumes and only recomputes what changed. `--shard I/N` evaluates every N-th case starting at I;
+resumes and only recomputes what changed (temp files a killed run left in DIR are removed first).
+`--shard I/N` evaluates every N-th case starting at I;
 `python -m eval.merge` combines shard or per-method runs into the same aggregates.
 """
 
@@ -31,6 +32,8 @@ from eval.face_backends import AnalyzerPool, file_digest
 from eval.params import EvalParams, load_params
 from eval.registry import MetricResult, MetricUnavailable, get_metric
 from eval.run_layout import RunLayout, read_records, save_faces
+from ingredients.video_io import VideoReadError
+from ingredients.atomic import remove_stale_temps
 
 logger = logging.getLogger(__name__)
 
@@ -93,17 +96,26 @@ def fingerprint(ctx: VideoContext) -> str:
 
 
 def evaluate_video(ctx: VideoContext) -> dict:
-    """Run every configured metric on one video; returns its per-video record."""
+    """Run every configured metric on one video; returns its per-video record.
+
+    An unreadable video (corrupt, empty) is not fatal: every metric is missing with the reason.
+    """
     result = MetricResult()
-    for name in ctx.params.metrics:
-        spec = get_metric(name)
-        try:
-            if spec.level == "video":
-                result.update(spec.compute(ctx))
-            elif spec.prepare is not None:
-                spec.prepare(ctx)
-        except MetricUnavailable as exc:
-            result.missing[name] = str(exc)
+    try:
+        ctx.frames  # decoded once here; every metric reads them
+    except VideoReadError as exc:
+        logger.warning("%s/%s: %s; its metrics are reported missing", ctx.method, ctx.case.case_id, exc)
+        result.missing.update({name: f"unreadable video: {exc}" for name in ctx.params.metrics})
+    else:
+        for name in ctx.params.metrics:
+            spec = get_metric(name)
+            try:
+                if spec.level == "video":
+                    result.update(spec.compute(ctx))
+                elif spec.prepare is not None:
+                    spec.prepare(ctx)
+            except MetricUnavailable as exc:
+                result.missing[name] = str(exc)
     return {
         "method": ctx.method,
         "case_id": ctx.case.case_id,
@@ -142,6 +154,8 @@ def evaluate(benchmark: str | os.PathLike, methods: dict[str, Path], out_dir: st
     analyzers = analyzers or AnalyzerPool(params.face_backend_options)
     analyzers.check_names(params.face_backends)
     layout = RunLayout(Path(out_dir))
+    remove_stale_temps(layout.root, recursive=False)  # a killed run's temps; not to be cached with OUT
+    remove_stale_temps(layout.root / "cache")
     records = []
     jobs = [(m, folder, c) for m, folder in methods.items() for c in cases]
     reused = 0

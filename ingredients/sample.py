@@ -9,7 +9,8 @@ Methods (params `sample.methods`):
 - `ours_no_router`: the same model, every identity mixed with equal weight (no routing);
 - `canvas_only`: the backbone with the reference canvas as first frame, no ID tokens;
 - `no_identity`: the backbone with a blank canvas and no ID tokens (text only; the lower bound).
-Each video is written atomically and skipped when present, so an interrupted run resumes. With
+Each video is written atomically and skipped when present, so an interrupted run resumes (temp files
+a killed run left in the output folders are removed first). With
 several processes (`accelerate launch`), cases are split between them.
 """
 
@@ -27,7 +28,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm import tqdm
 
-from .atomic import write_json
+from .atomic import remove_stale_temps, write_json
 from .cli import to_uint8
 from .config import load_params, stage_params
 from .model_folder import load_face_conditioner, load_pipeline
@@ -112,6 +113,10 @@ def sample_benchmark(params: SampleParams, benchmark: Path, model: Path, out: Pa
 
     state = PartialState()
     cases = read_benchmark(benchmark)
+    if state.is_main_process:  # before any process writes: a killed run's temps must not be cached with `out`
+        for folder in [out, *(out / m for m in params.methods)]:
+            remove_stale_temps(folder, recursive=folder != out)
+    state.wait_for_everyone()
     pipe = load_pipeline(model).to(state.device)
     pipe.set_progress_bar_config(disable=True)
     conditioner = load_face_conditioner(model, pipe, cache_dir=cache_dir)

@@ -8,7 +8,8 @@ filters (each drop counted by reason) -> per kept clip: caption, reference crop 
 
 Each video's result is written atomically to `OUT/work/NAME.json` once it is complete (reference
 crops and masks are written before it), so a killed run resumes where it stopped: finished videos
-are reused when their file fingerprint and the settings fingerprint match. The manifest
+are reused when their file fingerprint and the settings fingerprint match (temp files of writes the
+kill interrupted are removed at the start). The manifest
 (`OUT/manifest.jsonl`), the report (`OUT/report.json`) and a contact sheet (`OUT/contact_sheet.png`)
 are written atomically at the end from all per-video results, in video order, so a resumed run
 produces the same manifest as an uninterrupted one.
@@ -35,6 +36,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from ingredients.atomic import remove_stale_temps
 from ingredients.data.atomic_io import write_json_atomic, write_npz_atomic, write_png_atomic
 from ingredients.data.captions import CaptionError, build_captioner
 from ingredients.data.clustering import cluster_tracks
@@ -311,6 +313,10 @@ def curate(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, params: Curat
     params = params or CurationParams()
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    # what a killed run's writes left behind, before it is cached with the output folder
+    remove_stale_temps(out_dir, recursive=False)
+    for sub in ("work", "refs", "masks"):
+        remove_stale_temps(out_dir / sub)
     videos = list_videos(raw_dir)
     params_fp = params.fingerprint()
     results: dict[str, dict] = {}

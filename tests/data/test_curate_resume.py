@@ -10,6 +10,7 @@ import time
 
 from ingredients.data.curate import curate
 from ingredients.data.curation_params import CurationParams
+from tests.interruption import assert_no_partial_outputs
 
 
 def test_killed_run_resumes_to_the_same_manifest(tiny_raw, tiny_curated):
@@ -36,6 +37,7 @@ def test_killed_run_resumes_to_the_same_manifest(tiny_raw, tiny_curated):
     done_before = sorted(p.name for p in work.iterdir() if p.suffix == ".json")
     assert 1 <= len(done_before) < 4
     assert not (out / "manifest.jsonl").exists()
+    assert assert_no_partial_outputs(out).checked["json"] == len(done_before)  # per-video results, refs, masks load
 
     report = curate(tiny_raw, out, CurationParams(num_workers=1))
     assert report["throughput"]["run_videos"] == 4 - len(done_before)  # finished videos were reused
@@ -43,6 +45,7 @@ def test_killed_run_resumes_to_the_same_manifest(tiny_raw, tiny_curated):
     for ref in sorted((ref_out / "refs").rglob("*.png")):
         assert (out / ref.relative_to(ref_out)).read_bytes() == ref.read_bytes()
     assert sorted(p.name for p in work.iterdir() if p.suffix == ".json") == [f"vid_{i:03d}.json" for i in range(4)]
+    assert_no_partial_outputs(out, allow_temps=False)
 
     # a second rerun does no work and leaves the manifest as it is
     again = curate(tiny_raw, out, CurationParams())

@@ -14,6 +14,7 @@ import yaml
 from safetensors.torch import load_file
 
 from ingredients.training import RunPaths, Trainer, build_stage_spec
+from tests.interruption import assert_no_partial_outputs
 from tests.training.conftest import run_cli, train_params
 
 STEPS = 10
@@ -64,10 +65,12 @@ def runs(tiny_manifest, small_model, tmp_path_factory):
     assert not (killed / "model").exists()
     interrupted_at = max(int(p.name.split("-")[1]) for p in (killed / "checkpoints").glob("step-*"))
     assert 4 <= interrupted_at < STEPS
+    assert_no_partial_outputs(killed)  # checkpoints, train_log.csv, validation images: complete or temp
 
     proc = run_cli(_args(params_file, tiny_manifest, small_model, killed, "--resume", "latest"))
     log = proc.communicate(timeout=600)[0]
     assert proc.returncode == 0, log[-3000:]
+    assert_no_partial_outputs(killed, allow_temps=False)
     return full, killed, interrupted_at, log
 
 
