@@ -33,6 +33,7 @@ from eval.params import EvalParams, load_params
 from eval.registry import MetricResult, MetricUnavailable, get_metric
 from eval.run_layout import RunLayout, read_records, save_faces
 from ingredients.atomic import remove_stale_temps
+from ingredients.video_io import VideoReadError
 
 logger = logging.getLogger(__name__)
 
@@ -95,17 +96,26 @@ def fingerprint(ctx: VideoContext) -> str:
 
 
 def evaluate_video(ctx: VideoContext) -> dict:
-    """Run every configured metric on one video; returns its per-video record."""
+    """Run every configured metric on one video; returns its per-video record.
+
+    An unreadable video (corrupt, empty) is not fatal: every metric is missing with the reason.
+    """
     result = MetricResult()
-    for name in ctx.params.metrics:
-        spec = get_metric(name)
-        try:
-            if spec.level == "video":
-                result.update(spec.compute(ctx))
-            elif spec.prepare is not None:
-                spec.prepare(ctx)
-        except MetricUnavailable as exc:
-            result.missing[name] = str(exc)
+    try:
+        ctx.frames  # decoded once here; every metric reads them
+    except VideoReadError as exc:
+        logger.warning("%s/%s: %s; its metrics are reported missing", ctx.method, ctx.case.case_id, exc)
+        result.missing.update({name: f"unreadable video: {exc}" for name in ctx.params.metrics})
+    else:
+        for name in ctx.params.metrics:
+            spec = get_metric(name)
+            try:
+                if spec.level == "video":
+                    result.update(spec.compute(ctx))
+                elif spec.prepare is not None:
+                    spec.prepare(ctx)
+            except MetricUnavailable as exc:
+                result.missing[name] = str(exc)
     return {
         "method": ctx.method,
         "case_id": ctx.case.case_id,

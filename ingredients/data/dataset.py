@@ -92,6 +92,7 @@ class IngredientsVideoDataset(Dataset):
         temporal_sampling: TemporalSampling = "uniform",
         frame_stride: int = 1,
         seed: int = 0,
+        data_root: str | os.PathLike | None = None,
     ) -> None:
         self.manifest_path = Path(manifest)
         self.root = self.manifest_path.parent
@@ -100,7 +101,7 @@ class IngredientsVideoDataset(Dataset):
             raise ValueError(f"num_frames must be {vae_temporal}n+1 (the VAE compresses time by {vae_temporal}), got {num_frames}")
         if max_identities is not None and max_identities < min_identities:
             raise ValueError(f"max_identities={max_identities} is below min_identities={min_identities}")
-        all_clips = read_manifest(self.manifest_path)
+        all_clips = read_manifest(self.manifest_path, data_root)  # refuses paths escaping their root
         self.clips: list[ManifestClip] = [
             c for c in all_clips if c.num_identities >= min_identities and (max_identities is None or c.num_identities <= max_identities)
         ]

@@ -1,7 +1,9 @@
 """The curated-clip manifest: JSONL, one training clip per line.
 
 Paths inside a row (video, reference crops, mask file) are relative to the manifest's folder, so a
-curated folder can be moved as a whole. Frame ranges are [start_frame, end_frame) of the source
+curated folder can be moved as a whole. They cannot escape their root: reference crops and masks must
+lie inside the manifest's folder, source videos inside the data root (by default the folder above the
+manifest's, which holds `raw/` beside `curated/`); absolute paths and escapes are refused on reading. Frame ranges are [start_frame, end_frame) of the source
 video; `boxes` hold one entry per clip frame (None where the identity is not visible). The masks are
 the boxes when `mask_kind == "box"`; with `"segmentation"` the file `mask_path` holds `masks`, bool
 [K, F, H, W] in the order of `identities`.
@@ -67,20 +69,45 @@ class ManifestClip(BaseModel):
         return len(self.identities)
 
 
-def read_manifest(path: str | os.PathLike) -> list[ManifestClip]:
-    """Parse and validate a manifest; errors name the file and line."""
+def _check_inside(base: Path, rel: str, bound: Path, what: str, bound_name: str) -> None:
+    """Refuse an absolute `rel`, or one that resolves from `base` (symlinks followed) outside `bound`."""
+    if Path(rel).is_absolute():
+        raise ValueError(f"{what} {rel!r} is absolute; manifest paths are relative to the manifest's folder")
+    resolved, bound = (base / rel).resolve(), bound.resolve()
+    if not resolved.is_relative_to(bound):
+        raise ValueError(f"{what} {rel!r} resolves to {resolved}, outside the {bound_name} {bound}")
+
+
+def check_clip_paths(clip: ManifestClip, manifest_dir: Path, data_root: Path) -> None:
+    """Reference crops and masks stay in the manifest's folder, the source video in the data root."""
+    _check_inside(manifest_dir, clip.video, data_root, "video", "data root (pass --data-root to widen it)")
+    for ident in clip.identities:
+        _check_inside(manifest_dir, ident.reference, manifest_dir, "reference", "manifest's folder")
+    if clip.mask_path is not None:
+        _check_inside(manifest_dir, clip.mask_path, manifest_dir, "mask_path", "manifest's folder")
+
+
+def read_manifest(path: str | os.PathLike, data_root: str | os.PathLike | None = None) -> list[ManifestClip]:
+    """Parse and validate a manifest, paths included; errors name the file and line.
+
+    `data_root` bounds where source videos may live (default: the folder above the manifest's).
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"manifest not found: {path}; create it with `python -m ingredients.data.curate`")
+    manifest_dir = path.parent
+    root = Path(data_root) if data_root is not None else manifest_dir.resolve().parent
     clips = []
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
             try:
-                clips.append(ManifestClip.model_validate(json.loads(line)))
-            except (json.JSONDecodeError, ValidationError) as e:
+                clip = ManifestClip.model_validate(json.loads(line))
+                check_clip_paths(clip, manifest_dir, root)
+            except (json.JSONDecodeError, ValidationError, ValueError) as e:
                 raise ValueError(f"{path}:{lineno}: invalid manifest row: {e}") from None
+            clips.append(clip)
     return clips
 
 

@@ -94,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, help="output folder (model/, checkpoints/, logs, validation/)")
     parser.add_argument("--resume", default=None, help="checkpoint folder, or 'latest' (the newest under OUT/checkpoints)")
     parser.add_argument("--val-manifest", default=None, help="held-out manifest for validation (default: the training manifest)")
+    parser.add_argument("--data-root", default=None,
+                        help="folder the manifests' source videos must lie in (default: the folder above each manifest's)")
     return parser
 
 
@@ -105,7 +107,8 @@ def main(argv: list[str] | None = None) -> None:
     params = read_params(args.params)
     spec = build_stage_spec(params["train"], args.stage)
     paths = RunPaths(manifest=Path(args.manifest), init=Path(args.init), out=Path(args.out),
-                     val_manifest=Path(args.val_manifest) if args.val_manifest else None, resume=args.resume)
+                     val_manifest=Path(args.val_manifest) if args.val_manifest else None, resume=args.resume,
+                     data_root=Path(args.data_root) if args.data_root else None)
     Trainer(spec, paths).fit()
 
 

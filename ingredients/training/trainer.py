@@ -78,6 +78,7 @@ class RunPaths:
     out: Path
     val_manifest: Path | None = None
     resume: str | None = None
+    data_root: Path | None = None  # where manifest videos may live (default: the folder above the manifest's)
 
     @property
     def model_dir(self) -> Path:
@@ -98,7 +99,8 @@ class Trainer:
     def __init__(self, spec: StageSpec, paths: RunPaths) -> None:
         self.spec = spec
         self.paths = RunPaths(Path(paths.manifest).resolve(), Path(paths.init).resolve(), Path(paths.out).resolve(),
-                              None if paths.val_manifest is None else Path(paths.val_manifest).resolve(), paths.resume)
+                              None if paths.val_manifest is None else Path(paths.val_manifest).resolve(), paths.resume,
+                              None if paths.data_root is None else Path(paths.data_root).resolve())
         self.step = 0
         self.ema: EMAModel | None = None
         self.resumed_from: Path | None = None
@@ -250,7 +252,8 @@ class Trainer:
     def _dataset(self, manifest: Path) -> IngredientsVideoDataset:
         spec = self.spec
         return IngredientsVideoDataset(
-            manifest, self.num_frames, self.height, self.width, min_identities=spec.identities.min,
+            manifest, self.num_frames, self.height, self.width, data_root=self.paths.data_root,
+            min_identities=spec.identities.min,
             max_identities=spec.identities.max, vae_spatial=self.vae_spatial, vae_temporal=self.vae_temporal,
             patch_size=self.patch_size, min_coverage=spec.data.min_coverage,
             temporal_sampling=spec.data.temporal_sampling, frame_stride=spec.data.frame_stride, seed=spec.seed,

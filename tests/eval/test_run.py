@@ -145,3 +145,23 @@ def test_unavailable_backend_is_reported_missing(setup, tmp_path):
     with pytest.raises(ValueError, match=r"eval.face_backends: unknown backend\(s\) \['nosuch'\]"):
         evaluate(setup["bench"], {"oracle": setup["methods"]["oracle"]}, tmp_path / "o2",
                  EvalParams(face_backends=("nosuch",)))
+
+
+def test_unreadable_videos_are_counted_missing_not_fatal(setup, tmp_path):
+    """A corrupt and a zero-length output video: their metrics are missing with the reason, the
+    method's other videos are still evaluated, and the run completes."""
+    folder = tmp_path / "broken"
+    shutil.copytree(setup["methods"]["oracle"], folder)
+    (folder / "pair_a.mp4").write_bytes(b"")
+    data = (setup["methods"]["oracle"] / "pair_b.mp4").read_bytes()
+    (folder / "pair_b.mp4").write_bytes(data[: len(data) // 4])
+    metrics = evaluate(setup["bench"], {"broken": folder, "oracle": setup["methods"]["oracle"]}, tmp_path / "out",
+                       PARAMS, analyzers=setup["pool"])
+    records = {r["case_id"]: r for r in read_records(RunLayout(tmp_path / "out").per_video) if r["method"] == "broken"}
+    assert records["pair_a"]["metrics"] == {}
+    assert records["pair_a"]["missing"]["face_sim"].startswith("unreadable video: video file is empty (0 bytes)")
+    assert set(records["pair_a"]["missing"]) == set(PARAMS.metrics)
+    assert records["pair_b"]["missing"]["flicker"].startswith("unreadable video: cannot decode video")
+    assert metrics["oracle"] == setup["full"]["oracle"]  # the good method is unaffected
+    missing = json.loads(RunLayout(tmp_path / "out").missing.read_text())
+    assert missing["broken"]["face_sim"].startswith("missing in all 2 videos: unreadable video")
