@@ -133,3 +133,26 @@ def test_check_inputs_identity_counts(pipe):
         pipe(prompt=PROMPT, image=_canvas(), id_cond=id_cond, id_vit_hidden=id_vit, num_inference_steps=2)
     with pytest.raises(ValueError, match="prompt` is empty"):
         pipe(prompt="  ", image=_canvas(), id_cond=id_cond[:, :2], id_vit_hidden=[v[:, :2] for v in id_vit])
+
+
+def test_prompt_longer_than_the_text_encoder_takes_is_warned(pipe):
+    """Truncation is reported (diffusers' warning, naming the dropped words), never silent."""
+    import logging
+    import re
+
+    seen: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = seen.append
+    logger = logging.getLogger("diffusers")  # diffusers' loggers stop propagating here
+    logger.addHandler(handler)
+    id_cond, id_vit = _identities(2)
+    call = dict(image=_canvas(), id_cond=id_cond, id_vit_hidden=id_vit, num_inference_steps=1, output_type="latent")
+    try:
+        pipe(prompt=PROMPT, **call)
+        assert [r for r in seen if "truncated" in r.getMessage()] == []
+        limit = pipe.transformer.config.max_text_seq_length
+        pipe(prompt=" ".join(f"word{i}" for i in range(2 * limit)) + " lastword", **call)
+    finally:
+        logger.removeHandler(handler)
+    warned = [r.getMessage() for r in seen if "truncated" in r.getMessage()]
+    assert len(warned) == 1 and re.search(rf"set to\s+{limit} tokens", warned[0]) and "lastword" in warned[0]
