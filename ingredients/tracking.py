@@ -160,8 +160,25 @@ def log_evaluation(params_file: Path, eval_dir: Path) -> dict[str, str]:
                          tags={"dvc_experiment": os.environ.get("DVC_EXP_NAME", "workspace")})
 
 
+def ui_command(params_file: Path, host: str = "127.0.0.1", port: int = 5000) -> list[str]:
+    """The `mlflow ui` command line for the local store that params.yaml's stages log to.
+
+    Binds 127.0.0.1 unless another host is given: the UI has no authentication.
+    """
+    import sys
+
+    from .config import load_params
+
+    uri = (load_params(params_file).get("tracking") or {}).get("uri") or DEFAULT_TRACKING_URI
+    if uri.startswith(("http://", "https://")):
+        raise ValueError(f"tracking.uri in {params_file} is the server {uri}: open it in a browser instead")
+    return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port),
+            "--workers", "1"]
+
+
 def main(argv: list[str] | None = None) -> None:
-    """`python -m ingredients.tracking {log-stage,log-eval} ...`: the MLflow logging step of DVC stages."""
+    """`python -m ingredients.tracking {log-stage,log-eval,ui} ...`: the MLflow logging step of DVC
+    stages, and the UI on the local store."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m ingredients.tracking", description=main.__doc__)
@@ -175,9 +192,18 @@ def main(argv: list[str] | None = None) -> None:
     e = sub.add_parser("log-eval", help="log an evaluation folder, one run per method")
     e.add_argument("--params", type=Path, default=Path("params.yaml"))
     e.add_argument("--eval", type=Path, required=True)
+    u = sub.add_parser("ui", help="start the MLflow UI on the local store (127.0.0.1 unless --host)")
+    u.add_argument("--params", type=Path, default=Path("params.yaml"))
+    u.add_argument("--host", default="127.0.0.1", help="interface to bind; 0.0.0.0 exposes the UI to the network")
+    u.add_argument("--port", type=int, default=5000)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if args.command == "log-stage":
+    if args.command == "ui":
+        cmd = ui_command(args.params, args.host, args.port)
+        logger.info("MLflow UI on http://%s:%d (%s)", args.host, args.port, " ".join(cmd[1:]))
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        os.execv(cmd[0], cmd)  # the UI takes over this process: its PID is this command's
+    elif args.command == "log-stage":
         run_id = log_stage(args.stage, args.params, args.section, args.metrics, args.artifact)
         logger.info("logged stage %s to MLflow run %s", args.stage, run_id)
     else:
