@@ -103,6 +103,10 @@ def cmd_generate(args: argparse.Namespace) -> None:
         logger.info("no model folder at %s: building the tiny profile (offline, seconds)", model)
         prepare_tiny_folder(model)
     settings["model"] = str(model.resolve())
+    limit = json.loads((model / "transformer" / "config.json").read_text()).get("max_identities")
+    if limit is not None and len(settings["photos"]) > limit:
+        raise SystemExit(f"{len(settings['photos'])} photos given; the model at {model} takes at most "
+                         f"max_identities={limit} identities")
     profile = "tiny" if (model / "face_encoder" / "tiny_clip").is_dir() else "full"
     for key, value in PROFILE_SAMPLING[profile].items():
         if settings[key] is None:
@@ -191,9 +195,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from .faces.errors import ImageReadError, NoFaceError
+
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args.func(args)
+    try:
+        args.func(args)
+    except (NoFaceError, ImageReadError, ValueError) as exc:  # bad input: its message names it; no traceback
+        if args.verbose:
+            raise
+        raise SystemExit(f"error: {exc}") from exc
 
 
 if __name__ == "__main__":

@@ -60,3 +60,21 @@ def test_frame_strip_picks_evenly_spaced_frames():
     strip = frame_strip(frames, count=5)
     assert strip.shape == (2, 15, 3)
     assert strip[0, ::3, 0].tolist() == [0, 5, 10, 14, 19]
+
+
+def test_generate_bad_inputs_exit_with_the_reason(tiny_folder, tmp_path):
+    """No traceback for bad input: the exit message names the photo, the count or the value."""
+    from skimage import data
+
+    out = ["--out", str(tmp_path / "v.mp4"), "--model", str(tiny_folder), "--steps", "1"]
+    limit = json.loads((tiny_folder / "transformer" / "config.json").read_text())["max_identities"]
+    photos = [arg for p in [_photos()[0]] * (limit + 1) for arg in ("--photo", p)]
+    with pytest.raises(SystemExit, match=rf"{limit + 1} photos given; .* at most max_identities={limit}"):
+        main(["generate", *photos, "--prompt", "a crowd", *out])
+    coffee = tmp_path / "coffee.png"
+    Image.fromarray(data.coffee()).save(coffee)
+    with pytest.raises(SystemExit, match=r"error: no face found in .*coffee\.png"):
+        main(["generate", "--photo", str(coffee), "--prompt", "a cup", *out])
+    with pytest.raises(SystemExit, match=r"error: .*multiples of 16"):
+        main(["generate", "--photo", _photos()[0], "--prompt", "a man", "--height", "120", *out])
+    assert not (tmp_path / "v.mp4").exists()
