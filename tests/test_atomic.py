@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -94,3 +95,26 @@ def test_failed_write_leaves_nothing(tmp_path):
         raise RuntimeError("writer failed")
     write_json(tmp_path / "b.json", {"k": 1})
     assert sorted(os.listdir(tmp_path)) == ["b.json"]
+
+
+def test_resuming_training_clears_interrupted_checkpoint_saves(tmp_path):
+    """The training checkpoints' own temp folders (fixed names, see checkpoint.py): resuming removes
+    a half-assembled one and puts back a checkpoint whose replacement was interrupted."""
+    from ingredients.training import checkpoint as ckpt
+
+    root = tmp_path / "checkpoints"
+    for step in (2, 4):
+        (root / ckpt.checkpoint_name(step)).mkdir(parents=True)
+        (root / ckpt.checkpoint_name(step) / "state.json").write_text('{"step": %d}' % step)
+    ckpt.temp_checkpoint_dir(root, 6).mkdir()  # killed while assembling step 6
+    (ckpt.temp_checkpoint_dir(root, 6) / "trainable.safetensors").write_bytes(b"half")
+    # killed inside move_into_place re-saving step 4: the old one moved aside, the new one not yet in place
+    os.replace(root / ckpt.checkpoint_name(4), root / ".step-00000004.old")
+    # killed after the new step 2 arrived, before the old one was deleted
+    (root / ".step-00000002.old").mkdir()
+    (root / ".step-00000002.old" / "state.json").write_text('{"step": 2, "old": true}')
+    os.close(tempfile.mkstemp(prefix=".notes.json.", suffix=".json", dir=root)[0])  # an atomic write's temp
+    assert ckpt.resolve_resume("latest", root).name == "step-00000004"
+    assert sorted(p.name for p in root.iterdir()) == ["step-00000002", "step-00000004"]
+    assert (root / "step-00000002" / "state.json").read_text() == '{"step": 2}'
+    assert ckpt.remove_stale_checkpoint_temps(root) == 0

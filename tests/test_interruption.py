@@ -77,10 +77,10 @@ def test_temps_are_reported_and_fail_when_not_allowed(tmp_path):
 def test_run_and_kill_kills_the_whole_group_and_refuses_a_finished_run(tmp_path):
     marker, child = tmp_path / "started", tmp_path / "child_alive"
     # a parent with a child process (like a worker pool); both must die
-    script = (f"import subprocess, sys, time, pathlib; "
-              f"subprocess.Popen([sys.executable, '-c', 'import time, pathlib\\nwhile True: pathlib.Path({str(child)!r}).touch(); time.sleep(0.05)']); "
-              f"pathlib.Path({str(marker)!r}).touch(); time.sleep(60)")
-    killed = run_and_kill([sys.executable, "-c", script], ready=lambda: marker.exists() and child.exists(), timeout=30)
+    (tmp_path / "child.py").write_text(f"import pathlib, time\nwhile True:\n    pathlib.Path({str(child)!r}).touch()\n    time.sleep(0.05)\n")
+    (tmp_path / "parent.py").write_text(f"import pathlib, subprocess, sys, time\nsubprocess.Popen([sys.executable, {str(tmp_path / 'child.py')!r}])\n"
+                                        f"pathlib.Path({str(marker)!r}).touch()\ntime.sleep(60)\n")
+    killed = run_and_kill([sys.executable, str(tmp_path / "parent.py")], ready=lambda: marker.exists() and child.exists(), timeout=30)
     assert killed.seconds < 30
     child.unlink()
     time.sleep(0.3)

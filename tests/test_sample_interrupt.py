@@ -5,6 +5,7 @@ the interrupted writes, and its outputs equal an uninterrupted run's byte for by
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -14,12 +15,13 @@ import pytest
 import yaml
 
 from eval.sample_benchmark import write_sample_benchmark
+from ingredients.video_io import read_video
 from tests.interruption import assert_no_partial_outputs, run_and_kill, run_to_end
 from tests.training.conftest import SMALL_MODEL
 
 METHODS = ("ours", "no_identity")  # ours also writes routing files
-NUM_FRAMES = SMALL_MODEL["sample_frames"]
 # one thread: bit-reproducible across processes
+logger = logging.getLogger(__name__)
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
@@ -48,21 +50,29 @@ def runs(tmp_path_factory):
     (root / "params.yaml").write_text(yaml.safe_dump({"sample": {"methods": list(METHODS), "steps": 1, "guidance_scale": 1.0}}))
     full, killed = root / "full", root / "killed"
     run_to_end(_cmd(root, full, root / "cache_full"), env=ENV)
+    # a complete video has as many frames as the uninterrupted run's (8 here: the CogVideoX VAE
+    # decodes the 2 latent frames of sample_frames=5 to 2 x 4, its temporal upsampling of an even count)
+    counts = {read_video(p)[0].shape[0] for p in _videos(full)}
+    assert len(counts) == 1
+    frames = counts.pop()
 
     total = len(METHODS) * len(cases)
     run_and_kill(_cmd(root, killed, root / "cache_killed"), ready=lambda: len(_videos(killed)) >= 1, env=ENV)
-    after_kill = assert_no_partial_outputs(killed, frames=NUM_FRAMES)
+    after_kill = assert_no_partial_outputs(killed, frames=frames)
     done = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in _videos(killed)}
+    logger.info("killed after %d of %d videos; %d file(s) checked, %d temp(s) left", len(done), total,
+                after_kill.total, len(after_kill.temps))
     assert 1 <= len(done) < total, f"the kill landed after the run finished: {len(done)} of {total} videos"
     assert not (killed / "samples.json").exists()
     # a video write the kill interrupted: a truncated mp4 under atomic_path's temp name
-    case = next(c for c in cases if not (killed / "no_identity" / f"{c}.mp4").exists())
-    fd, planted = tempfile.mkstemp(prefix=f".{case}.mp4.", suffix=".mp4", dir=killed / "no_identity")
+    method, case = next((m, c) for m in METHODS for c in cases if not (killed / m / f"{c}.mp4").exists())
+    (killed / method).mkdir(exist_ok=True)
+    fd, planted = tempfile.mkstemp(prefix=f".{case}.mp4.", suffix=".mp4", dir=killed / method)
     with os.fdopen(fd, "wb") as f:
-        f.write((full / "no_identity" / f"{case}.mp4").read_bytes()[:1000])
+        f.write((full / method / f"{case}.mp4").read_bytes()[:1000])
     log = run_to_end(_cmd(root, killed, root / "cache_killed"), env=ENV)
     return {"full": full, "killed": killed, "done": done, "after_kill": after_kill, "planted": Path(planted),
-            "log": log, "total": total}
+            "log": log, "total": total, "frames": frames}
 
 
 def test_killed_run_left_no_partial_output(runs):
@@ -81,7 +91,7 @@ def test_rerun_skips_the_cases_already_done(runs):
 
 def test_rerun_removes_the_temp_files_of_interrupted_writes(runs):
     assert not runs["planted"].exists()
-    check = assert_no_partial_outputs(runs["killed"], frames=NUM_FRAMES, allow_temps=False)
+    check = assert_no_partial_outputs(runs["killed"], frames=runs["frames"], allow_temps=False)
     assert check.checked["mp4"] == runs["total"]
     assert check.checked["safetensors"] == runs["total"] // len(METHODS)  # one routing file per `ours` case
     assert check.checked["json"] == 1  # samples.json

@@ -11,7 +11,8 @@ A checkpoint is a folder `<out>/checkpoints/step-00000040/`:
     state.json              step, micro-step, stage, resolved params, git revision, init folder,
                             number of processes, EMA scalars; written last
 It is assembled in `.step-00000040.tmp/` and renamed into place, so a reader never sees a partial
-checkpoint; a crash leaves at most a temp folder, which the next save of that step replaces.
+checkpoint; a crash leaves at most a temp folder, which the next save of that step replaces, and
+which resuming removes (`remove_stale_checkpoint_temps`) so it is not cached with the folder.
 """
 
 from __future__ import annotations
@@ -30,13 +31,14 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from ingredients.atomic import atomic_path, write_json
+from ingredients.atomic import atomic_path, remove_stale_temps, write_json
 from ingredients.weights_file import read_weights
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = 1
 _NAME = re.compile(r"^step-(\d{8})$")
+_TEMP_NAME = re.compile(r"^\.(step-\d{8})\.(tmp|old)$")
 
 
 def checkpoint_name(step: int) -> str:
@@ -60,11 +62,43 @@ def list_checkpoints(root: str | os.PathLike) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+def remove_stale_checkpoint_temps(root: str | os.PathLike) -> int:
+    """Clear what saves killed midway left under `root`; returns how many entries it handled.
+
+    `.step-N.tmp/` (being assembled) is removed; `.step-N.old/` (a checkpoint being replaced by a
+    new save of the same step) is moved back when the new one never arrived, else removed; temps of
+    atomic writes are removed too. Only for a folder no live run is saving into.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        return 0
+    handled = remove_stale_temps(root, recursive=False)
+    for child in sorted(root.iterdir()):
+        m = _TEMP_NAME.match(child.name)
+        if not m or not child.is_dir():
+            continue
+        final = root / m.group(1)
+        if m.group(2) == "old" and not final.exists() and (child / "state.json").is_file():
+            try:
+                os.replace(child, final)
+                logger.warning("restored checkpoint %s from %s (its replacement was interrupted)", final, child.name)
+            except FileNotFoundError:  # another process restored it first
+                pass
+        else:
+            shutil.rmtree(child, ignore_errors=True)
+        handled += 1
+    if handled:
+        logger.info("removed or restored %d leftover(s) of interrupted checkpoint saves under %s", handled, root)
+    return handled
+
+
 def resolve_resume(resume: str | os.PathLike, root: str | os.PathLike) -> Path:
     """The checkpoint folder to resume from: 'latest' (newest under `root`) or a path.
 
-    A missing checkpoint is an error, never a silent fresh start.
+    A missing checkpoint is an error, never a silent fresh start. What saves of the killed run left
+    under `root` is cleared first (`remove_stale_checkpoint_temps`): the resumed run writes there.
     """
+    remove_stale_checkpoint_temps(root)
     if str(resume) == "latest":
         found = list_checkpoints(root)
         if not found:

@@ -6,6 +6,7 @@ an uninterrupted run."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -20,6 +21,7 @@ from tests.interruption import assert_no_partial_outputs, run_and_kill, run_to_e
 
 N_FRAMES = 12
 FILES = ("per_video.jsonl", "metrics.json", "missing.json", "params.json", "sources.json")
+logger = logging.getLogger(__name__)
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
@@ -51,6 +53,8 @@ def runs(tmp_path_factory, make_benchmark, dlib_analyzer):
     run_and_kill(_cmd(root, methods, killed), ready=lambda: len(_records(killed)) >= 1, env=ENV)
     after_kill = assert_no_partial_outputs(killed)
     done = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in _records(killed)}
+    logger.info("killed after %d of %d records; %d file(s) checked, %d temp(s) left", len(done), total,
+                after_kill.total, len(after_kill.temps))
     assert 1 <= len(done) < total, f"the kill landed after the last evaluation: {len(done)} of {total} records"
     assert not (killed / "per_video.jsonl").exists()
     # a cache write the kill interrupted: a truncated record under atomic_path's temp name
