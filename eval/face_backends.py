@@ -7,8 +7,6 @@ missing.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -95,6 +93,3 @@ class AnalyzerPool:
             raise MetricUnavailable(value)
         return value
 
-    def options_digest(self) -> str:
-        """Stable digest of the backend options (part of the per-video cache key)."""
-        return hashlib.sha256(json.dumps(self._options, sort_keys=True, default=str).encode()).hexdigest()

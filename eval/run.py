@@ -79,8 +79,37 @@ def code_digest() -> str:
     return h.hexdigest()
 
 
+WEIGHT_SUFFIXES = {".bin", ".pt", ".pth", ".safetensors", ".onnx", ".dat", ".json"}
+
+
+@functools.lru_cache(maxsize=4)
+def weights_digest(params_json: str) -> dict[str, str]:
+    """{path: sha256} of every existing file the params name (face backend, CLIP and RAFT weights;
+    a folder counts by its files), so replacing weights in place invalidates cached records."""
+    def leaves(value):
+        if isinstance(value, dict):
+            for v in value.values():
+                yield from leaves(v)
+        elif isinstance(value, (list, tuple)):
+            for v in value:
+                yield from leaves(v)
+        elif isinstance(value, str) and value:
+            yield value
+
+    digests = {}
+    for leaf in leaves(json.loads(params_json)):
+        path = Path(leaf).expanduser()
+        if "/" not in leaf and path.suffix not in WEIGHT_SUFFIXES:
+            continue  # a name such as a metric or backend, not a path
+        files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path] if path.is_file() else []
+        for f in files:
+            digests[str(f)] = file_digest(f)
+    return digests
+
+
 def fingerprint(ctx: VideoContext) -> str:
-    """Cache key of one (method, case) evaluation: the inputs' content, the params and the code."""
+    """Cache key of one (method, case) evaluation: the inputs' content, the params (and the content
+    of the weight files they name) and the code."""
     case = ctx.case
     routing = file_digest(ctx.routing_path) if ctx.routing_path.is_file() else None
     payload = {
@@ -90,6 +119,7 @@ def fingerprint(ctx: VideoContext) -> str:
         "video": file_digest(ctx.video_path),
         "routing": routing,
         "params": ctx.params.to_dict(),
+        "weights": weights_digest(json.dumps(ctx.params.to_dict(), sort_keys=True, default=str)),
         "code": code_digest(),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()

@@ -165,3 +165,31 @@ def test_unreadable_videos_are_counted_missing_not_fatal(setup, tmp_path):
     assert metrics["oracle"] == setup["full"]["oracle"]  # the good method is unaffected
     missing = json.loads(RunLayout(tmp_path / "out").missing.read_text())
     assert missing["broken"]["face_sim"].startswith("missing in all 2 videos: unreadable video")
+
+
+def test_weights_replaced_in_place_invalidate_the_cache_key(setup, tmp_path, monkeypatch):
+    """The cache key holds the content of weight files the params name, not only their paths."""
+    from eval.benchmark import read_benchmark
+    from eval.context import VideoContext
+    from eval.params import ClipParams
+
+    weights = tmp_path / "clip.safetensors"
+    weights.write_bytes(b"first weights")
+    params = EvalParams(max_frames=N_FRAMES, clip=ClipParams(model="ViT-B-32", weights=str(weights)))
+    case = read_benchmark(setup["bench"])[0]
+
+    def key() -> str:
+        run_module.weights_digest.cache_clear()  # a new process sees the new file
+        return run_module.fingerprint(VideoContext("oracle", setup["methods"]["oracle"], case, params, setup["pool"]))
+
+    first = key()
+    assert key() == first
+    weights.write_bytes(b"other weights")
+    assert key() != first
+    assert run_module.weights_digest(json.dumps({"a": str(weights), "b": [str(tmp_path / "absent.bin")]})) == {
+        str(weights): run_module.file_digest(weights)}
+    # names that are not paths are not looked up, even when a file of that name exists here
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "dlib").write_text("not weights")
+    assert run_module.weights_digest(json.dumps({"backend": "dlib", "w": str(weights)})) == {
+        str(weights): run_module.file_digest(weights)}
