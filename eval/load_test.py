@@ -8,14 +8,14 @@ several prompts) and one tiny video per case: the oracle composite (the referenc
 over a moving background), every `no_face_every`-th case only the background (no face). Then runs
 `python -m eval.run` as separate processes, each from an empty output folder (no resume cache):
 once over all N cases, once over the first n cases for every `--compare` n (does peak memory grow
-with the number of videos?), and as S shards (`--shard i/S`, `--jobs` at a time) merged with
-`python -m eval.merge`. Each process's wall time and peak RSS (the kernel's ru_maxrss of that child,
-read when it is reaped) are recorded; the merged per_video.jsonl, metrics.json, missing.json and
-per-video face files must equal the single run's byte for byte.
+with the number of videos?), and as S shards (`--shard i/S`) merged with `python -m eval.merge`;
+`--jobs` evaluation processes run at a time (1, the default, keeps their wall times clean). Each process's wall time and peak RSS are recorded (its VmHWM, read inside
+the child through `ingredients.speed.peak_memory`; see `measure_main`); the merged per_video.jsonl,
+metrics.json, missing.json and per-video face files must equal the single run's byte for byte.
 
 Writes DIR/load_report.json (atomically); exits with status 1 when the runs differ. Layout:
 DIR/bench/ (refs/, load.jsonl, load_first<n>.jsonl), DIR/videos/oracle/, DIR/runs/<run>/,
-DIR/logs/<run>.log (each process's stdout and stderr).
+DIR/logs/<run>.log (each process's stdout and stderr) and <run>.rss.json (its memory).
 """
 
 from __future__ import annotations
@@ -65,17 +65,20 @@ COMPARED_FILES = ("per_video.jsonl", "metrics.json", "missing.json")
 
 @dataclass(frozen=True)
 class ProcessRun:
-    """One measured child process: its name, command, exit status, wall seconds and peak RSS."""
+    """One measured child process: name, command, exit status, wall seconds, peak RSS (VmHWM) over
+    its lifetime and at startup (interpreter and this module's imports, before the target ran)."""
 
     name: str
     argv: tuple[str, ...]
     returncode: int
     seconds: float
     peak_rss_mib: float
+    startup_rss_mib: float
     log: Path
 
     def summary(self) -> dict:
-        return {"seconds": round(self.seconds, 2), "peak_rss_mib": round(self.peak_rss_mib, 1)}
+        return {"seconds": round(self.seconds, 2), "peak_rss_mib": round(self.peak_rss_mib, 1),
+                "startup_peak_rss_mib": round(self.startup_rss_mib, 1)}
 
 
 def identity_sets(names: Sequence[str], max_identities: int = 2) -> list[tuple[str, ...]]:
@@ -149,52 +152,102 @@ def write_load_videos(benchmark: Path, out_dir: Path, n_frames: int = 9, height:
     return counts
 
 
-def _peak_rss_mib(usage) -> float:
-    """ru_maxrss of a reaped child in MiB (kB on Linux, bytes on macOS)."""
-    scale = 1 if sys.platform == "darwin" else 1024
-    return usage.ru_maxrss * scale / 2**20
+def _load_peak_memory():
+    """ingredients/speed/peak_memory.py, loaded from its file without running
+    ingredients/speed/__init__.py: that imports the sampling stack (diffusers), ~230 MiB of RSS an
+    evaluation process never needs, which would inflate the peak being measured."""
+    import importlib.util
+
+    import ingredients
+
+    path = Path(ingredients.__file__).parent / "speed" / "peak_memory.py"
+    spec = importlib.util.spec_from_file_location("_load_test_peak_memory", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def measure_main(argv: list[str]) -> None:
+    """Child side of `run_measured`: `measure REPORT TARGET ARGS...` runs TARGET (a module name, or
+    a .py script) as __main__ with ARGS, then writes REPORT: {"peak_rss_bytes": process-lifetime
+    VmHWM, "startup_peak_rss_bytes": VmHWM before TARGET ran, "exit_code"}.
+
+    The peak is read inside the child because a parent cannot get it: the ru_maxrss that wait4
+    reports carries the parent's own RSS over through fork/exec; the exec'd process's VmHWM does not.
+    """
+    import runpy
+
+    if len(argv) < 2:
+        raise SystemExit("usage: python -m eval.load_test measure REPORT TARGET [ARGS...]")
+    report, target, *args = argv
+    pm = _load_peak_memory()
+    startup = pm.peak_bytes(pm.peak_memory("cpu", since_reset=False))
+    sys.argv = [target, *args]
+    code: int | str | None = 0
+    try:
+        if target.endswith(".py"):
+            runpy.run_path(target, run_name="__main__")
+        else:
+            runpy.run_module(target, run_name="__main__", alter_sys=True)
+    except SystemExit as exc:
+        code = exc.code
+    peak = pm.peak_memory("cpu", since_reset=False)
+    write_json(report, {"peak_rss_bytes": pm.peak_bytes(peak), "scope": peak["scope"],
+                        "startup_peak_rss_bytes": startup, "exit_code": code if isinstance(code, int) or code is None else str(code)})
+    if code:
+        raise SystemExit(code)
 
 
 def run_measured(commands: dict[str, list[str]], log_dir: Path, jobs: int = 1) -> dict[str, ProcessRun]:
-    """Run {name: argv} as child processes, `jobs` at a time, each logging to log_dir/<name>.log.
+    """Run {name: [TARGET, ARGS...]} (TARGET a module name or .py script) as child processes, at
+    most `jobs` at a time, each through `measure_main` and logging to log_dir/<name>.log.
 
-    Peak RSS comes from os.wait4 on the child's own pid (the kernel's high-water mark of that
-    process and its reaped descendants), so concurrent children do not mix. A failed child raises
-    RuntimeError naming its log and quoting its tail.
+    A failed child stops the others this call started and raises RuntimeError naming its log and
+    quoting its tail.
     """
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
     log_dir.mkdir(parents=True, exist_ok=True)
+    pending = list(commands)
+    running: dict[str, tuple[subprocess.Popen, float]] = {}
     results: dict[str, ProcessRun] = {}
-    names = list(commands)
-    progress = tqdm(total=len(names), desc="evaluation processes", unit="run")
-    for start in range(0, len(names), jobs):
-        batch = []
-        for name in names[start:start + jobs]:
-            log = log_dir / f"{name}.log"
-            with open(log, "wb") as fh:
-                proc = subprocess.Popen(commands[name], stdout=fh, stderr=subprocess.STDOUT)
-            batch.append((name, proc, log, time.perf_counter()))
-        for name, proc, log, t0 in batch:
-            _, status, usage = os.wait4(proc.pid, 0)
-            seconds = time.perf_counter() - t0
-            proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here; Popen must not wait again
-            results[name] = ProcessRun(name, tuple(commands[name]), proc.returncode, seconds, _peak_rss_mib(usage), log)
-            progress.update(1)
-    progress.close()
-    failed = [r for r in results.values() if r.returncode != 0]
-    if failed:
-        r = failed[0]
-        tail = r.log.read_text(encoding="utf-8", errors="replace")[-3000:]
-        raise RuntimeError(f"{r.name} exited with status {r.returncode}: {' '.join(r.argv)}\n"
-                           f"log {r.log} ends with:\n{tail}")
-    return results
+    progress = tqdm(total=len(pending), desc="evaluation processes", unit="run")
+    try:
+        while pending or running:
+            while pending and len(running) < jobs:
+                name = pending.pop(0)
+                rss = log_dir / f"{name}.rss.json"
+                rss.unlink(missing_ok=True)
+                argv = [sys.executable, "-m", "eval.load_test", "measure", str(rss), *commands[name]]
+                with open(log_dir / f"{name}.log", "wb") as fh:
+                    running[name] = (subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT), time.perf_counter())
+            time.sleep(0.05)
+            for name, (proc, t0) in list(running.items()):
+                if proc.poll() is None:
+                    continue
+                seconds = time.perf_counter() - t0
+                del running[name]
+                log, rss = log_dir / f"{name}.log", log_dir / f"{name}.rss.json"
+                if proc.returncode != 0 or not rss.is_file():
+                    tail = log.read_text(encoding="utf-8", errors="replace")[-3000:]
+                    raise RuntimeError(f"{name} exited with status {proc.returncode}: {' '.join(commands[name])}\n"
+                                       f"log {log} ends with:\n{tail}")
+                mem = json.loads(rss.read_text(encoding="utf-8"))
+                results[name] = ProcessRun(name, tuple(commands[name]), proc.returncode, seconds,
+                                           mem["peak_rss_bytes"] / 2**20, mem["startup_peak_rss_bytes"] / 2**20, log)
+                progress.update(1)
+    finally:
+        for proc, _ in running.values():  # only after a failure: stop the children started here
+            proc.terminate()
+            proc.wait()
+        progress.close()
+    return {name: results[name] for name in commands}
 
 
 def eval_command(benchmark: Path, videos: Path, out: Path, shard: tuple[int, int] = (0, 1),
                  params: Path | None = None) -> list[str]:
-    """argv of one `python -m eval.run` process over the load videos."""
-    argv = [sys.executable, "-m", "eval.run", "--benchmark", str(benchmark), "--method", f"{METHOD}={videos}",
+    """[module, args...] of one `python -m eval.run` process over the load videos."""
+    argv = ["eval.run", "--benchmark", str(benchmark), "--method", f"{METHOD}={videos}",
             "--out", str(out), "--shard", f"{shard[0]}/{shard[1]}"]
     return argv + (["--params", str(params)] if params is not None else [])
 
@@ -238,9 +291,8 @@ def run_load_test(out: str | os.PathLike, videos: int = 200, shards: int = 4, co
                                              params=params_path)
     shard_commands = {f"shard{i}": eval_command(benchmark, video_dir, runs_dir / f"shard{i}", (i, shards), params_path)
                       for i in range(shards)}
-    results = run_measured(commands, out / "logs")
-    results |= run_measured(shard_commands, out / "logs", jobs)
-    merge_argv = [sys.executable, "-m", "eval.merge", "--runs", *(str(runs_dir / n) for n in shard_commands),
+    results = run_measured(commands | shard_commands, out / "logs", jobs)
+    merge_argv = ["eval.merge", "--runs", *(str(runs_dir / n) for n in shard_commands),
                   "--out", str(runs_dir / "merged")]
     results |= run_measured({"merge": merge_argv}, out / "logs")
 
@@ -270,7 +322,7 @@ def run_load_test(out: str | os.PathLike, videos: int = 200, shards: int = 4, co
         "equal_files": equal_files,
         "faces_files": len(list((runs_dir / "single").glob("cache/*/*.faces.safetensors"))),
         "metrics": json.loads((runs_dir / "single" / "metrics.json").read_text(encoding="utf-8")),
-        "commands": {name: " ".join(r.argv) for name, r in results.items()},
+        "commands": {name: "python -m " + " ".join(r.argv) for name, r in results.items()},
         "environment": {"python": platform.python_version(), "platform": platform.platform(),
                         "cpu_count": os.cpu_count()},
     }
@@ -286,12 +338,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--shards", type=int, default=4)
     parser.add_argument("--compare", type=int, nargs="*", default=[50],
                         help="also evaluate the first n cases alone, for peak RSS vs number of videos")
-    parser.add_argument("--jobs", type=int, default=1, help="shard processes run at the same time")
+    parser.add_argument("--jobs", type=int, default=1, help="evaluation processes run at the same time (>1 shortens the test, blurs the timings)")
     parser.add_argument("--frames", type=int, default=9)
     parser.add_argument("--height", type=int, default=128)
     parser.add_argument("--width", type=int, default=128)
     parser.add_argument("--no-face-every", type=int, default=10, help="every n-th video shows no face")
     parser.add_argument("--params", default=None, help="params.yaml with an eval: section (default: eval defaults)")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["measure"]:
+        measure_main(argv[1:])
+        return
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     report = run_load_test(args.out, args.videos, args.shards, args.compare, args.frames, args.height, args.width,
