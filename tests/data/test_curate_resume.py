@@ -27,14 +27,14 @@ def test_killed_run_resumes_to_the_same_manifest(tiny_raw, tiny_curated):
     work = out / "work"
     deadline = time.monotonic() + 240
     try:
-        while not (work.is_dir() and any(p.suffix == ".json" for p in work.iterdir())):
+        while not (work.is_dir() and any(p.suffix == ".json" and not p.name.startswith(".") for p in work.iterdir())):
             assert proc.poll() is None, "curation ended before the first per-video result appeared"
             assert time.monotonic() < deadline, "no per-video result within 240 s"
             time.sleep(0.05)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    done_before = sorted(p.name for p in work.iterdir() if p.suffix == ".json")
+    done_before = sorted(p.name for p in work.iterdir() if p.suffix == ".json" and not p.name.startswith("."))  # not a write in flight
     assert 1 <= len(done_before) < 4
     assert not (out / "manifest.jsonl").exists()
     assert assert_no_partial_outputs(out).checked["json"] == len(done_before)  # per-video results, refs, masks load
