@@ -81,8 +81,17 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         os.umask(umask)
         os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700 folders
         if path.exists():
-            shutil.rmtree(path)
-        tmp.rename(path)
+            # the old folder goes aside in one rename before it is deleted: a kill from here on
+            # leaves no folder or the new one at `path` (never a half-deleted old one), and the
+            # aside folder has a temp name, so remove_stale_temps clears it
+            aside = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+            os.replace(path, aside)  # onto the empty folder mkdtemp made
+            tmp.rename(path)
+            shutil.rmtree(aside, ignore_errors=True)
+            if aside.exists():
+                logger.warning("could not delete the replaced folder %s; remove_stale_temps will", aside)
+        else:
+            tmp.rename(path)
     finally:
         os.close(fd)
         if tmp.exists():

@@ -118,3 +118,30 @@ def test_resuming_training_clears_interrupted_checkpoint_saves(tmp_path):
     assert sorted(p.name for p in root.iterdir()) == ["step-00000002", "step-00000004"]
     assert (root / "step-00000002" / "state.json").read_text() == '{"step": 2}'
     assert ckpt.remove_stale_checkpoint_temps(root) == 0
+
+
+def test_replacing_a_folder_never_leaves_a_half_deleted_one(tmp_path, monkeypatch):
+    """atomic_dir over an existing folder, the process dying while the old folder is deleted
+    (simulated: the deletion stops after one file): the final name holds the complete new folder,
+    the rest of the old one sits under a temp name that the sweep clears."""
+    import shutil
+
+    model = tmp_path / "model"
+    model.mkdir()
+    for name in ("model_index.json", "weights.safetensors"):
+        (model / name).write_text("old " + name)
+
+    def dies_midway(path, *args, **kwargs):
+        next(Path(path).iterdir()).unlink()
+        raise SystemExit("killed while deleting")
+
+    with pytest.raises(SystemExit), atomic_dir(model) as tmp:
+        for name in ("model_index.json", "weights.safetensors"):
+            (tmp / name).write_text("new " + name)
+        monkeypatch.setattr(shutil, "rmtree", dies_midway)
+    monkeypatch.undo()
+    assert sorted(p.read_text() for p in model.iterdir()) == ["new model_index.json", "new weights.safetensors"]
+    leftovers = find_stale_temps(tmp_path)
+    assert len(leftovers) == 1 and leftovers[0].is_dir() and len(list(leftovers[0].iterdir())) == 1
+    assert remove_stale_temps(tmp_path) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
