@@ -41,7 +41,7 @@ from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from torch.utils.data import DataLoader
 
-from ingredients.atomic import atomic_dir, write_json
+from ingredients.atomic import atomic_dir, remove_stale_temps, write_json
 from ingredients.data.dataset import IdentityCountBatchSampler, IngredientsVideoDataset, collate_ingredients
 from ingredients.model_folder import load_face_conditioner, load_pipeline
 from ingredients.tracking import git_revision, start_run
@@ -175,6 +175,10 @@ class Trainer:
         set_seed(spec.seed)
         if acc.is_main_process:
             self.paths.out.mkdir(parents=True, exist_ok=True)
+            # what a killed run left half-written (checkpoint temps are cleared by resolve_resume)
+            remove_stale_temps(self.paths.out, recursive=False)
+            remove_stale_temps(self.paths.validation_dir)
+        acc.wait_for_everyone()
         logger.info("stage %s on %s: %d process(es), mixed precision %s, global batch %d x %d accumulation",
                     spec.stage, acc.device, acc.num_processes, mixed, spec.batch_size, spec.grad_accum)
 

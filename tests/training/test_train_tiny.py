@@ -142,7 +142,13 @@ def test_lora_and_ema_end_in_a_plain_model_folder_with_ema_weights(tiny_manifest
         "validation": {"timesteps": [500], "num_clips": 1},
     }), "stage1")
     out = tmp_path / "run"
+    # what a killed earlier run left: a half-assembled model folder, a half-written strip and log
+    (out / ".model.k1ll3d00" / "transformer").mkdir(parents=True)
+    (out / "validation").mkdir()
+    (out / "validation" / ".strip_000.png.ab12cd34.png").write_bytes(b"\x89PNG half")
+    (out / ".val_log.csv.zz99yy88.csv").write_text("step,lo")
     model_dir = Trainer(spec, RunPaths(tiny_manifest, small_model, out)).fit()
+    assert [p.name for p in out.rglob(".*")] == []  # swept at start, nothing left by this run
     trained = load_pipeline(model_dir).transformer.state_dict()
     base = load_pipeline(small_model).transformer.state_dict()
     assert set(trained) == set(base)  # LoRA merged away
@@ -174,7 +180,13 @@ def test_gradient_checkpointing_gives_the_same_run(tiny_manifest, small_model, t
 def test_zero_steps_passes_the_init_model_through(tiny_manifest, small_model, tmp_path):
     spec = build_stage_spec(train_params(stage1={"steps": 0, "validation": {"timesteps": [500], "num_clips": 1}}), "stage1")
     out = tmp_path / "run"
+    # what a killed earlier run left: a half-assembled model folder, a half-written strip and log
+    (out / ".model.k1ll3d00" / "transformer").mkdir(parents=True)
+    (out / "validation").mkdir()
+    (out / "validation" / ".strip_000.png.ab12cd34.png").write_bytes(b"\x89PNG half")
+    (out / ".val_log.csv.zz99yy88.csv").write_text("step,lo")
     model_dir = Trainer(spec, RunPaths(tiny_manifest, small_model, out)).fit()
+    assert [p.name for p in out.rglob(".*")] == []  # swept at start, nothing left by this run
     trained = load_pipeline(model_dir).transformer.state_dict()
     base = load_pipeline(small_model).transformer.state_dict()
     assert all(torch.equal(trained[k], base[k]) for k in base)
