@@ -13,6 +13,11 @@ with the number of videos?), and as S shards (`--shard i/S`) merged with `python
 the child through `ingredients.speed.peak_memory`; see `measure_main`); the merged per_video.jsonl,
 metrics.json, missing.json and per-video face files must equal the single run's byte for byte.
 
+fid_face only runs once a method has enough face crops (2 x 128 for dlib: ~155 of these cases), and
+its first use imports torchmetrics' FID (~250 MiB of RSS), so peak RSS steps up once between a small
+and a large run. `fid_probe`, measured the same way, gives that step; the report states the growth
+both raw and beyond it.
+
 Writes DIR/load_report.json (atomically); exits with status 1 when the runs differ. Layout:
 DIR/bench/ (refs/, load.jsonl, load_first<n>.jsonl), DIR/videos/oracle/, DIR/runs/<run>/,
 DIR/logs/<run>.log (each process's stdout and stderr) and <run>.rss.json (its memory).
@@ -91,7 +96,6 @@ def build_load_benchmark(root: str | os.PathLike, n_cases: int, max_identities: 
 
     Case i uses identity set i mod |sets| and prompt i mod |PROMPTS| (so the pairs vary), seed + i.
     """
-
     if n_cases < 1:
         raise ValueError(f"n_cases must be >= 1, got {n_cases}")
     root = Path(root)
@@ -113,7 +117,6 @@ def build_load_benchmark(root: str | os.PathLike, n_cases: int, max_identities: 
 
 def write_first_cases(benchmark: Path, n: int) -> Path:
     """A benchmark of the first n cases of `benchmark`, beside it (load_first<n>.jsonl)."""
-
     cases = read_benchmark(benchmark)
     if not 1 <= n <= len(cases):
         raise ValueError(f"--compare {n}: need 1 <= n <= {len(cases)} (the number of videos)")
@@ -122,7 +125,6 @@ def write_first_cases(benchmark: Path, n: int) -> Path:
 
 def load_video_frames(crops: list[np.ndarray], n_frames: int, height: int, width: int, seed: int) -> np.ndarray:
     """uint8 [F, H, W, 3]: the crops composited over a seeded moving background (no crops: background only)."""
-
     background = moving_background(n_frames, height, width, seed)
     if not crops:
         return background
@@ -134,7 +136,6 @@ def write_load_videos(benchmark: Path, out_dir: Path, n_frames: int = 9, height:
                       no_face_every: int = 10, fps: float = 8.0) -> dict[str, int]:
     """One video per case into out_dir/{case_id}.mp4; case i with i % no_face_every == no_face_every - 1
     gets no face. Returns {"with_faces": n, "without_face": m}."""
-
     if no_face_every < 1:
         raise ValueError(f"no_face_every must be >= 1, got {no_face_every}")
     analyzer = build_analyzer("dlib")
@@ -167,14 +168,30 @@ def _load_peak_memory():
     return module
 
 
+def fid_probe(n_real: int = 330, n_fake: int = 2700, dim: int = 128, seed: int = 0) -> float:
+    """One Fréchet distance computed the way fid_face does at aggregation (torchmetrics, imported on
+    first use) on random features of the 200-video run's sizes; run under `measure_main` it gives the
+    one-time memory step that fid_face adds to a run once it has enough face crops."""
+    import torch
+
+    from eval.metrics.fid_face import PrecomputedFeatures, frechet_distance
+
+    rng = np.random.default_rng(seed)
+    real = torch.from_numpy(rng.standard_normal((n_real, dim)))  # [N_real, D]
+    fake = torch.from_numpy(rng.standard_normal((n_fake, dim)))  # [N_fake, D]
+    return frechet_distance(real, fake, PrecomputedFeatures(dim))
+
+
 def measure_main(argv: list[str]) -> None:
-    """Child side of `run_measured`: `measure REPORT TARGET ARGS...` runs TARGET (a module name, or
-    a .py script) as __main__ with ARGS, then writes REPORT: {"peak_rss_bytes": process-lifetime
-    VmHWM, "startup_peak_rss_bytes": VmHWM before TARGET ran, "exit_code"}.
+    """Child side of `run_measured`: `measure REPORT TARGET ARGS...` runs TARGET (a module name, a
+    .py script, or `module:function`, called without arguments) as __main__ with ARGS, then writes
+    REPORT: {"peak_rss_bytes": process-lifetime VmHWM, "startup_peak_rss_bytes": VmHWM before
+    TARGET ran, "exit_code"}.
 
     The peak is read inside the child because a parent cannot get it: the ru_maxrss that wait4
     reports carries the parent's own RSS over through fork/exec; the exec'd process's VmHWM does not.
     """
+    import importlib
     import runpy
 
     if len(argv) < 2:
@@ -185,7 +202,10 @@ def measure_main(argv: list[str]) -> None:
     sys.argv = [target, *args]
     code: int | str | None = 0
     try:
-        if target.endswith(".py"):
+        if ":" in target:
+            module, _, function = target.partition(":")
+            getattr(importlib.import_module(module), function)()
+        elif target.endswith(".py"):
             runpy.run_path(target, run_name="__main__")
         else:
             runpy.run_module(target, run_name="__main__", alter_sys=True)
@@ -255,7 +275,6 @@ def eval_command(benchmark: Path, videos: Path, out: Path, shard: tuple[int, int
 def compare_runs(a: Path, b: Path) -> dict[str, bool]:
     """Byte equality of two run folders' per_video.jsonl, metrics.json, missing.json and per-video
     face files (the inputs of the aggregate-level metrics); {file or 'faces': equal}."""
-
     equal = {}
     for name in COMPARED_FILES:
         fa, fb = a / name, b / name
@@ -266,12 +285,30 @@ def compare_runs(a: Path, b: Path) -> dict[str, bool]:
     return equal
 
 
+def fid_computed(run_dir: Path) -> bool:
+    """Whether a run's metrics.json holds a fid_face value (it needs enough face crops)."""
+    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    return any(name.startswith("fid_face/") for name in metrics.get(METHOD, {}))
+
+
+def rss_growth(scaling: list[dict], fid_step: ProcessRun | None) -> dict:
+    """Peak RSS growth from the smallest to the largest run, and that growth less fid_face's
+    one-time step (`fid_probe`'s peak over its startup) when only the larger run computed fid_face."""
+    if fid_step is None or len(scaling) < 2:
+        return {"rss_growth_mib": None, "fid_step_mib": None, "rss_growth_beyond_fid_mib": None}
+    small, large = scaling[0], scaling[-1]
+    growth = large["peak_rss_mib"] - small["peak_rss_mib"]
+    step = fid_step.peak_rss_mib - fid_step.startup_rss_mib
+    beyond = growth - step if large["fid_face_computed"] and not small["fid_face_computed"] else growth
+    return {"rss_growth_mib": round(growth, 1), "fid_step_mib": round(step, 1),
+            "rss_growth_beyond_fid_mib": round(beyond, 1)}
+
+
 def run_load_test(out: str | os.PathLike, videos: int = 200, shards: int = 4, compare: Sequence[int] = (50,),
                   frames: int = 9, height: int = 128, width: int = 128, no_face_every: int = 10,
                   jobs: int = 1, params: str | os.PathLike | None = None) -> dict:
     """Build the load benchmark and videos, run single, compare-size and shard evaluations plus the
     merge in subprocesses, and write out/load_report.json; returns the report."""
-
     if shards < 2:
         raise ValueError(f"shards must be >= 2 (a split to compare with the single run), got {shards}")
     if videos < shards:
@@ -291,6 +328,8 @@ def run_load_test(out: str | os.PathLike, videos: int = 200, shards: int = 4, co
                                              params=params_path)
     shard_commands = {f"shard{i}": eval_command(benchmark, video_dir, runs_dir / f"shard{i}", (i, shards), params_path)
                       for i in range(shards)}
+    if sizes:
+        commands["fid_probe"] = ["eval.load_test:fid_probe"]
     results = run_measured(commands | shard_commands, out / "logs", jobs)
     merge_argv = ["eval.merge", "--runs", *(str(runs_dir / n) for n in shard_commands),
                   "--out", str(runs_dir / "merged")]
@@ -298,8 +337,9 @@ def run_load_test(out: str | os.PathLike, videos: int = 200, shards: int = 4, co
 
     equal_files = compare_runs(runs_dir / "single", runs_dir / "merged")
     single = results["single"]
-    scaling = [{"videos": n, **results[f"first{n}"].summary()} for n in sizes] + [{"videos": videos, **single.summary()}]
-    smallest = scaling[0]
+    run_names = [f"first{n}" for n in sizes] + ["single"]
+    scaling = [{"videos": n, **results[name].summary(), "fid_face_computed": fid_computed(runs_dir / name)}
+               for n, name in zip([*sizes, videos], run_names)]
     report = {
         "videos": videos,
         "videos_with_faces": counts["with_faces"],
@@ -316,13 +356,13 @@ def run_load_test(out: str | os.PathLike, videos: int = 200, shards: int = 4, co
         "shards_peak_rss_mib_max": round(max(results[n].peak_rss_mib for n in shard_commands), 1),
         "merge": results["merge"].summary(),
         "scaling": scaling,
-        "rss_growth_mib": round(single.peak_rss_mib - results[f"first{smallest['videos']}"].peak_rss_mib, 1)
-        if sizes else None,
+        **rss_growth(scaling, results["fid_probe"] if sizes else None),
+        "fid_probe": results["fid_probe"].summary() if sizes else None,
         "equal": all(equal_files.values()),
         "equal_files": equal_files,
         "faces_files": len(list((runs_dir / "single").glob("cache/*/*.faces.safetensors"))),
         "metrics": json.loads((runs_dir / "single" / "metrics.json").read_text(encoding="utf-8")),
-        "commands": {name: "python -m " + " ".join(r.argv) for name, r in results.items()},
+        "commands": {name: "python -m " + " ".join(r.argv) for name, r in results.items() if name != "fid_probe"},
         "environment": {"python": platform.python_version(), "platform": platform.platform(),
                         "cpu_count": os.cpu_count()},
     }
@@ -353,9 +393,10 @@ def main(argv: list[str] | None = None) -> None:
     report = run_load_test(args.out, args.videos, args.shards, args.compare, args.frames, args.height, args.width,
                            args.no_face_every, args.jobs, args.params)
     logger.info("single run: %d videos, %.1f s, peak RSS %.1f MiB; shards: max peak RSS %.1f MiB; "
-                "RSS growth vs smallest compare run: %s MiB; equal: %s",
-                report["videos"], report["single"]["seconds"], report["single"]["peak_rss_mib"],
-                report["shards_peak_rss_mib_max"], report["rss_growth_mib"], report["equal"])
+                "peak RSS growth over the smallest compare run: %s MiB (fid_face step %s MiB, beyond it %s MiB); "
+                "equal: %s", report["videos"], report["single"]["seconds"], report["single"]["peak_rss_mib"],
+                report["shards_peak_rss_mib_max"], report["rss_growth_mib"], report["fid_step_mib"],
+                report["rss_growth_beyond_fid_mib"], report["equal"])
     if not report["equal"]:
         logger.error("the merged shard runs differ from the single run: %s", report["equal_files"])
         raise SystemExit(1)
