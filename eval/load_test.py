@@ -9,9 +9,10 @@ over a moving background), every `no_face_every`-th case only the background (no
 `python -m eval.run` as separate processes, each from an empty output folder (no resume cache):
 once over all N cases, once over the first n cases for every `--compare` n (does peak memory grow
 with the number of videos?), and as S shards (`--shard i/S`) merged with `python -m eval.merge`;
-`--jobs` evaluation processes run at a time (1, the default, keeps their wall times clean). Each process's wall time and peak RSS are recorded (its VmHWM, read inside
-the child through `ingredients.speed.peak_memory`; see `measure_main`); the merged per_video.jsonl,
-metrics.json, missing.json and per-video face files must equal the single run's byte for byte.
+`--jobs` evaluation processes run at a time (1, the default, keeps their wall times clean). Each
+process's wall time and peak RSS are recorded (its VmHWM, read inside the child through
+`ingredients.speed.peak_memory`; see `measure_main`); the merged per_video.jsonl, metrics.json,
+missing.json and per-video face files must equal the single run's byte for byte.
 
 fid_face only runs once a method has enough face crops (2 x 128 for dlib: ~155 of these cases), and
 its first use imports torchmetrics' FID (~250 MiB of RSS), so peak RSS steps up once between a small
@@ -148,7 +149,8 @@ def write_load_videos(benchmark: Path, out_dir: Path, n_frames: int = 9, height:
             if ref not in crops:
                 crops[ref] = face_crop(load_image(ref), analyzer, margin=CROP_MARGIN)
         case_crops = [] if no_face else [crops[r] for r in case.references]
-        write_video(out_dir / f"{case.case_id}.mp4", load_video_frames(case_crops, n_frames, height, width, case.seed), fps)
+        frames = load_video_frames(case_crops, n_frames, height, width, case.seed)  # [F, H, W, 3]
+        write_video(out_dir / f"{case.case_id}.mp4", frames, fps)
         counts["without_face" if no_face else "with_faces"] += 1
     return counts
 
@@ -212,8 +214,9 @@ def measure_main(argv: list[str]) -> None:
     except SystemExit as exc:
         code = exc.code
     peak = pm.peak_memory("cpu", since_reset=False)
+    exit_code = code if code is None or isinstance(code, int) else str(code)
     write_json(report, {"peak_rss_bytes": pm.peak_bytes(peak), "scope": peak["scope"],
-                        "startup_peak_rss_bytes": startup, "exit_code": code if isinstance(code, int) or code is None else str(code)})
+                        "startup_peak_rss_bytes": startup, "exit_code": exit_code})
     if code:
         raise SystemExit(code)
 
@@ -378,7 +381,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--shards", type=int, default=4)
     parser.add_argument("--compare", type=int, nargs="*", default=[50],
                         help="also evaluate the first n cases alone, for peak RSS vs number of videos")
-    parser.add_argument("--jobs", type=int, default=1, help="evaluation processes run at the same time (>1 shortens the test, blurs the timings)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="evaluation processes run at the same time (>1 shortens the test, blurs the timings)")
     parser.add_argument("--frames", type=int, default=9)
     parser.add_argument("--height", type=int, default=128)
     parser.add_argument("--width", type=int, default=128)
