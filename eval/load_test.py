@@ -155,21 +155,6 @@ def write_load_videos(benchmark: Path, out_dir: Path, n_frames: int = 9, height:
     return counts
 
 
-def _load_peak_memory():
-    """ingredients/speed/peak_memory.py, loaded from its file without running
-    ingredients/speed/__init__.py: that imports the sampling stack (diffusers), ~230 MiB of RSS an
-    evaluation process never needs, which would inflate the peak being measured."""
-    import importlib.util
-
-    import ingredients
-
-    path = Path(ingredients.__file__).parent / "speed" / "peak_memory.py"
-    spec = importlib.util.spec_from_file_location("_load_test_peak_memory", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def fid_probe(n_real: int = 330, n_fake: int = 2700, dim: int = 128, seed: int = 0) -> float:
     """One Fréchet distance computed the way fid_face does at aggregation (torchmetrics, imported on
     first use) on random features of the 200-video run's sizes; run under `measure_main` it gives the
@@ -199,8 +184,10 @@ def measure_main(argv: list[str]) -> None:
     if len(argv) < 2:
         raise SystemExit("usage: python -m eval.load_test measure REPORT TARGET [ARGS...]")
     report, target, *args = argv
-    pm = _load_peak_memory()
-    startup = pm.peak_bytes(pm.peak_memory("cpu", since_reset=False))
+    # ingredients.speed imports lazily: this brings in no sampling stack to inflate the peak
+    from ingredients.speed.peak_memory import peak_bytes, peak_memory
+
+    startup = peak_bytes(peak_memory("cpu", since_reset=False))
     sys.argv = [target, *args]
     code: int | str | None = 0
     try:
@@ -213,9 +200,9 @@ def measure_main(argv: list[str]) -> None:
             runpy.run_module(target, run_name="__main__", alter_sys=True)
     except SystemExit as exc:
         code = exc.code
-    peak = pm.peak_memory("cpu", since_reset=False)
+    peak = peak_memory("cpu", since_reset=False)
     exit_code = code if code is None or isinstance(code, int) else str(code)
-    write_json(report, {"peak_rss_bytes": pm.peak_bytes(peak), "scope": peak["scope"],
+    write_json(report, {"peak_rss_bytes": peak_bytes(peak), "scope": peak["scope"],
                         "startup_peak_rss_bytes": startup, "exit_code": exit_code})
     if code:
         raise SystemExit(code)

@@ -1,20 +1,39 @@
 """Speed and memory of sampling: benchmark models and inputs, the timed denoising loop, speed switches,
-the step cache (First-Block Cache / TeaCache port) and its quality guard. See docs/speed.md."""
+the step cache (First-Block Cache / TeaCache port) and its quality guard. See docs/speed.md.
 
-from .bench_models import MODEL_KINDS, SIZES, BenchSize, build_model, model_config, num_parameters
-from .denoise_loop import ID_TOKEN_MODES, LoopResult, denoise, identity_kwargs, make_scheduler, warmup_forwards
+The peak-memory helpers are imported here; every other name on first use (PEP 562), so a process
+that only measures its own peak memory does not pull in the sampling stack (diffusers).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# eager, and bound after the submodule import: `ingredients.speed.peak_memory` stays the function
 from .peak_memory import peak_bytes, peak_memory, reset_peak_memory
-from .pipeline_memory import apply_memory_switches
-from .quality import decode_frames, frame_psnr, generate_latents, latent_mse, step_cache_quality, tiny_call_kwargs
-from .sampling_inputs import SamplingInputs, make_sampling_inputs, rotary_embedding
-from .step_cache import SIGNALS, StepCache, StepCacheConfig, StepCacheStats, disable_step_cache, enable_step_cache
-from .switches import COMPILE_MODES, compile_transformer, set_fused_identity_injection, set_identity_sdpa
 
-__all__ = [
-    "COMPILE_MODES", "ID_TOKEN_MODES", "MODEL_KINDS", "SIGNALS", "SIZES", "BenchSize", "LoopResult", "SamplingInputs",
-    "StepCache", "StepCacheConfig", "StepCacheStats", "apply_memory_switches", "build_model", "compile_transformer",
-    "decode_frames", "denoise", "generate_latents", "disable_step_cache", "enable_step_cache", "frame_psnr", "identity_kwargs",
-    "latent_mse", "make_sampling_inputs", "make_scheduler", "model_config", "num_parameters", "peak_bytes",
-    "peak_memory", "reset_peak_memory", "rotary_embedding", "set_fused_identity_injection", "set_identity_sdpa",
-    "step_cache_quality", "tiny_call_kwargs", "warmup_forwards",
-]
+_EXPORTS = {
+    "bench_models": ("MODEL_KINDS", "SIZES", "BenchSize", "build_model", "model_config", "num_parameters"),
+    "denoise_loop": ("ID_TOKEN_MODES", "LoopResult", "denoise", "identity_kwargs", "make_scheduler", "warmup_forwards"),
+    "pipeline_memory": ("apply_memory_switches",),
+    "quality": ("decode_frames", "frame_psnr", "generate_latents", "latent_mse", "step_cache_quality", "tiny_call_kwargs"),
+    "sampling_inputs": ("SamplingInputs", "make_sampling_inputs", "rotary_embedding"),
+    "step_cache": ("SIGNALS", "StepCache", "StepCacheConfig", "StepCacheStats", "disable_step_cache", "enable_step_cache"),
+    "switches": ("COMPILE_MODES", "compile_transformer", "set_fused_identity_injection", "set_identity_sdpa"),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = sorted([*_MODULE_OF, "peak_bytes", "peak_memory", "reset_peak_memory"])
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_MODULE_OF[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
