@@ -6,13 +6,13 @@ import csv
 import io
 import math
 import os
-import resource
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ingredients.atomic import write_text
+from ingredients.speed.peak_memory import peak_bytes, peak_memory
 
 
 class MetricsFile:
@@ -58,7 +58,6 @@ def _cell(value: Any) -> str:
 
 
 def peak_memory_mb(device: torch.device) -> float:
-    """Peak memory so far: CUDA max allocated on a GPU, the process's peak RSS on CPU (MiB)."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    """Peak memory so far (MiB): CUDA max allocated on a GPU, the process's own peak RSS (VmHWM, which
+    unlike ru_maxrss does not inherit a large parent's RSS) on CPU."""
+    return peak_bytes(peak_memory(device, since_reset=False)) / 2**20
