@@ -19,10 +19,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from eval.benchmark import Case, read_benchmark
-from eval.face_backends import load_image
+from ingredients.sampling.benchmark import Case, read_benchmark
+from ingredients.faces.image_io import load_rgb
 from eval.video_faces import largest_face
-from eval.video_io import read_video, write_video
+from ingredients.files.video_io import read_video, write_video
 from ingredients.data.synth import carphone_path
 from ingredients.faces.base import FaceAnalyzer
 
@@ -71,7 +71,7 @@ def moving_background(n_frames: int, height: int, width: int, seed: int = 0) -> 
 
 def carphone_background(n_frames: int, height: int, width: int) -> np.ndarray:
     """The carphone clip resized to height x width, looped (ping-pong) to n_frames, uint8 [F, H, W, 3]."""
-    clip = read_video(carphone_path())
+    clip, _fps = read_video(carphone_path())
     order = np.concatenate([np.arange(len(clip)), np.arange(len(clip) - 2, 0, -1)])
     idx = order[np.arange(n_frames) % len(order)]
     return np.stack([cv2.resize(clip[i], (width, height), interpolation=cv2.INTER_AREA) for i in idx])
@@ -137,7 +137,7 @@ def make_oracle(benchmark: str | os.PathLike, out_dir: str | os.PathLike, analyz
                 n_frames: int = 49, size: int = 256, background: str = "moving", fps: float = 8.0) -> Path:
     """Oracle outputs for every case of a benchmark."""
     def generate(case: Case) -> np.ndarray:
-        refs = [load_image(p) for p in case.references]
+        refs = [load_rgb(p) for p in case.references]
         return oracle_frames(refs, analyzer, n_frames, size, background, seed=case.seed)
 
     return write_method_outputs(read_benchmark(benchmark), out_dir, generate, fps)

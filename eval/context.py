@@ -9,13 +9,13 @@ from pathlib import Path
 
 import numpy as np
 
-from eval.benchmark import Case
+from ingredients.sampling.benchmark import Case
 from eval.face_backends import AnalyzerPool
 from eval.optical_flow import farneback_flow, load_raft, raft_flow
 from eval.params import EvalParams
 from eval.registry import MetricUnavailable
 from eval.video_faces import VideoFaces, analyze_frames
-from eval.video_io import read_video
+from ingredients.files.video_io import read_video
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class VideoContext:
     @cached_property
     def frames(self) -> np.ndarray:
         """uint8 RGB [F, H, W, 3], at most params.max_frames."""
-        return read_video(self.video_path, self.params.max_frames)
+        return read_video(self.video_path, 0, self.params.max_frames)[0]
 
     def faces(self, backend: str) -> VideoFaces:
         """Face analysis with `backend` on every face_frame_stride-th frame; MetricUnavailable with

@@ -12,28 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from eval.registry import MetricUnavailable
-from eval.video_faces import NoFaceError, embed_reference
+from eval.video_faces import embed_reference
 from ingredients.faces.base import FaceAnalyzer
-from ingredients.hashing import file_sha256
+from ingredients.faces.errors import NoFaceError
+from ingredients.faces.image_io import load_rgb
+from ingredients.files.hashing import file_sha256
 
 logger = logging.getLogger(__name__)
-
-
-def load_image(path: Path) -> np.ndarray:
-    """An image file as uint8 RGB [H, W, 3]."""
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"cannot read image {path}: {exc}") from exc
-
-
-def file_digest(path: Path) -> str:
-    """sha256 of a file's bytes."""
-    return file_sha256(path)
 
 
 class AnalyzerPool:
@@ -82,10 +69,10 @@ class AnalyzerPool:
         MetricUnavailable when the backend is unavailable or the image has no face.
         """
         analyzer = self.get(backend)
-        key = (backend, file_digest(path))
+        key = (backend, file_sha256(path))
         if key not in self._refs:
             try:
-                self._refs[key] = embed_reference(analyzer, load_image(path), name=f"reference {path}")
+                self._refs[key] = embed_reference(analyzer, load_rgb(path), name=f"reference {path}")
             except NoFaceError as exc:
                 self._refs[key] = str(exc)
         value = self._refs[key]

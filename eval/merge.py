@@ -16,7 +16,7 @@ import os
 import shutil
 from pathlib import Path
 
-from eval.atomic import atomic_path, write_json, write_jsonl
+from ingredients.files.atomic import atomic_path, write_json, write_jsonl
 from eval.params import params_from_dict
 from eval.run import write_aggregates
 from eval.run_layout import RunLayout, read_records

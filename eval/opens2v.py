@@ -25,7 +25,7 @@ import logging
 import os
 from pathlib import Path
 
-from eval.benchmark import CASE_ID_PATTERN, BenchmarkError, Case, write_benchmark
+from ingredients.sampling.benchmark import CASE_ID_PATTERN, BenchmarkError, Case, write_benchmark
 
 logger = logging.getLogger(__name__)
 

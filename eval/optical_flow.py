@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from eval.registry import MetricUnavailable
-from ingredients.weights_file import read_weights
+from ingredients.files.weights_file import read_weights
 
 logger = logging.getLogger(__name__)
 

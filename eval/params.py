@@ -1,31 +1,30 @@
-"""Evaluation parameters: the `eval:` section of params.yaml (or a file holding only that section).
+"""Evaluation parameters: the `eval:` section of params.yaml.
 
 Every field has an offline default, so `python -m eval.run` without --params evaluates with the
-dlib face backend, Farneback flow and no CLIP model (clip_score reported missing).
+dlib face backend, Farneback flow and no CLIP model (clip_score reported missing). Validated through
+`ingredients.config.validate_model`, so errors name the key, the value and what is allowed.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import os
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Literal
 
-import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from ingredients.config import ParamsError, load_params, section, validate_model
 
 DEFAULT_METRICS = (
     "face_sim", "face_sim_max", "face_found", "id_confusion", "clip_score", "fid_face",
-    "dynamic_degree", "flow_magnitude", "flicker", "routing_acc",
+    "dynamic_degree", "flow_magnitude", "flicker", "routing_acc", "routing_consistency",
 )
 
 
-class ParamsError(ValueError):
-    """An invalid evaluation parameter; the message names the key."""
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-@dataclass(frozen=True)
-class ClipParams:
+class ClipParams(_Frozen):
     """open_clip model for clip_score: a model name (or a model config JSON) and a local weights file.
 
     model: an open_clip model name (e.g. 'ViT-B-32'); config: optional path to an open_clip model
@@ -36,21 +35,19 @@ class ClipParams:
     model: str | None = None
     config: str | None = None
     weights: str | None = None
-    batch_size: int = 16
+    batch_size: int = Field(16, ge=1)
 
 
-@dataclass(frozen=True)
-class FlowParams:
+class FlowParams(_Frozen):
     """Optical flow for dynamic_degree / flow_magnitude: 'farneback' (OpenCV) or 'raft'
     (torchvision raft_large/raft_small, needs `raft_weights`, a local state-dict file)."""
 
-    method: str = "farneback"
+    method: Literal["farneback", "raft"] = "farneback"
     raft_model: str = "raft_small"
     raft_weights: str | None = None
 
 
-@dataclass(frozen=True)
-class EvalParams:
+class EvalParams(_Frozen):
     """All evaluation settings.
 
     face_backends: recognizer backends (ingredients.faces.registry names); each gives its own
@@ -61,87 +58,43 @@ class EvalParams:
     """
 
     face_backends: tuple[str, ...] = ("dlib",)
-    face_backend_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    face_backend_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
     metrics: tuple[str, ...] = DEFAULT_METRICS
-    max_frames: int | None = None
-    face_frame_stride: int = 1
-    fid_min_samples_factor: float = 2.0
+    max_frames: int | None = Field(None, ge=2)
+    face_frame_stride: int = Field(1, ge=1)
+    fid_min_samples_factor: float = Field(2.0, ge=1)
     clip: ClipParams = ClipParams()
     flow: FlowParams = FlowParams()
 
+    @field_validator("face_backends", "metrics", mode="before")
+    @classmethod
+    def _names(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            raise ValueError(f"expected a list of names, e.g. [{value}]")
+        return value
+
+    @field_validator("metrics")
+    @classmethod
+    def _unique(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"duplicate names in {list(value)}")
+        return value
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (tuples become lists)."""
-        return _plain(dataclasses.asdict(self))
+        return self.model_dump(mode="json")
 
 
-def _plain(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    return obj
+def params_from_dict(data: Mapping[str, Any] | None, where: str = "eval") -> EvalParams:
+    """Validate a mapping of evaluation parameters (ParamsError naming the key)."""
+    return validate_model(EvalParams, data, where)
 
 
-def _build(cls: type, data: Any, where: str) -> Any:
-    if data is None:
-        return cls()
-    if not isinstance(data, dict):
-        raise ParamsError(f"{where}: expected a mapping, got {type(data).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ParamsError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(fields)}")
-    kwargs = {}
-    for name, value in data.items():
-        key = f"{where}.{name}"
-        if name == "clip":
-            value = _build(ClipParams, value, key)
-        elif name == "flow":
-            value = _build(FlowParams, value, key)
-        elif name in ("face_backends", "metrics"):
-            if isinstance(value, str) or not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-                raise ParamsError(f"{key}: expected a list of names, got {value!r}")
-            value = tuple(value)
-        elif name == "face_backend_options":
-            if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
-                raise ParamsError(f"{key}: expected {{backend: {{option: value}}}}, got {value!r}")
-        kwargs[name] = value
-    params = cls(**kwargs)
-    _check(params, where)
-    return params
-
-
-def _check(params: Any, where: str) -> None:
-    if isinstance(params, EvalParams):
-        if params.max_frames is not None and (not isinstance(params.max_frames, int) or params.max_frames < 2):
-            raise ParamsError(f"{where}.max_frames: expected null or an integer >= 2, got {params.max_frames!r}")
-        if not isinstance(params.face_frame_stride, int) or params.face_frame_stride < 1:
-            raise ParamsError(f"{where}.face_frame_stride: expected an integer >= 1, got {params.face_frame_stride!r}")
-        if not isinstance(params.fid_min_samples_factor, (int, float)) or params.fid_min_samples_factor < 1:
-            raise ParamsError(f"{where}.fid_min_samples_factor: expected a number >= 1, got {params.fid_min_samples_factor!r}")
-        if len(set(params.metrics)) != len(params.metrics):
-            raise ParamsError(f"{where}.metrics: duplicate names in {list(params.metrics)}")
-    if isinstance(params, FlowParams) and params.method not in ("farneback", "raft"):
-        raise ParamsError(f"{where}.method: expected 'farneback' or 'raft', got {params.method!r}")
-    if isinstance(params, ClipParams) and (not isinstance(params.batch_size, int) or params.batch_size < 1):
-        raise ParamsError(f"{where}.batch_size: expected a positive integer, got {params.batch_size!r}")
-
-
-def params_from_dict(data: dict | None, where: str = "eval") -> EvalParams:
-    """Validate a mapping of evaluation parameters."""
-    return _build(EvalParams, data, where)
-
-
-def load_params(path: str | os.PathLike | None) -> EvalParams:
-    """Read EvalParams from a YAML file's `eval:` section (or the whole file if it has none)."""
+def eval_params(path: str | None) -> EvalParams:
+    """The `eval:` section of a params file (defaults when `path` is None)."""
     if path is None:
         return EvalParams()
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"params file not found: {path}")
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    if not isinstance(data, dict):
-        raise ParamsError(f"{path}: expected a mapping at the top level")
-    if "eval" in data:
-        return params_from_dict(data["eval"], f"{path}:eval")
-    return params_from_dict(data, str(path))
+    return params_from_dict(section(load_params(path), "eval", path, required=True))
+
+
+__all__ = ["DEFAULT_METRICS", "ClipParams", "EvalParams", "FlowParams", "ParamsError", "eval_params", "params_from_dict"]

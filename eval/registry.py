@@ -26,6 +26,7 @@ METRIC_MODULES = (
     "eval.metrics.flow_magnitude",
     "eval.metrics.flicker",
     "eval.metrics.routing_acc",
+    "eval.metrics.routing_consistency",
 )
 
 LEVELS = ("video", "aggregate")

@@ -19,12 +19,12 @@ import numpy as np
 from matplotlib.figure import Figure  # the object API renders with Agg, no pyplot state
 from matplotlib.patches import Rectangle
 
-from eval.atomic import atomic_path, write_text
-from eval.benchmark import Case, read_benchmark
-from eval.face_backends import load_image
+from ingredients.files.atomic import atomic_path, write_text
+from ingredients.sampling.benchmark import Case, read_benchmark
+from ingredients.faces.image_io import load_rgb
 from eval.params import params_from_dict
 from eval.run_layout import RunLayout, load_faces, read_records
-from eval.video_io import read_video
+from ingredients.files.video_io import read_video
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def _draw_faces(ax, faces, t: int) -> None:
         ax.text(x0, y0 - 2, label, color="white", fontsize=6, backgroundcolor=colour, va="bottom")
 
 
-def frame_strip(path: Path, case: Case, methods: dict[str, Path], layout: RunLayout, backend: str | None,
+def case_strip(path: Path, case: Case, methods: dict[str, Path], layout: RunLayout, backend: str | None,
                 max_frames: int | None, stride: int, n_columns: int = 6) -> Path:
     """Grid PNG: the references on the first row, then one row per method with `n_columns` frames
     spread over the analysed frames, faces boxed by identity (backend's analysis, if stored)."""
@@ -80,10 +80,10 @@ def frame_strip(path: Path, case: Case, methods: dict[str, Path], layout: RunLay
     for ax in axes.ravel():
         ax.axis("off")
     for k, ref in enumerate(case.references[:n_columns]):
-        axes[0, k].imshow(load_image(ref))
+        axes[0, k].imshow(load_rgb(ref))
         axes[0, k].set_title(f"id{k}", color=ID_COLOURS[k % len(ID_COLOURS)], fontsize=8)
     for r, (method, folder) in enumerate(sorted(methods.items()), start=1):
-        video = read_video(folder / f"{case.case_id}.mp4", max_frames)
+        video, _fps = read_video(folder / f"{case.case_id}.mp4", 0, max_frames)
         faces = load_faces(layout.cache_faces(method, case.case_id)).get(backend) if backend else None
         n_analysed = faces.n_frames if faces is not None else len(range(0, len(video), stride))
         picks = np.unique(np.linspace(0, n_analysed - 1, n_columns).round().astype(int))
@@ -217,7 +217,7 @@ def render_report(eval_dir: str | os.PathLike, out_dir: str | os.PathLike | None
         parts.append(f"<p>Boxes: faces found by <b>{html.escape(backend)}</b>, coloured by the reference they were "
                      "matched to one-to-one (label: identity and cosine similarity); grey '?' = unmatched.</p>")
     for case in cases:
-        png = frame_strip(out / f"strip_{safe_name(case.case_id)}.png", case, methods, layout, backend,
+        png = case_strip(out / f"strip_{safe_name(case.case_id)}.png", case, methods, layout, backend,
                           params.max_frames, params.face_frame_stride, n_columns)
         parts.append(f"<div class='strip'><h3>{html.escape(case.case_id)}</h3><img src='{png.name}' "
                      f"alt='frames of {html.escape(case.case_id)}'></div>")

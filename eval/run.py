@@ -25,15 +25,16 @@ from pathlib import Path
 from tqdm import tqdm
 
 from eval.aggregate import aggregate
-from eval.atomic import write_json, write_jsonl
-from eval.benchmark import CASE_ID_PATTERN, Case, read_benchmark
+from ingredients.files.atomic import write_json, write_jsonl
+from ingredients.sampling.benchmark import CASE_ID_PATTERN, Case, read_benchmark
 from eval.context import VideoContext
-from eval.face_backends import AnalyzerPool, file_digest
-from eval.params import EvalParams, load_params
+from eval.face_backends import AnalyzerPool
+from ingredients.files.hashing import file_sha256
+from eval.params import EvalParams, eval_params
 from eval.registry import MetricResult, MetricUnavailable, get_metric
 from eval.run_layout import RunLayout, read_records, save_faces
-from ingredients.atomic import remove_stale_temps
-from ingredients.video_io import VideoReadError
+from ingredients.files.atomic import remove_stale_temps
+from ingredients.files.video_io import VideoReadError
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ def weights_digest(params_json: str) -> dict[str, str]:
             continue  # a name such as a metric or backend, not a path
         files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path] if path.is_file() else []
         for f in files:
-            digests[str(f)] = file_digest(f)
+            digests[str(f)] = file_sha256(f)
     return digests
 
 
@@ -111,12 +112,12 @@ def fingerprint(ctx: VideoContext) -> str:
     """Cache key of one (method, case) evaluation: the inputs' content, the params (and the content
     of the weight files they name) and the code."""
     case = ctx.case
-    routing = file_digest(ctx.routing_path) if ctx.routing_path.is_file() else None
+    routing = file_sha256(ctx.routing_path) if ctx.routing_path.is_file() else None
     payload = {
         "version": CACHE_VERSION,
         "case": {"case_id": case.case_id, "prompt": case.prompt, "seed": case.seed,
-                 "references": [file_digest(p) for p in case.references]},
-        "video": file_digest(ctx.video_path),
+                 "references": [file_sha256(p) for p in case.references]},
+        "video": file_sha256(ctx.video_path),
         "routing": routing,
         "params": ctx.params.to_dict(),
         "weights": weights_digest(json.dumps(ctx.params.to_dict(), sort_keys=True, default=str)),
@@ -246,7 +247,7 @@ def main(argv: list[str] | None = None) -> None:
         if name in methods:
             parser.error(f"method {name!r} given twice")
         methods[name] = folder
-    metrics = evaluate(args.benchmark, methods, args.out, load_params(args.params), parse_shard(args.shard))
+    metrics = evaluate(args.benchmark, methods, args.out, eval_params(args.params), parse_shard(args.shard))
     logger.info("metrics: %s", json.dumps(metrics, indent=1, sort_keys=True))
 
 

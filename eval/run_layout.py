@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-from eval.atomic import atomic_path
+from ingredients.files.atomic import atomic_path
 from eval.video_faces import VideoFaces
 
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from eval.atomic import atomic_path
-from eval.benchmark import Case, write_benchmark
+from ingredients.files.atomic import atomic_path
+from ingredients.sampling.benchmark import Case, write_benchmark
 
 logger = logging.getLogger(__name__)
 

@@ -17,10 +17,21 @@ import logging
 import shutil
 from pathlib import Path
 
-from eval.benchmark import Case, write_benchmark
-from ingredients.config import BenchmarkParams, load_params, stage_params
+from ingredients.sampling.benchmark import Case, write_benchmark
+from pydantic import BaseModel, ConfigDict, Field
+
+from ingredients.config import load_params, section, validate_model
 
 logger = logging.getLogger(__name__)
+
+
+class BenchmarkParams(BaseModel):
+    """The tiny benchmark built from held-out identities: one case per identity subset x prompt."""
+
+    model_config = ConfigDict(extra="forbid")
+    prompts: list[str] = Field(default_factory=lambda: ["people talking to each other in a bright room"], min_length=1)
+    max_identities: int = Field(2, ge=1)
+    seed: int = 0
 
 
 def build_cases(names: list[str], refs: dict[str, Path], params: BenchmarkParams) -> list[Case]:
@@ -61,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    build_tiny_benchmark(args.split, stage_params(load_params(args.params), "benchmark"), args.out)
+    build_tiny_benchmark(args.split, validate_model(BenchmarkParams, section(load_params(args.params), "benchmark", args.params), "benchmark"), args.out)
 
 
 if __name__ == "__main__":

@@ -15,15 +15,12 @@ import numpy as np
 
 from eval.face_matching import FrameMatch, match_frame
 from ingredients.faces.base import Face, FaceAnalyzer
+from ingredients.faces.errors import NoFaceError
 
 logger = logging.getLogger(__name__)
 
 # Reference code's fallback when a tight reference crop has no detectable face: pad by 25 % grey.
 REFERENCE_PAD_SCALE = 1.25
-
-
-class NoFaceError(ValueError):
-    """No face was found where one is required (a reference image)."""
 
 
 @dataclass(frozen=True)
@@ -115,7 +112,7 @@ def embed_reference(analyzer: FaceAnalyzer, image: np.ndarray, name: str = "refe
     padded = np.pad(image, ((pad_y, pad_y), (pad_x, pad_x), (0, 0)), constant_values=128)
     face = largest_face(analyzer.detect(padded))
     if face is None:
-        raise NoFaceError(f"no face detected by {analyzer.name!r} in {name} (also after padding)")
+        raise NoFaceError(name, analyzer.name, "also after padding the image by 25 %")
     return embed_face(analyzer, padded, face)
 
 

@@ -41,18 +41,6 @@ GENERATE_DEFAULTS: dict[str, Any] = {
 PROFILE_SAMPLING = {"tiny": {"steps": 8, "guidance": 6.0}, "full": {"steps": 50, "guidance": 6.0}}
 
 
-def frame_strip(frames: np.ndarray, count: int = 8) -> np.ndarray:
-    """Evenly spaced frames side by side: [F, H, W, 3] -> [H, count * W, 3] uint8."""
-    idx = np.linspace(0, len(frames) - 1, min(count, len(frames))).round().astype(int)
-    return np.concatenate([frames[i] for i in idx], axis=1)
-
-
-def to_uint8(video: np.ndarray) -> np.ndarray:
-    """Pipeline 'np' output in [0, 1] -> uint8."""
-    return (np.clip(video, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-
-
-
 def resolve_generate_settings(args: argparse.Namespace) -> dict[str, Any]:
     """Merge defaults < --from-json < explicit flags; validate what a run needs."""
     settings = dict(GENERATE_DEFAULTS)
@@ -78,7 +66,7 @@ def resolve_generate_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:
-    from .model_folder import prepare_tiny_folder
+    from ingredients.model_folder.folder import prepare_tiny_folder
 
     if args.profile != "tiny":
         raise SystemExit("only the tiny profile is built here; the full profile's folders are checked by the DVC prepare stage")
@@ -89,11 +77,11 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 def cmd_generate(args: argparse.Namespace) -> None:
     import torch
 
-    from .model_folder import load_face_conditioner, load_pipeline, prepare_tiny_folder
-    from .hashing import file_sha256
-    from .tracking import git_revision
-    from .video_io import write_video
-    from .atomic import write_json, atomic_path
+    from ingredients.model_folder.folder import load_face_conditioner, load_pipeline, prepare_tiny_folder
+    from ingredients.files.hashing import file_sha256
+    from ingredients.mlflow_run import git_revision
+    from ingredients.files.video_io import write_video
+    from ingredients.files.atomic import write_json, atomic_path
 
     settings = resolve_generate_settings(args)
     model = Path(settings["model"] or DEFAULT_TINY_FOLDER)
@@ -195,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from .faces.errors import ImageReadError, NoFaceError
+    from ingredients.faces.errors import ImageReadError, NoFaceError
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")

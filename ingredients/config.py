@@ -1,154 +1,33 @@
-"""params.yaml: loading, merging override files, and validating every section against its schema.
+"""params.yaml: the one loader, override merging, and the one error style for every section's schema.
 
 params.yaml is the single home of hyperparameters (the tiny profile); `profiles/full.yaml` and the
 ablations in `experiments/` are override files merged on top. Each top-level section belongs to one
-stage and is validated by that stage's typed config, so an unknown key or a wrong type is reported
-with its full name (`train.stage2.routing.weight`) and the allowed values.
+stage and has one typed schema, kept beside the stage that reads it (`TrackingParams` in
+`ingredients.mlflow_run`, `SynthParams` in `ingredients.data.synth`, `PrepareParams` in
+`ingredients.model_folder.prepare`, `FaceSettings` in `ingredients.faces.reference`,
+`CurationParams` in `ingredients.data.curation_params`, the `train` stages in
+`ingredients.training.stage_spec`, `SampleParams` in `ingredients.sampling.sample`, `EvalParams` in
+`eval.params`, `BenchmarkParams` in `eval.tiny_benchmark`). A stage validates only its own sections;
+`experiments.params` validates them all. Every error is a `ParamsError` naming the full key
+(`train.stage2.routing.weight`), the value and the allowed values.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Mapping
+import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ValidationError
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class ParamsError(ValueError):
-    """An invalid params file; the message names the key."""
-
-
-class TrackingParams(BaseModel):
-    """MLflow: `uri` null = the repository's SQLite store; `fallback_to_local` when a server is down."""
-
-    model_config = ConfigDict(extra="forbid")
-    uri: str | None = None
-    experiment: str = "ingredients"
-    fallback_to_local: bool = False
-
-
-class FullFolders(BaseModel):
-    """Where the full profile's weights live (see README, 'Full profile')."""
-
-    model_config = ConfigDict(extra="forbid")
-    backbone: str = "weights/CogVideoX-5b-I2V"   # or a CogVideoX-5b (text-to-video) folder with backbone_init t2v
-    ingredients: str | None = None
-    antelopev2: str = "weights/face_encoder/models/antelopev2"
-    eva_clip: str = "weights/face_encoder/EVA02_CLIP_L_336_psz14_s6B.pt"
-    curricularface: str = "weights/curricularface/glint360k_curricular_face_r101_backbone.bin"
-    clip_score: str = "weights/open_clip/ViT-L-14/open_clip_pytorch_model.bin"
-
-
-class PrepareParams(BaseModel):
-    """Model preparation: `tiny` builds and saves the toy model (and fits its VAE briefly on the tiny
-    clips); `full` checks the local weight folders and assembles the model folder."""
-
-    model_config = ConfigDict(extra="forbid")
-    profile: Literal["tiny", "full"] = "tiny"
-    seed: int = 0
-    # i2v: the image-to-video backbone as it is; t2v: a text-to-video backbone whose image-condition
-    # input channels start at zero (the paper's text-to-video initialisation ablation)
-    backbone_init: Literal["i2v", "t2v"] = "i2v"
-    # IngredientsTransformer3DModel config keys replacing the profile's (e.g. cross_attn_interval)
-    transformer: dict[str, Any] = Field(default_factory=dict)
-    vae_fit_steps: int = Field(40, ge=0)
-    vae_fit_lr: float = Field(2e-3, gt=0)
-    vae_fit_videos: int = Field(6, ge=1)
-    full: FullFolders = Field(default_factory=FullFolders)
-
-
-class SynthParams(BaseModel):
-    """Tiny raw-data synthesis."""
-
-    model_config = ConfigDict(extra="forbid")
-    seed: int = 0
-    num_videos: int = Field(14, ge=1)
-    num_heldout: int = Field(3, ge=0)
-    num_heldout_videos: int = Field(0, ge=0)
-
-
-class BenchmarkParams(BaseModel):
-    """The tiny benchmark built from held-out identities: one case per identity subset x prompt."""
-
-    model_config = ConfigDict(extra="forbid")
-    prompts: list[str] = Field(default_factory=lambda: ["people talking to each other in a bright room"], min_length=1)
-    max_identities: int = Field(2, ge=1)
-    seed: int = 0
-
-
-def _pydantic(cls: type[BaseModel]) -> Callable[[Mapping[str, Any], str], Any]:
-    def validate(data: Mapping[str, Any], where: str) -> Any:
-        try:
-            return cls(**(data or {}))
-        except ValidationError as err:
-            lines = []
-            for e in err.errors():
-                key = ".".join(str(p) for p in e["loc"])
-                lines.append(f"{where}.{key}: {e['msg']} (got {e.get('input')!r})")
-            raise ParamsError("invalid params:\n  " + "\n  ".join(lines)) from None
-        except ValueError as err:  # model_post_init checks
-            raise ParamsError(f"{where}: {err}") from None
-
-    return validate
-
-
-def _wrap(fn: Callable[..., Any]) -> Callable[[Mapping[str, Any], str], Any]:
-    def validate(data: Mapping[str, Any], where: str) -> Any:
-        try:
-            return fn(data, where)
-        except ParamsError:
-            raise
-        except (ValueError, TypeError, KeyError) as err:
-            raise ParamsError(f"{where}: {err}") from None
-
-    return validate
-
-
-def _faces(data: Mapping[str, Any], where: str) -> Any:
-    from .faces.reference import FaceSettings
-
-    return FaceSettings.from_dict(data or {})
-
-
-def _curate(data: Mapping[str, Any], where: str) -> Any:
-    from .data.curation_params import params_from_mapping
-
-    return params_from_mapping(dict(data or {}), where)
-
-
-def _train(data: Mapping[str, Any], where: str) -> Any:
-    from .training.stage_spec import build_stage_spec
-
-    stages = [name for name in (data or {}) if name != "common"]
-    return {name: build_stage_spec(dict(data), name) for name in stages}
-
-
-def _sample(data: Mapping[str, Any], where: str) -> Any:
-    from .sample import SampleParams
-
-    return _pydantic(SampleParams)(data, where)
-
-
-def _eval(data: Mapping[str, Any], where: str) -> Any:
-    from eval.params import params_from_dict
-
-    return params_from_dict(dict(data or {}), where)
-
-
-SECTIONS: dict[str, Callable[[Mapping[str, Any], str], Any]] = {
-    "tracking": _pydantic(TrackingParams),
-    "prepare": _pydantic(PrepareParams),
-    "synth": _pydantic(SynthParams),
-    "benchmark": _pydantic(BenchmarkParams),
-    "faces": _wrap(_faces),
-    "curate": _wrap(_curate),
-    "train": _wrap(_train),
-    "sample": _wrap(_sample),
-    "eval": _wrap(_eval),
-}
+    """An invalid params file or section; the message names the key, the value and what is allowed."""
 
 
 def load_params(path: str | Path) -> dict[str, Any]:
@@ -156,20 +35,71 @@ def load_params(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"params file not found: {path}")
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise ParamsError(f"{path}: not valid YAML ({err})") from None
     if not isinstance(data, dict):
         raise ParamsError(f"{path}: expected a mapping of sections, got {type(data).__name__}")
     return data
 
 
-def section(params: Mapping[str, Any], name: str) -> dict[str, Any]:
-    """One section as a dict (empty when absent)."""
-    if name not in SECTIONS:
-        raise ParamsError(f"unknown params section {name!r}; sections: {sorted(SECTIONS)}")
+def load_merged(path: str | Path, overrides: tuple[str | Path, ...] = ()) -> dict[str, Any]:
+    """A params file with override files merged on top, in order."""
+    params = load_params(path)
+    for override in overrides:
+        params = deep_merge(params, load_params(override))
+    return params
+
+
+def section(params: Mapping[str, Any], name: str, where: str | Path = "params", required: bool = False) -> dict[str, Any]:
+    """One section as a dict (empty when absent, unless `required`); a non-mapping is an error."""
+    if required and name not in params:
+        raise ParamsError(f"{where} has no `{name}:` section; add one (it may be empty: `{name}: {{}}`)")
     value = params.get(name) or {}
     if not isinstance(value, Mapping):
-        raise ParamsError(f"{name}: expected a mapping, got {type(value).__name__}")
+        raise ParamsError(f"{where}: `{name}` must be a mapping of settings, got {type(value).__name__}")
     return dict(value)
+
+
+def validate_model(cls: type[M], data: Mapping[str, Any] | None, where: str) -> M:
+    """`data` validated into the pydantic schema `cls`; errors name each key as `where.key`."""
+    if data is not None and not isinstance(data, Mapping):
+        raise ParamsError(f"{where}: expected a mapping, got {type(data).__name__}")
+    try:
+        return cls(**dict(data or {}))
+    except ValidationError as err:
+        raise ParamsError(format_validation_error(err, where, cls)) from None
+    except ValueError as err:  # model_post_init checks
+        raise ParamsError(f"{where}: {err}") from None
+
+
+def _model_at(cls: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The pydantic model class holding the field at `loc` (to list its allowed keys)."""
+    model = cls
+    for part in loc[:-1]:
+        annotation = getattr(model.model_fields.get(str(part)), "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
+    return model
+
+
+def format_validation_error(err: ValidationError, where: str, cls: type[BaseModel] | None = None) -> str:
+    """One line per bad key: `where.key: message (got value)`; an unknown key lists the allowed ones."""
+    lines = []
+    for e in err.errors():
+        loc = tuple(e["loc"])
+        name = ".".join([where, *map(str, loc)])
+        if e["type"] == "extra_forbidden":
+            model = _model_at(cls, loc) if cls is not None else None
+            allowed = f"; allowed keys here: {', '.join(sorted(model.model_fields))}" if model is not None else ""
+            lines.append(f"{name}: unknown key{allowed}")
+        elif e["type"] == "missing":
+            lines.append(f"{name}: required key is missing")
+        else:
+            lines.append(f"{name}: {e['msg']} (got {e.get('input')!r})")
+    return "invalid params:\n  " + "\n  ".join(lines)
 
 
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -180,6 +110,21 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
             out[key] = deep_merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)
+    return out
+
+
+def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"train": {"stage2": {"routing": {"weight": 0}}}} -> {"train.stage2.routing.weight": 0}.
+
+    Leaves keep their values; an empty mapping is a leaf ({}), so flattening loses nothing.
+    """
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
     return out
 
 
@@ -195,34 +140,6 @@ def apply_overrides(params: Mapping[str, Any], overrides: Mapping[str, Any]) -> 
     return deep_merge(params, nested)
 
 
-def stage_params(params: Mapping[str, Any], name: str) -> Any:
-    """One section, validated into its typed config (errors name the key)."""
-    return SECTIONS[name](section(params, name), name)
-
-
-def validate_params(params: Mapping[str, Any]) -> dict[str, Any]:
-    """Validate every section; returns {section: typed config}. Unknown sections are errors."""
-    unknown = sorted(set(params) - set(SECTIONS))
-    if unknown:
-        raise ParamsError(f"unknown params section(s) {unknown}; allowed: {sorted(SECTIONS)}")
-    return {name: SECTIONS[name](section(params, name), name) for name in params}
-
-
-def main(argv: list[str] | None = None) -> None:
-    """`python -m ingredients.config params.yaml [override.yaml ...]`: validate, print the merged params."""
-    import argparse
-    import json
-
-    parser = argparse.ArgumentParser(prog="python -m ingredients.config", description=main.__doc__)
-    parser.add_argument("params", type=Path)
-    parser.add_argument("overrides", type=Path, nargs="*")
-    args = parser.parse_args(argv)
-    params = load_params(args.params)
-    for path in args.overrides:
-        params = deep_merge(params, load_params(path))
-    validate_params(params)
-    print(json.dumps(params, indent=2, default=str))  # noqa: T201 - the command's output
-
-
-if __name__ == "__main__":
-    main()
+def param_text(value: Any) -> str:
+    """A parameter value as text (MLflow params): JSON for lists and mappings, str otherwise."""
+    return json.dumps(value) if isinstance(value, (list, tuple, Mapping)) else str(value)

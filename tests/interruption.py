@@ -1,7 +1,7 @@
 """Test helpers for issue #9's interruption tests: SIGKILL a stage's CLI mid-run, then check that
 nothing it left behind could be taken for a finished output.
 
-    killed = run_and_kill([sys.executable, "-m", "ingredients.sample", ...], ready=lambda: n_done() >= 1)
+    killed = run_and_kill([sys.executable, "-m", "ingredients.sampling.sample", ...], ready=lambda: n_done() >= 1)
     check = assert_no_partial_outputs(out, frames=5)   # raises on any truncated or undecodable file
     check.temps                                        # temp files of the interrupted writes
 
@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ingredients.atomic import is_atomic_temp_name
+from ingredients.files.atomic import is_atomic_temp_name
 
 # the training checkpoint's fixed-name temp folders (ingredients.training.checkpoint)
 _CHECKPOINT_TEMP = re.compile(r"^\.step-\d{8}\.(tmp|old)$")
@@ -99,7 +99,7 @@ class OutputCheck:
 
 
 def is_temp_name(name: str) -> bool:
-    """A temp file or folder of an interrupted write: `ingredients.atomic`'s names, or a training
+    """A temp file or folder of an interrupted write: `ingredients.files.atomic`'s names, or a training
     checkpoint being assembled (`.step-XXXXXXXX.tmp`) or replaced (`.step-XXXXXXXX.old`)."""
     return is_atomic_temp_name(name) or bool(_CHECKPOINT_TEMP.match(name))
 
@@ -180,7 +180,7 @@ def _check_csv(path: Path, _frames) -> None:
 
 
 def _check_mp4(path: Path, frames) -> None:
-    from ingredients.video_io import read_video
+    from ingredients.files.video_io import read_video
 
     video, _ = read_video(path)
     want = frames(path) if callable(frames) else frames

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ingredients.cli import frame_strip, main
-from ingredients.model_folder import prepare_tiny_folder
-from ingredients.video_io import read_video
+from ingredients.cli import main
+from ingredients.files.frames import frame_strip
+from ingredients.model_folder.folder import prepare_tiny_folder
+from ingredients.files.video_io import read_video
 
 
 @pytest.fixture(scope="module")

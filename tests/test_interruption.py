@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from ingredients.video_io import write_video
+from ingredients.files.video_io import write_video
 from tests.interruption import assert_no_partial_outputs, run_and_kill
 
 

@@ -20,7 +20,7 @@ from PIL import Image
 from eval.context import VideoContext
 from eval.params import ClipParams
 from eval.registry import MetricResult, MetricUnavailable, register
-from ingredients.weights_file import read_weights
+from ingredients.files.weights_file import read_weights
 
 logger = logging.getLogger(__name__)
 

@@ -1,5 +1,10 @@
-"""routing_acc: agreement of the ID router's argmax with the identity mask (intrinsic; only for
-methods that export routing maps).
+"""routing_acc: agreement of the ID router's argmax with a ground-truth identity mask (intrinsic; only
+for methods that export routing maps together with the truth).
+
+Generated videos have no ground truth, so for the sampling stage's files (routing logits only) this
+metric is missing with that reason: the router's accuracy against ground truth is measured by the
+training stage on held-out clips (`val_log.csv`), and `routing_consistency` compares the router with
+the faces found in the generated video itself (a self-consistency measure, with its coverage).
 
 File format: `{case_id}.routing.safetensors` beside the video, holding
 - `routing.<n>`: float [..., K] routing logits or probabilities at injection point n (n = 0, 1, ...),
@@ -16,6 +21,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+from safetensors import safe_open
 from safetensors.numpy import load_file
 
 from eval.context import VideoContext
@@ -33,12 +39,24 @@ def routing_accuracy(routing: np.ndarray, mask: np.ndarray) -> float | None:
     return float(np.mean(routing.argmax(axis=-1)[labelled] == mask[labelled]))
 
 
-def read_routing(path: Path, n_refs: int) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """{point: (routing [..., K], mask [...])} from a routing file, validated."""
-    tensors = load_file(str(path))
+def routing_points(tensors: dict[str, np.ndarray], path: Path) -> dict[int, str]:
+    """{injection point n: key} of the `routing.<n>` tensors of a routing file."""
     points = {int(m.group(1)): key for key in tensors if (m := _POINT.match(key))}
     if not points:
         raise ValueError(f"{path}: no 'routing.<n>' tensors (keys: {sorted(tensors)}); see eval/metrics/routing_acc.py")
+    return dict(sorted(points.items()))
+
+
+def has_truth(path: Path) -> bool:
+    """Whether a routing file carries a ground-truth index mask."""
+    with safe_open(str(path), framework="numpy") as f:
+        return any(key == "index_mask" or key.startswith("index_mask.") for key in f.keys())
+
+
+def read_routing(path: Path, n_refs: int) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """{point: (routing [..., K], mask [...])} from a routing file, validated."""
+    tensors = load_file(str(path))
+    points = routing_points(tensors, path)
     out = {}
     for n, key in sorted(points.items()):
         mask_key = f"index_mask.{n}" if f"index_mask.{n}" in tensors else "index_mask"
@@ -60,6 +78,10 @@ def compute(ctx: VideoContext) -> MetricResult:
     path = ctx.routing_path
     if not path.is_file():
         raise MetricUnavailable(f"no routing maps for this method ({path.name} not in {path.parent})")
+    if not has_truth(path):
+        raise MetricUnavailable(
+            f"{path.name} holds no ground-truth index mask (a generated video has none); see routing_consistency "
+            "(self-consistency with the faces found in the video) and the training stage's held-out routing_acc")
     result = MetricResult()
     accs = []
     for n, (routing, mask) in read_routing(path, len(ctx.case.references)).items():

@@ -36,18 +36,19 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ingredients.atomic import remove_stale_temps
-from ingredients.data.atomic_io import write_json_atomic, write_npz_atomic, write_png_atomic
+from ingredients.files.atomic import remove_stale_temps
+from ingredients.files.atomic import write_json, write_npz, write_png
 from ingredients.data.captions import CaptionError, build_captioner
 from ingredients.data.clustering import cluster_tracks
-from ingredients.data.curation_params import CurationParams, load_curation_params
+from ingredients.config import load_params, section
+from ingredients.data.curation_params import CurationParams, params_from_mapping
 from ingredients.data.manifest import ManifestClip, write_manifest
 from ingredients.data.masks import build_masker
 from ingredients.data.reference_crop import choose_reference, crop_reference, face_quality
 from ingredients.data.scoring import pool_scores, score_video
 from ingredients.data.shots import detect_shots
 from ingredients.data.tracking import Track, track_faces
-from ingredients.data.video_io import VideoReadError, read_video
+from ingredients.files.video_io import VideoReadError, read_video
 
 logger = logging.getLogger(__name__)
 
@@ -228,13 +229,13 @@ def curate_video(video_path: Path, out_dir: Path, params: CurationParams, comp: 
             best, outside = choose_reference([f for f, _ in cand], quals, (start, end), params.reference_outside_clip)
             ref_frame, ref_face = cand[best]
             ref_rel = f"refs/{clip_id}/{k}.png"
-            write_png_atomic(out_dir / ref_rel, crop_reference(frames[ref_frame], ref_face.box, params.reference_margin, params.reference_size))
+            write_png(out_dir / ref_rel, crop_reference(frames[ref_frame], ref_face.box, params.reference_margin, params.reference_size))
             identities.append({"cluster": c, "reference": ref_rel, "reference_frame": int(ref_frame), "reference_outside_clip": outside, "boxes": per_cluster[c]})
         mask_rel = None
         masks = comp.masker.masks(frames[start:end], [[None if b is None else np.asarray(b) for b in seq] for seq in boxes_by_identity])
         if masks is not None:
             mask_rel = f"masks/{clip_id}.npz"
-            write_npz_atomic(out_dir / mask_rel, masks=masks)
+            write_npz(out_dir / mask_rel, masks=masks)
             clip_masks[clip_id] = masks
         row = ManifestClip(
             clip_id=clip_id,
@@ -275,7 +276,7 @@ def _init_worker(params: CurationParams) -> None:
 def _run_one(video_path: Path, out_dir: Path) -> dict:
     params, comp = _WORKER["params"], _WORKER["comp"]
     result = curate_video(video_path, out_dir, params, comp)
-    write_json_atomic(out_dir / "work" / f"{video_path.stem}.json", result)
+    write_json(out_dir / "work" / f"{video_path.stem}.json", result)
     return result
 
 
@@ -345,7 +346,7 @@ def curate(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, params: Curat
     report = build_report(ordered, params, wall_seconds=wall, videos_this_run=[v.stem for v in todo])
     if any(r.get("score") for r in ordered):
         report["ground_truth"] = pool_scores([r["score"] for r in ordered if r.get("score")])
-    write_json_atomic(out_dir / "report.json", report)
+    write_json(out_dir / "report.json", report)
     if params.contact_sheet_clips > 0 and clips:
         write_contact_sheet(out_dir / "contact_sheet.png", out_dir, clips, params.contact_sheet_clips, params.contact_sheet_frames)
     return report
@@ -360,7 +361,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("pyscenedetect").setLevel(logging.WARNING)  # one INFO line per video otherwise
-    params = load_curation_params(args.params, args.section)
+    params = (params_from_mapping(section(load_params(args.params), args.section, args.params, required=True), args.section)
+              if args.params else CurationParams())
     report = curate(args.raw, args.out, params)
     logger.info("kept %d clips from %d videos; dropped %s; skipped videos %s; %.1f frames/s",
                 report["clips"]["kept"], report["videos"]["total"], report["clips"]["dropped"], report["videos"]["skipped"], report["throughput"]["frames_per_second"] or 0.0)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
+
+from ingredients.config import validate_model
 
 
 class CurationParams(BaseModel):
@@ -59,39 +59,6 @@ class CurationParams(BaseModel):
         return hashlib.sha1(json.dumps(keys, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _format_errors(err: ValidationError, where: str) -> str:
-    lines = []
-    for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]) or "(section)"
-        value = e.get("input")
-        lines.append(f"{where}.{key}: {e['msg']} (got {value!r})")
-    return "invalid curation settings:\n  " + "\n  ".join(lines)
-
-
-def params_from_mapping(mapping: dict[str, Any] | None, where: str = "curate") -> CurationParams:
+def params_from_mapping(mapping: Mapping[str, Any] | None, where: str = "curate") -> CurationParams:
     """Validate a dict of settings; errors name each bad key as `where.key` with the value."""
-    try:
-        return CurationParams(**(mapping or {}))
-    except ValidationError as err:
-        raise ValueError(_format_errors(err, where)) from None
-
-
-def load_curation_params(path: str | os.PathLike | None, section: str = "curate") -> CurationParams:
-    """Settings from `section` of a YAML params file; None -> defaults.
-
-    A given file must exist and have the section (it may be empty), so a wrong path or section
-    name fails loudly instead of curating with defaults.
-    """
-    if path is None:
-        return CurationParams()
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"params file not found: {path}")
-    with open(path, encoding="utf-8") as f:
-        data = yaml.safe_load(f) or {}
-    if not isinstance(data, dict) or section not in data:
-        raise KeyError(f"{path} has no `{section}:` section; add one (it may be empty: `{section}: {{}}`)")
-    section_data = data[section]
-    if section_data is not None and not isinstance(section_data, dict):
-        raise ValueError(f"{path}: `{section}` must be a mapping of settings, got {type(section_data).__name__}")
-    return params_from_mapping(section_data, where=f"{path}:{section}")
+    return validate_model(CurationParams, mapping, where)

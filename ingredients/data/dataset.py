@@ -26,7 +26,7 @@ from torch.utils.data import Dataset, Sampler
 
 from ingredients.data.index_mask import boxes_to_masks, index_mask_from_masks, latent_frame_count, token_grid
 from ingredients.data.manifest import ManifestClip, read_manifest
-from ingredients.data.video_io import read_video
+from ingredients.files.video_io import read_video
 
 TemporalSampling = Literal["uniform", "start", "random"]
 

@@ -18,7 +18,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ingredients.data.atomic_io import write_text_atomic
+from ingredients.files.atomic import write_text
 
 Box = list[float]  # (x0, y0, x1, y1) in source-video pixels
 
@@ -117,4 +117,4 @@ def manifest_lines(clips: list[ManifestClip]) -> str:
 
 def write_manifest(path: str | os.PathLike, clips: list[ManifestClip]) -> Path:
     """Write the manifest atomically (readers see the old or the complete new file)."""
-    return write_text_atomic(path, manifest_lines(clips))
+    return write_text(path, manifest_lines(clips))

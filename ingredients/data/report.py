@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ingredients.data.atomic_io import write_png_atomic
+from ingredients.files.atomic import write_png
 from ingredients.data.curation_params import CurationParams
 from ingredients.data.manifest import ManifestClip
-from ingredients.data.video_io import read_video
+from ingredients.files.video_io import read_video
 
 IDENTITY_COLOURS = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240)]
 
@@ -95,4 +95,4 @@ def write_contact_sheet(path: Path, manifest_dir: Path, clips: list[ManifestClip
     for r in rows:
         sheet.paste(r, (0, y))
         y += r.height
-    return write_png_atomic(path, np.asarray(sheet))
+    return write_png(path, np.asarray(sheet))

@@ -16,7 +16,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from ingredients.data.masks import rasterize_box
-from ingredients.data.tracking import box_iou
+from ingredients.faces.base import box_iou
 
 
 def _clip_box(box: np.ndarray, width: int, height: int) -> np.ndarray:

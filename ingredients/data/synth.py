@@ -14,7 +14,7 @@ training and held-out identities; held-out identities never appear in the videos
 photos go to `heldout/NAME.png` (for the evaluation benchmark); a few videos of the held-out people
 only go to `heldout/videos/` (curate them separately for held-out clips, e.g. routing accuracy).
 Everything is deterministic in the seed.
-CLI: `python -m ingredients.data.synth --out DIR --seed N [--num-videos N] [--num-heldout-videos N]`.
+CLI: `python -m ingredients.data.synth --params params.yaml --out DIR` (the `synth:` section, `SynthParams`).
 """
 
 from __future__ import annotations
@@ -31,9 +31,11 @@ from typing import Callable
 import cv2
 import numpy as np
 from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field
 
-from ingredients.data.atomic_io import write_json_atomic, write_png_atomic, write_text_atomic
-from ingredients.data.video_io import write_video
+from ingredients.config import load_params, section, validate_model
+from ingredients.files.atomic import write_json, write_png, write_text
+from ingredients.files.video_io import write_video
 
 logger = logging.getLogger(__name__)
 
@@ -164,7 +166,7 @@ BACKGROUND_WORDS = {
 
 @functools.lru_cache(maxsize=1)
 def _carphone_frames() -> np.ndarray:
-    from ingredients.data.video_io import read_video
+    from ingredients.files.video_io import read_video
 
     frames, _ = read_video(carphone_path())  # [120, 144, 176, 3]
     out = []
@@ -440,9 +442,19 @@ def synthesize_video(index: int, seed: int, train_ids: list[str], recipe: tuple[
 
 def _write_video_files(folder: Path, stem: str, video: np.ndarray, gt: dict, caption: str) -> None:
     write_video(folder / f"{stem}.mp4", video, FPS)
-    write_text_atomic(folder / f"{stem}.txt", caption + "\n")
-    write_json_atomic(folder / f"{stem}.gt.json", gt, indent=None)
+    write_text(folder / f"{stem}.txt", caption + "\n")
+    write_json(folder / f"{stem}.gt.json", gt, indent=None)
     logger.info("wrote %s: %d frames, %d shots, identities %s", stem, gt["num_frames"], len(gt["shots"]), gt["identities"])
+
+
+class SynthParams(BaseModel):
+    """Tiny raw-data synthesis."""
+
+    model_config = ConfigDict(extra="forbid")
+    seed: int = 0
+    num_videos: int = Field(14, ge=1)
+    num_heldout: int = Field(3, ge=0)
+    num_heldout_videos: int = Field(0, ge=0)
 
 
 def synthesize(
@@ -464,13 +476,13 @@ def synthesize(
     if num_heldout_videos and len(held_ids) < 2:
         raise ValueError(f"num_heldout_videos={num_heldout_videos} needs num_heldout >= 2, got {num_heldout}")
     for name in held_ids:
-        write_png_atomic(out / "heldout" / f"{name}.png", face_photo(name))
+        write_png(out / "heldout" / f"{name}.png", face_photo(name))
     heldout_videos = []
     for j in range(num_heldout_videos):
         video, gt, caption = synthesize_video(HELDOUT_INDEX_OFFSET + j, seed, held_ids, HELDOUT_RECIPES[j % len(HELDOUT_RECIPES)])
         _write_video_files(out / "heldout" / "videos", f"vid_h{j:02d}", video, gt, caption)
         heldout_videos.append(f"heldout/videos/vid_h{j:02d}.mp4")
-    write_json_atomic(
+    write_json(
         out / "split.json",
         {
             "seed": seed,
@@ -491,15 +503,14 @@ def synthesize(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m ingredients.data.synth", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--params", type=Path, default=None, help="params file; its `synth:` section (default: SynthParams' defaults)")
     parser.add_argument("--out", required=True, help="output folder for the raw videos")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--num-videos", type=int, default=14)
-    parser.add_argument("--num-heldout", type=int, default=2, help="identities held out of the videos")
-    parser.add_argument("--num-heldout-videos", type=int, default=2, help="videos of held-out identities, in OUT/heldout/videos/")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    summary = synthesize(args.out, seed=args.seed, num_videos=args.num_videos, num_heldout=args.num_heldout, num_heldout_videos=args.num_heldout_videos)
+    params = (validate_model(SynthParams, section(load_params(args.params), "synth", args.params), "synth")
+              if args.params else SynthParams())
+    summary = synthesize(args.out, **params.model_dump())
     logger.info("%d videos in %s; held out: %s", len(summary.videos), args.out, summary.heldout_identities)
 
 

@@ -6,7 +6,7 @@ offline, or `insightface` given its `model_dir`), and alignment is the 5-point A
 
 Weights. The released file `glint360k_curricular_face_r101_backbone.bin` (TFace's IR-101 trained
 with the CurricularFace loss on Glint360K; ConsisID ships it in `face_encoder/`) is a plain torch
-state dict. It is read with `ingredients.weights_file.read_weights` (no pickled code) and loaded with
+state dict. It is read with `ingredients.files.weights_file.read_weights` (no pickled code) and loaded with
 strict key matching.
 
 Architecture. There are two public layouts of the same IR-101, and this file builds both:
@@ -44,8 +44,8 @@ from torch import nn
 from ingredients.faces.alignment import align_to_template
 from ingredients.faces.base import Face
 from ingredients.faces.image_io import check_rgb_array
-from ingredients.hashing import file_sha256
-from ingredients.weights_file import read_weights
+from ingredients.files.hashing import model_file_digests
+from ingredients.files.weights_file import read_weights
 
 logger = logging.getLogger(__name__)
 
@@ -287,17 +287,14 @@ class CurricularFaceAnalyzer:
         self.detector = build_analyzer(detector, **dict(detector_options or {}))
         self.model = load_ir101(self.weights, layout).to(self.device)
         self.layout = self.model.layout
-        self._digest: str | None = None
         logger.info("CurricularFace IR-101 (%s layout) from %s on %s; detector %r",
                     self.layout, self.weights, self.device, detector)
 
     @property
     def identity(self) -> dict:
         """What determines this backend's outputs (for cache keys); hashes the weights once."""
-        if self._digest is None:
-            self._digest = f"{self.weights.name}:{file_sha256(self.weights)}"
         detector_identity = getattr(self.detector, "identity", None)
-        return {"backend": self.name, "weights": self._digest, "layout": self.layout, "crop_size": self.crop_size,
+        return {"backend": self.name, "weights": model_file_digests({"weights": self.weights})["weights"], "layout": self.layout, "crop_size": self.crop_size,
                 "detector": dict(detector_identity) if detector_identity is not None else self.detector.name}
 
     def detect(self, image: np.ndarray) -> list[Face]:

@@ -37,7 +37,7 @@ import numpy as np
 from ingredients.faces.alignment import align_to_template, arcface_template, similarity_transform
 from ingredients.faces.base import Face
 from ingredients.faces.image_io import check_rgb_array
-from ingredients.hashing import file_sha256
+from ingredients.files.hashing import model_file_digests
 
 logger = logging.getLogger(__name__)
 
@@ -158,17 +158,14 @@ class DlibFaceAnalyzer:
         self._recognizer = dlib.face_recognition_model_v1(str(files["rec"]))
         self._shape68 = dlib.shape_predictor(str(files["shape68"])) if "shape68" in files else None
         self.model_files = files
-        self._digests: dict[str, str] | None = None
 
     @property
     def identity(self) -> dict:
         """What determines this backend's outputs (for cache keys): versions, model file hashes, options."""
-        if self._digests is None:
-            self._digests = {key: f"{path.name}:{file_sha256(path)}" for key, path in sorted(self.model_files.items())}
         return {
             "backend": self.name,
             "dlib": self._dlib.__version__,
-            "files": self._digests,
+            "files": model_file_digests(self.model_files),
             "upsample": self.upsample,
             "min_score": self.min_score,
             "num_jitters": self.num_jitters,

@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ingredients.atomic import write_bytes
-from ingredients.weights_file import read_weights
+from ingredients.files.atomic import write_bytes
+from ingredients.files.weights_file import read_weights
 
 logger = logging.getLogger(__name__)
 

@@ -91,16 +91,13 @@ class InsightFaceAnalyzer:
         self._recognizer.prepare(-1)
         self.embedding_dim = int(self._recognizer.output_shape[-1])
         self.recognizer_size = int(self._recognizer.input_size[0])
-        self._digests: dict[str, str] | None = None
 
     @property
     def identity(self) -> dict:
         """What determines this backend's outputs (for cache keys); hashes the ONNX files once."""
-        if self._digests is None:
-            from ingredients.hashing import file_sha256
+        from ingredients.files.hashing import model_file_digests
 
-            self._digests = {role: f"{path.name}:{file_sha256(path)}" for role, path in sorted(self.model_files.items())}
-        return {"backend": self.name, "files": self._digests, "det_size": self.det_size, "det_thresh": self.det_thresh}
+        return {"backend": self.name, "files": model_file_digests(self.model_files), "det_size": self.det_size, "det_thresh": self.det_thresh}
 
     def detect(self, image: np.ndarray) -> list[Face]:
         """Faces in an RGB uint8 image, highest score first (SCRFD runs on BGR, as insightface expects)."""

@@ -42,8 +42,9 @@ from ingredients.faces.eva_clip import ClipFaceEncoder, build_clip
 from ingredients.faces.image_io import load_rgb
 from ingredients.faces.registry import build_analyzer
 
-from ingredients import hashing
-from ingredients.atomic import write_bytes
+from ingredients.config import ParamsError
+from ingredients.files import hashing
+from ingredients.files.atomic import write_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +99,7 @@ class FaceSettings:
         valid = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - valid)
         if unknown:
-            raise ValueError(f"unknown face settings {unknown}; valid keys: {sorted(valid)}")
+            raise ParamsError(f"faces.{unknown[0]}: unknown key; allowed keys here: {', '.join(sorted(valid))}")
         values = dict(values)
         values["backend_options"] = dict(values.get("backend_options") or {})
         return cls(**values)

@@ -1,9 +1,9 @@
 """Model classes and loaders."""
 
-from .identity_router import IDRouter, PerceiverCrossAttention, routed_injection, routing_loss, routing_weights
-from .projector import MultiScaleProjector
-from .reference_format import config_from_reference, from_reference, load_reference_transformer
-from .transformer_ingredients import IdentityBatch, IngredientsTransformer3DModel, IngredientsTransformerOutput
+from ingredients.models.identity_router import IDRouter, PerceiverCrossAttention, routed_injection, routing_loss, routing_weights
+from ingredients.models.projector import MultiScaleProjector
+from ingredients.models.reference_format import config_from_reference, from_reference, load_reference_transformer
+from ingredients.models.transformer_ingredients import IdentityBatch, IngredientsTransformer3DModel, IngredientsTransformerOutput
 
 __all__ = [
     "IDRouter",

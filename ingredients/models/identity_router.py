@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .projector import attention
+from ingredients.models.projector import attention
 
 
 class PerceiverCrossAttention(nn.Module):

@@ -20,7 +20,7 @@ from typing import Any, Mapping
 import torch
 from safetensors.torch import load_file
 
-from .transformer_ingredients import IngredientsTransformer3DModel
+from ingredients.models.transformer_ingredients import IngredientsTransformer3DModel
 
 logger = logging.getLogger(__name__)
 

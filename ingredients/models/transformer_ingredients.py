@@ -17,8 +17,8 @@ from diffusers.models import CogVideoXTransformer3DModel
 from diffusers.utils import BaseOutput
 from torch import nn
 
-from .identity_router import IDRouter, PerceiverCrossAttention, routed_injection, routing_loss
-from .projector import MultiScaleProjector
+from ingredients.models.identity_router import IDRouter, PerceiverCrossAttention, routed_injection, routing_loss
+from ingredients.models.projector import MultiScaleProjector
 
 try:  # diffusers >= 0.36
     from diffusers.utils import apply_lora_scale

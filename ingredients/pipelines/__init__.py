@@ -1,5 +1,5 @@
 """Diffusers pipelines."""
 
-from .pipeline_ingredients import IngredientsPipeline, IngredientsPipelineOutput
+from ingredients.pipelines.pipeline_ingredients import IngredientsPipeline, IngredientsPipelineOutput
 
 __all__ = ["IngredientsPipeline", "IngredientsPipelineOutput"]

@@ -20,7 +20,7 @@ from diffusers.models.embeddings import get_3d_rotary_pos_embed
 from diffusers.pipelines.cogvideo.pipeline_cogvideox_image2video import get_resize_crop_region_for_grid, retrieve_timesteps
 from diffusers.utils import BaseOutput
 
-from ..models import IdentityBatch, IngredientsTransformer3DModel
+from ingredients.models import IdentityBatch, IngredientsTransformer3DModel
 
 logger = logging.getLogger(__name__)
 

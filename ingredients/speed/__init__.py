@@ -1,8 +1,8 @@
 """Speed and memory of sampling: benchmark models and inputs, the timed denoising loop, speed switches,
 the step cache (First-Block Cache / TeaCache port) and its quality guard. See docs/speed.md.
 
-The peak-memory helpers are imported here; every other name on first use (PEP 562), so a process
-that only measures its own peak memory does not pull in the sampling stack (diffusers).
+Names are imported on first use (PEP 562), so importing the package loads nothing heavy. Peak
+memory of a process is measured by `ingredients.peak_memory` (training and evaluation use it too).
 """
 
 from __future__ import annotations
@@ -10,11 +10,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-# eager, and bound after the submodule import: `ingredients.speed.peak_memory` stays the function
-from .peak_memory import peak_bytes, peak_memory, reset_peak_memory
-
 _EXPORTS = {
-    "bench_models": ("MODEL_KINDS", "SIZES", "BenchSize", "build_model", "model_config", "num_parameters"),
+    "timed_models": ("MODEL_KINDS", "SIZES", "BenchSize", "build_model", "model_config", "num_parameters"),
     "denoise_loop": ("ID_TOKEN_MODES", "LoopResult", "denoise", "identity_kwargs", "make_scheduler", "warmup_forwards"),
     "pipeline_memory": ("apply_memory_switches",),
     "quality": ("decode_frames", "frame_psnr", "generate_latents", "latent_mse", "step_cache_quality", "tiny_call_kwargs"),
@@ -24,7 +21,7 @@ _EXPORTS = {
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 
-__all__ = sorted([*_MODULE_OF, "peak_bytes", "peak_memory", "reset_peak_memory"])
+__all__ = sorted(_MODULE_OF)
 
 
 def __getattr__(name: str) -> Any:

@@ -16,9 +16,9 @@ import torch
 from diffusers import CogVideoXDPMScheduler
 from torch import nn
 
-from ..models import IdentityBatch, IngredientsTransformer3DModel
-from ..tiny import SCHEDULER_CONFIG
-from .sampling_inputs import SamplingInputs
+from ingredients.models import IdentityBatch, IngredientsTransformer3DModel
+from ingredients.model_folder.tiny import SCHEDULER_CONFIG
+from ingredients.speed.sampling_inputs import SamplingInputs
 
 ID_TOKEN_MODES = ("once", "per_step")
 

@@ -10,7 +10,7 @@ import logging
 
 import torch
 
-from ..pipelines import IngredientsPipeline
+from ingredients.pipelines import IngredientsPipeline
 
 logger = logging.getLogger(__name__)
 

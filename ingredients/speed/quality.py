@@ -13,8 +13,8 @@ import numpy as np
 import PIL.Image
 import torch
 
-from ..pipelines import IngredientsPipeline
-from .step_cache import StepCacheConfig, disable_step_cache, enable_step_cache
+from ingredients.pipelines import IngredientsPipeline
+from ingredients.speed.step_cache import StepCacheConfig, disable_step_cache, enable_step_cache
 
 
 def latent_mse(reference: torch.Tensor, test: torch.Tensor) -> float:

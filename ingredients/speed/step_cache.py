@@ -34,8 +34,8 @@ from typing import Any
 
 import torch
 
-from ..models import IdentityBatch, IngredientsTransformer3DModel
-from ..models.transformer_ingredients import IngredientsTransformerOutput
+from ingredients.models import IdentityBatch, IngredientsTransformer3DModel
+from ingredients.models.transformer_ingredients import IngredientsTransformerOutput
 
 try:  # diffusers >= 0.36
     from diffusers.utils import apply_lora_scale

@@ -11,7 +11,7 @@ import logging
 import torch
 from torch import nn
 
-from ..models import IngredientsTransformer3DModel
+from ingredients.models import IngredientsTransformer3DModel
 
 logger = logging.getLogger(__name__)
 

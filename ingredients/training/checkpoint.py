@@ -31,8 +31,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from ingredients.atomic import atomic_path, remove_stale_temps, write_json
-from ingredients.weights_file import read_weights
+from ingredients.files.atomic import atomic_path, remove_stale_temps, write_json
+from ingredients.files.weights_file import read_weights
 
 logger = logging.getLogger(__name__)
 
@@ -196,7 +196,7 @@ def write_checkpoint_files(
 def move_into_place(temp: Path, final: Path) -> Path:
     """Rename a fully written temp folder to `final` (replacing an older folder of that name).
 
-    (Not ingredients.atomic.atomic_dir: every process writes its RNG state into the checkpoint's
+    (Not ingredients.files.atomic.atomic_dir: every process writes its RNG state into the checkpoint's
     temp folder, so its name must be known to all ranks, not drawn by mkdtemp on one.)"""
     if final.exists():
         trash = final.with_name(f".{final.name}.old")

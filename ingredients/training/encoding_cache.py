@@ -18,9 +18,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ingredients.atomic import atomic_path
+from ingredients.files.atomic import atomic_path
 
-from .clip_encoding import EncodedClip, frames_digest, reference_digests
+from ingredients.training.clip_encoding import EncodedClip, frames_digest, reference_digests
 
 logger = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import torch
 
-from ingredients.atomic import write_text
-from ingredients.speed.peak_memory import peak_bytes, peak_memory
+from ingredients.files.atomic import write_text
+from ingredients.peak_memory import peak_bytes, peak_memory
 
 
 class MetricsFile:

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ingredients.config import deep_merge
+from ingredients.config import ParamsError, deep_merge, format_validation_error
 
 BackboneMode = Literal["frozen", "scaled_lr", "lora"]
 MixedPrecision = Literal["no", "bf16", "fp16", "auto"]
@@ -168,9 +168,7 @@ class StageSpec(_Section):
     checkpoint: CheckpointSpec = CheckpointSpec()
     validation: ValidationSpec = ValidationSpec()
     log_every: int = Field(1, ge=1, description="flush the plots file and MLflow every N steps")
-    log_mlflow: bool = True
-    tracking_uri: str | None = None
-    experiment: str = "ingredients"
+    log_mlflow: bool = True  # where to: the params' `tracking:` section
 
     @model_validator(mode="after")
     def _consistent(self) -> "StageSpec":
@@ -186,64 +184,33 @@ class StageSpec(_Section):
         return self.model_dump(mode="json")
 
 
-# ------------------------------------------------------------------------------------------ errors
-
-
-def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
-    """The pydantic model class that holds the field at `loc` (for listing its allowed keys)."""
-    model: type[BaseModel] = StageSpec
-    for part in loc[:-1]:
-        field = model.model_fields.get(str(part))
-        annotation = getattr(field, "annotation", None)
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
-            return None
-        model = annotation
-    return model
-
-
-def _format_errors(error: ValidationError, prefix: str) -> str:
-    lines = []
-    for e in error.errors():
-        loc = tuple(e["loc"])
-        path = ".".join([prefix, *map(str, loc)]) if loc else prefix
-        if e["type"] == "extra_forbidden":
-            model = _model_at(loc)
-            allowed = sorted(model.model_fields) if model is not None else []
-            lines.append(f"{path}: unknown key; allowed keys here: {', '.join(allowed)}")
-        elif e["type"] == "missing":
-            lines.append(f"{path}: required key is missing")
-        else:
-            lines.append(f"{path}: {e['msg']} (got {e.get('input')!r})")
-    return "\n  ".join(lines)
-
-
 def build_stage_spec(train_params: Mapping[str, Any], stage: str) -> StageSpec:
     """The validated spec of `stage` from the params' `train` section (common merged under the stage).
 
-    Raises ValueError naming the bad key (as `train.<stage>.<path>`) and the allowed values or keys.
+    Raises ParamsError naming the bad key (as `train.<stage>.<path>`) and the allowed values or keys.
     """
     if not isinstance(train_params, Mapping):
-        raise ValueError(f"params 'train' must be a mapping of sections, got {type(train_params).__name__}")
+        raise ParamsError(f"params 'train' must be a mapping of sections, got {type(train_params).__name__}")
     stages = sorted(k for k in train_params if k != COMMON_SECTION)
     if stage == COMMON_SECTION or stage not in train_params:
-        raise ValueError(f"train.{stage}: no such stage section; stages in params: {', '.join(stages) or 'none'}")
+        raise ParamsError(f"train.{stage}: no such stage section; stages in params: {', '.join(stages) or 'none'}")
     common = train_params.get(COMMON_SECTION) or {}
     section = train_params[stage] or {}
     for name, value in ((COMMON_SECTION, common), (stage, section)):
         if not isinstance(value, Mapping):
-            raise ValueError(f"train.{name} must be a mapping, got {type(value).__name__}")
+            raise ParamsError(f"train.{name} must be a mapping, got {type(value).__name__}")
     merged = deep_merge(common, section)
     if "stage" in merged:
-        raise ValueError(f"train.{stage}.stage: do not set it; the stage name is the section's key")
+        raise ParamsError(f"train.{stage}.stage: do not set it; the stage name is the section's key")
     merged["stage"] = stage
     try:
         spec = StageSpec.model_validate(merged)
     except ValidationError as e:
-        raise ValueError(f"invalid training params for stage {stage!r}:\n  {_format_errors(e, f'train.{stage}')}") from None
+        raise ParamsError(format_validation_error(e, f"train.{stage}", StageSpec)) from None
     if spec.init_from != "model" and spec.init_from not in stages:
-        raise ValueError(
+        raise ParamsError(
             f"train.{stage}.init_from: {spec.init_from!r} is neither 'model' nor a stage; allowed: model, {', '.join(stages)}"
         )
     if spec.init_from == stage:
-        raise ValueError(f"train.{stage}.init_from: a stage cannot initialise from itself")
+        raise ParamsError(f"train.{stage}.init_from: a stage cannot initialise from itself")
     return spec

@@ -15,9 +15,9 @@ import torch
 
 from ingredients.models import routing_loss
 
-from .clip_encoding import EncodedClip, canvas_latents, sample_video_latents
-from .diffusion_loss import diffusion_loss, face_region_weights
-from .sample_randomness import PERMUTATION_STREAM, sample_generators
+from ingredients.training.clip_encoding import EncodedClip, canvas_latents, sample_video_latents
+from ingredients.training.diffusion_loss import diffusion_loss, face_region_weights
+from ingredients.training.sample_randomness import PERMUTATION_STREAM, sample_generators
 
 
 @dataclass

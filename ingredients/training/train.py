@@ -13,9 +13,7 @@ train:
   common:
     seed: 0
     mixed_precision: "no"        # no | bf16 | fp16 | auto (bf16 on a GPU, no on CPU)
-    tracking_uri: null           # MLflow; null = $MLFLOW_TRACKING_URI or sqlite:///mlflow.db
-    experiment: ingredients
-    log_mlflow: true
+    log_mlflow: true             # MLflow store and experiment: the `tracking:` section
     log_every: 1                 # flush train_log.csv every N steps
     grad_accum: 1
     max_grad_norm: 1.0           # null = no clipping
@@ -64,24 +62,12 @@ import logging
 import os
 from pathlib import Path
 
-import yaml
-
-from .stage_spec import build_stage_spec
-from .trainer import RunPaths, Trainer
+from ingredients.config import load_params, section
+from ingredients.mlflow_run import tracking_params
+from ingredients.training.stage_spec import build_stage_spec
+from ingredients.training.trainer import RunPaths, Trainer
 
 logger = logging.getLogger(__name__)
-
-
-def read_params(path: str | os.PathLike) -> dict:
-    """The params file as a dict; its `train` section must exist."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"params file not found: {path}")
-    with open(path, encoding="utf-8") as f:
-        params = yaml.safe_load(f) or {}
-    if not isinstance(params, dict) or "train" not in params:
-        raise ValueError(f"{path}: no 'train' section; see `python -m ingredients.training.train --help` for the layout")
-    return params
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,12 +90,12 @@ def main(argv: list[str] | None = None) -> None:
     rank = int(os.environ.get("RANK", "0"))
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    params = read_params(args.params)
-    spec = build_stage_spec(params["train"], args.stage)
+    params = load_params(args.params)
+    spec = build_stage_spec(section(params, "train", args.params), args.stage)
     paths = RunPaths(manifest=Path(args.manifest), init=Path(args.init), out=Path(args.out),
                      val_manifest=Path(args.val_manifest) if args.val_manifest else None, resume=args.resume,
                      data_root=Path(args.data_root) if args.data_root else None)
-    Trainer(spec, paths).fit()
+    Trainer(spec, paths, tracking_params(params, str(args.params))).fit()
 
 
 if __name__ == "__main__":

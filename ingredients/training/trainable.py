@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from .stage_spec import TrainModules
+from ingredients.training.stage_spec import TrainModules
 
 logger = logging.getLogger(__name__)
 

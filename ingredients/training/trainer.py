@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import PIL.Image
 import torch
 from accelerate import Accelerator
 from accelerate.utils import (
@@ -41,20 +42,21 @@ from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from torch.utils.data import DataLoader
 
-from ingredients.atomic import atomic_dir, remove_stale_temps, write_json
+from ingredients.files.atomic import atomic_dir, remove_stale_temps, write_json
 from ingredients.data.dataset import IdentityCountBatchSampler, IngredientsVideoDataset, collate_ingredients
-from ingredients.model_folder import load_face_conditioner, load_pipeline
-from ingredients.tracking import git_revision, start_run
+from ingredients.model_folder.folder import load_face_conditioner, load_pipeline
+from ingredients.mlflow_run import TrackingParams, git_revision, start_run
 
-from . import checkpoint as ckpt
-from .clip_encoding import ClipEncoder
-from .encoding_cache import EncodingCache
-from .metrics_file import MetricsFile, peak_memory_mb
-from .sample_randomness import sample_generators
-from .stage_spec import StageSpec
-from .step import build_step_inputs, compute_losses, identity_permutations, permute_identities
-from .trainable import add_backbone_lora, configure_trainable, load_trainable_state_dict, merge_backbone_lora, trainable_state_dict
-from .validation import ValidationClip, evaluate, frame_strip, routing_map_image, sample_clip
+from ingredients.training import checkpoint as ckpt
+from ingredients.training.clip_encoding import ClipEncoder
+from ingredients.training.encoding_cache import EncodingCache
+from ingredients.training.metrics_file import MetricsFile, peak_memory_mb
+from ingredients.training.sample_randomness import sample_generators
+from ingredients.training.stage_spec import StageSpec
+from ingredients.training.step import build_step_inputs, compute_losses, identity_permutations, permute_identities
+from ingredients.training.trainable import add_backbone_lora, configure_trainable, load_trainable_state_dict, merge_backbone_lora, trainable_state_dict
+from ingredients.files.frames import frame_strip
+from ingredients.training.validation import ValidationClip, evaluate, routing_map_image, sample_clip
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +65,7 @@ TRAIN_COLUMNS = ["step", "epoch", "loss", "diffusion_loss", "routing_loss", "lr"
                  "peak_memory_mb", "elapsed_s"]
 VAL_COLUMNS = ["step", "val_loss", "val_diffusion_loss", "val_routing_loss", "routing_acc"]
 # keys of the resolved spec a resumed run may change (length, bookkeeping, logging)
-RESUME_MAY_DIFFER = {"steps", "checkpoint", "validation", "log_every", "log_mlflow", "tracking_uri", "experiment",
+RESUME_MAY_DIFFER = {"steps", "checkpoint", "validation", "log_every", "log_mlflow",
                      "data.num_workers", "precompute"}
 # components of a model folder that the output copies from the init folder
 MODEL_FOLDER_SKIP = {"transformer", "transformer_ema", TRAINING_INFO}
@@ -96,8 +98,9 @@ class RunPaths:
 class Trainer:
     """Train one stage (see the module docstring)."""
 
-    def __init__(self, spec: StageSpec, paths: RunPaths) -> None:
+    def __init__(self, spec: StageSpec, paths: RunPaths, tracking: TrackingParams | None = None) -> None:
         self.spec = spec
+        self.tracking = tracking or TrackingParams()  # the params' `tracking:` section
         self.paths = RunPaths(Path(paths.manifest).resolve(), Path(paths.init).resolve(), Path(paths.out).resolve(),
                               None if paths.val_manifest is None else Path(paths.val_manifest).resolve(), paths.resume,
                               None if paths.data_root is None else Path(paths.data_root).resolve())
@@ -367,7 +370,8 @@ class Trainer:
         import mlflow
 
         tags = {"resumed_from": str(self.resumed_from)} if self.resumed_from else None
-        with start_run(self.spec.stage, self.spec.resolved(), self.spec.tracking_uri, self.spec.experiment, tags=tags):
+        t = self.tracking
+        with start_run(self.spec.stage, self.spec.resolved(), t.uri, t.experiment, tags=tags, fallback_to_local=t.fallback_to_local):
             mlflow.log_params({"paths.manifest": str(self.paths.manifest), "paths.init": str(self.paths.init),
                                "num_processes": self.accelerator.num_processes})
             self.mlflow = mlflow
@@ -513,14 +517,14 @@ class Trainer:
             with self.accelerator.autocast():
                 video = sample_clip(self.pipe, clip, canvas, v.inference_steps, v.guidance_scale, v.seed,
                                     self.height, self.width, self.num_frames)
-            written.append(self._save_png(frame_strip(video), folder / f"{stem}_sample.png"))
+            written.append(self._save_png(PIL.Image.fromarray(frame_strip(video)), folder / f"{stem}_sample.png"))
         if self.mlflow is not None:
             for path in written:
                 self.mlflow.log_artifact(str(path), artifact_path="validation")
 
     @staticmethod
     def _save_png(image, path: Path) -> Path:
-        from ingredients.atomic import atomic_path
+        from ingredients.files.atomic import atomic_path
 
         with atomic_path(path) as tmp:
             image.save(tmp, format="PNG")
@@ -616,7 +620,7 @@ def code_revision() -> str:
     return git_revision(cwd=Path(__file__).resolve().parent)
 
 
-def fit(spec: StageSpec, paths: RunPaths) -> Path:
+def fit(spec: StageSpec, paths: RunPaths, tracking: TrackingParams | None = None) -> Path:
     """Train one stage; returns the model folder."""
-    return Trainer(spec, paths).fit()
+    return Trainer(spec, paths, tracking).fit()
 

@@ -22,10 +22,11 @@ import PIL.Image
 import torch
 
 from ingredients.data.index_mask import index_mask_to_pixels
+from ingredients.files.frames import to_uint8
 
-from .clip_encoding import EncodedClip
-from .sample_randomness import VALIDATION_STREAM, sample_generators
-from .step import build_step_inputs, compute_losses, routing_hits
+from ingredients.training.clip_encoding import EncodedClip
+from ingredients.training.sample_randomness import VALIDATION_STREAM, sample_generators
+from ingredients.training.step import build_step_inputs, compute_losses, routing_hits
 
 logger = logging.getLogger(__name__)
 
@@ -66,14 +67,7 @@ class ValidationResult:
 
 def to_uint8_frames(frames: torch.Tensor) -> np.ndarray:
     """[F, 3, H, W] in [-1, 1] -> uint8 [F, H, W, 3]."""
-    return ((frames.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-
-
-def frame_strip(video: np.ndarray) -> PIL.Image.Image:
-    """uint8 [F, H, W, 3] -> one image with the frames side by side."""
-    if video.ndim != 4 or video.shape[-1] != 3:
-        raise ValueError(f"video must be [F, H, W, 3], got shape {video.shape}")
-    return PIL.Image.fromarray(np.concatenate(list(video), axis=1))
+    return to_uint8(((frames.detach().float().cpu() + 1) / 2).permute(0, 2, 3, 1).numpy())
 
 
 def overlay_identities(video: np.ndarray, pixel_map: np.ndarray, alpha: float = 0.5) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 Default suite: the reduced size, run once (benchmarks disabled) so the code cannot rot.
 Measure: `.venv/bin/python -m pytest tests/benchmarks/test_identity_cost.py -m slow --benchmark-enable`
-or `python -m ingredients.bench identity-cost --size full` (numbers in docs/benchmarks.md).
+or `python -m ingredients.speed.identity_cost identity-cost --size full` (numbers in docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ingredients.bench import SIZES, build_models, identity_cost_callables, make_inputs, time_interleaved
+from ingredients.speed.identity_cost import SIZES, build_models, identity_cost_callables, make_inputs, time_interleaved
 
 
 def _measure(benchmark, size_name: str, rounds: int):

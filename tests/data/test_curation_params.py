@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from ingredients.data.curation_params import CurationParams, load_curation_params, params_from_mapping
+from ingredients.config import ParamsError, load_params, section
+from ingredients.data.curation_params import CurationParams, params_from_mapping
+
+
+def load_curation_params(path):
+    """What `python -m ingredients.data.curate --params FILE` reads."""
+    return params_from_mapping(section(load_params(path), "curate", path, required=True))
 
 
 def test_defaults_and_yaml_section(tmp_path):
@@ -15,13 +21,12 @@ def test_defaults_and_yaml_section(tmp_path):
     assert params.min_face_size == CurationParams().min_face_size
     p.write_text("curate:\n")
     assert load_curation_params(p) == CurationParams()
-    assert load_curation_params(None) == CurationParams()
 
 
 @pytest.mark.parametrize(
     "mapping, message",
     [
-        ({"detect_strid": 2}, "curate.detect_strid: Extra inputs are not permitted"),
+        ({"detect_strid": 2}, "curate.detect_strid: unknown key; allowed keys here: adaptive_threshold, analyzer"),
         ({"detect_stride": 0}, "curate.detect_stride: Input should be greater than or equal to 1 (got 0)"),
         ({"masker": "bisenet"}, "curate.masker: Input should be 'box' or 'landmarks'"),
         ({"cluster_threshold": 3}, "curate.cluster_threshold: Input should be less than or equal to 1"),
@@ -39,10 +44,10 @@ def test_missing_file_or_section(tmp_path):
         load_curation_params(tmp_path / "nope.yaml")
     p = tmp_path / "params.yaml"
     p.write_text("train: {}\n")
-    with pytest.raises(KeyError, match="no `curate:` section"):
+    with pytest.raises(ParamsError, match="no `curate:` section"):
         load_curation_params(p)
     p.write_text("curate:\n  detect_stride: x\n")
-    with pytest.raises(ValueError, match=r"params.yaml:curate.detect_stride"):
+    with pytest.raises(ValueError, match=r"curate.detect_stride: Input should be a valid integer"):
         load_curation_params(p)
 
 

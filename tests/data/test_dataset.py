@@ -18,7 +18,7 @@ from ingredients.data.dataset import (
     frame_indices,
 )
 from ingredients.data.manifest import read_manifest
-from ingredients.data.video_io import read_video
+from ingredients.files.video_io import read_video
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from ingredients.data import synth
-from ingredients.data.tracking import box_iou
-from ingredients.data.video_io import read_video
+from ingredients.faces.base import box_iou
+from ingredients.files.video_io import read_video
 from tests.data.conftest import TINY_INDICES, load_gt
 
 

@@ -7,7 +7,8 @@ import pytest
 
 from ingredients.data.clustering import cluster_tracks
 from ingredients.data.synth import IDENTITY_SOURCES, sprite
-from ingredients.data.tracking import box_iou, track_faces
+from ingredients.data.tracking import track_faces
+from ingredients.faces.base import box_iou
 from ingredients.faces.base import Face
 
 

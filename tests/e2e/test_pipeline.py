@@ -120,13 +120,13 @@ def _free_port() -> int:
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed (scripts/setup.sh installs it)")
 def test_mlflow_ui_compare_view_shows_the_methods(project, tmp_path):
-    """Start the documented MLflow UI (`python -m ingredients.tracking ui`) on the run's store, open the
+    """Start the documented MLflow UI (`python -m experiments.mlflow_stage ui`) on the run's store, open the
     compare view headless, stop it by PID."""
     import urllib.request
 
     port = _free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "ingredients.tracking", "ui", "--params", "params.yaml", "--port", str(port)],
+        [sys.executable, "-m", "experiments.mlflow_stage", "ui", "--params", "params.yaml", "--port", str(port)],
         cwd=project, env={**_env(project), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )

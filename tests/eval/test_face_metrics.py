@@ -8,7 +8,7 @@ import pytest
 from eval.baselines import carphone_path, face_crop, oracle_frames
 from eval.metrics import face_found, face_sim, face_sim_max, id_confusion
 from eval.video_faces import VideoFaces, analyze_frames, embed_reference
-from eval.video_io import read_video
+from ingredients.files.video_io import read_video
 
 E = np.eye(4, dtype=np.float32)
 
@@ -81,7 +81,7 @@ def with_refs(vf: VideoFaces, refs: dict, names: tuple[str, ...]) -> VideoFaces:
 
 def test_real_person_video_matches_their_photo_better_than_someone_else(dlib_analyzer, refs):
     """carphone: a real video; reference = a face crop from its first frame, scored on later frames."""
-    clip = read_video(carphone_path())
+    clip, _fps = read_video(carphone_path())
     own = embed_reference(dlib_analyzer, face_crop(clip[0], dlib_analyzer))
     vf = analyze_frames(dlib_analyzer, clip[60:60 + N_FRAMES], np.stack([own]))
     assert len(vf.frame) >= N_FRAMES - 1  # the driver is found in (nearly) every frame

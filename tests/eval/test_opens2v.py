@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from eval.benchmark import BenchmarkError, read_benchmark
+from ingredients.sampling.benchmark import BenchmarkError, read_benchmark
 from eval.opens2v import import_opens2v, is_face_reference
 
 

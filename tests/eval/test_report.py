@@ -12,7 +12,7 @@ from PIL import Image
 
 from eval.baselines import make_no_face, make_oracle
 from eval.face_backends import AnalyzerPool
-from eval.mlflow_log import log_to_mlflow
+from experiments.mlflow_eval import log_to_mlflow
 from eval.params import EvalParams
 from eval.report import render_report
 from eval.run import evaluate

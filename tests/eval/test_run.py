@@ -169,7 +169,7 @@ def test_unreadable_videos_are_counted_missing_not_fatal(setup, tmp_path):
 
 def test_weights_replaced_in_place_invalidate_the_cache_key(setup, tmp_path, monkeypatch):
     """The cache key holds the content of weight files the params name, not only their paths."""
-    from eval.benchmark import read_benchmark
+    from ingredients.sampling.benchmark import read_benchmark
     from eval.context import VideoContext
     from eval.params import ClipParams
 
@@ -187,9 +187,9 @@ def test_weights_replaced_in_place_invalidate_the_cache_key(setup, tmp_path, mon
     weights.write_bytes(b"other weights")
     assert key() != first
     assert run_module.weights_digest(json.dumps({"a": str(weights), "b": [str(tmp_path / "absent.bin")]})) == {
-        str(weights): run_module.file_digest(weights)}
+        str(weights): run_module.file_sha256(weights)}
     # names that are not paths are not looked up, even when a file of that name exists here
     monkeypatch.chdir(tmp_path)
     (tmp_path / "dlib").write_text("not weights")
     assert run_module.weights_digest(json.dumps({"backend": "dlib", "w": str(weights)})) == {
-        str(weights): run_module.file_digest(weights)}
+        str(weights): run_module.file_sha256(weights)}

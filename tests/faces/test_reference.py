@@ -181,7 +181,7 @@ def test_raw_recognizer_vectors(dlib_analyzer, tiny_clip, photo_dir):
 
 
 def test_settings_errors():
-    with pytest.raises(ValueError, match=r"unknown face settings \['crop'\]; valid keys: .*crop_size"):
+    with pytest.raises(ValueError, match=r"faces.crop: unknown key; allowed keys here: .*crop_size"):
         FaceSettings.from_dict({"crop": 112})
     with pytest.raises(ValueError, match="id_vector must be 'normalized' or 'raw', got 'unit'"):
         FaceSettings(id_vector="unit")

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from ingredients.models import IngredientsTransformer3DModel, routing_loss
-from ingredients.tiny import tiny_transformer_config
+from ingredients.model_folder.tiny import tiny_transformer_config
 
 B, FRAMES, H, W = 2, 3, 16, 16
 TOKENS = FRAMES * (H // 2) * (W // 2)

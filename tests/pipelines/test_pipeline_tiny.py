@@ -7,8 +7,8 @@ import PIL.Image
 import pytest
 import torch
 
-from ingredients.model_folder import load_pipeline
-from ingredients.tiny import build_tiny_pipeline
+from ingredients.model_folder.folder import load_pipeline
+from ingredients.model_folder.tiny import build_tiny_pipeline
 
 PROMPT = "two people talking in a car"
 EXPECTED_LATENT_SLICE = [

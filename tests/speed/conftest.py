@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ingredients.speed import SIZES, build_model, make_sampling_inputs, make_scheduler
-from ingredients.speed.bench_models import identity_feature_dims
+from ingredients.speed.timed_models import identity_feature_dims
 from ingredients.speed.denoise_loop import model_input
 
 REDUCED = SIZES["reduced"]

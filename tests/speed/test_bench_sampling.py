@@ -10,10 +10,10 @@ import statistics
 import pytest
 import torch
 
-from ingredients.bench_sampling import main
+from ingredients.speed.sampling_speed import main
 from ingredients.models import IdentityBatch
 from ingredients.speed import SamplingInputs, denoise
-from ingredients.tiny import build_tiny_pipeline
+from ingredients.model_folder.tiny import build_tiny_pipeline
 
 
 def test_reduced_benchmark_three_models_extrapolated(tmp_path):

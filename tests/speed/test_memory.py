@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from ingredients.bench_sampling import main
+from ingredients.speed.sampling_speed import main
 from ingredients.speed import apply_memory_switches, decode_frames, frame_psnr, generate_latents, tiny_call_kwargs
-from ingredients.speed.peak_memory import peak_bytes, peak_memory, reset_peak_memory
-from ingredients.tiny import build_tiny_pipeline
+from ingredients.peak_memory import peak_bytes, peak_memory, reset_peak_memory
+from ingredients.model_folder.tiny import build_tiny_pipeline
 
 
 def test_peak_rss_is_reset_between_phases():
@@ -48,7 +48,7 @@ def test_pipeline_mode_with_cpu_offload():
 
 
 def test_pipeline_mode_loads_a_saved_folder(tmp_path):
-    from ingredients.tiny import save_tiny_pipeline
+    from ingredients.model_folder.tiny import save_tiny_pipeline
 
     folder = save_tiny_pipeline(tmp_path / "model", seed=0)
     result = main(["--mode", "pipeline", "--pipeline-folder", str(folder), "--steps", "1", "--identities", "1"])

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from ingredients.bench_sampling import main
+from ingredients.speed.sampling_speed import main
 from ingredients.speed import (
     StepCacheConfig,
     decode_frames,
@@ -20,7 +20,7 @@ from ingredients.speed import (
     step_cache_quality,
     tiny_call_kwargs,
 )
-from ingredients.tiny import build_tiny_pipeline
+from ingredients.model_folder.tiny import build_tiny_pipeline
 
 MAX_LATENT_REL_L2 = 0.05
 MIN_FRAME_PSNR_DB = 35.0

@@ -41,7 +41,7 @@ def test_identity_sdpa_switch_same_output(inputs):
 def test_fused_injection_switch_same_output(inputs, identities):
     """Mixing before `to_out` (folded when K x Q < dim_head: K <= 1 here) equals the reference's per-identity `to_out`."""
     from ingredients.speed import make_sampling_inputs
-    from ingredients.speed.bench_models import identity_feature_dims
+    from ingredients.speed.timed_models import identity_feature_dims
 
     inputs = make_sampling_inputs(REDUCED, identities, *identity_feature_dims(REDUCED))
     model = ours(cross_attn_interval=1)

@@ -73,7 +73,7 @@ def tiny_manifest(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def small_model(tmp_path_factory) -> Path:
-    from ingredients.model_folder import prepare_tiny_folder
+    from ingredients.model_folder.folder import prepare_tiny_folder
 
     return prepare_tiny_folder(tmp_path_factory.mktemp("small_model") / "model", seed=0, **SMALL_MODEL)
 

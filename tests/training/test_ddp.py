@@ -88,7 +88,7 @@ def test_two_process_ddp_matches_one_process(tiny_manifest, small_model, tmp_pat
 
 
 def _check_router_bias_is_inert(model_dir: Path) -> None:
-    from ingredients.model_folder import load_pipeline
+    from ingredients.model_folder.folder import load_pipeline
 
     model = load_pipeline(model_dir).transformer
     g = torch.Generator().manual_seed(0)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ingredients.data.dataset import IngredientsVideoDataset
-from ingredients.model_folder import load_face_conditioner, load_pipeline
+from ingredients.model_folder.folder import load_face_conditioner, load_pipeline
 from ingredients.training.clip_encoding import ClipEncoder, module_fingerprint
 from ingredients.training.encoding_cache import EncodingCache
 

@@ -5,7 +5,7 @@ Data: 28 synthesised videos (the recipes cycled twice) curated into the training
 held-out sets curated the same way: (a) 6 further videos of the training identities (unseen clips)
 and (b) 4 videos of the 2 identities held out of all training videos (unseen people).
 Model: smaller than the tiny profile (2 layers, 64 x 64, 5 frames) with its VAE fitted briefly on
-the training videos as `ingredients.prepare` does for the tiny profile (a random VAE's 4 latent
+the training videos as `ingredients.model_folder.prepare` does for the tiny profile (a random VAE's 4 latent
 channels keep too little of a face for the router to learn from). Stage 2 trains the backbone at a
 scaled learning rate (a frozen random backbone gives the router only random features).
 Results go to $INGREDIENTS_EXPERIMENT_OUT/routing_experiment.json (default: the test's temp folder).
@@ -62,8 +62,8 @@ def _params(cache: Path, routing_weight: float) -> dict:
 def _small_model_with_fitted_vae(raw: Path, out: Path) -> Path:
     from diffusers import AutoencoderKLCogVideoX
 
-    from ingredients.model_folder import prepare_tiny_folder
-    from ingredients.prepare import fit_tiny_vae, tiny_clips
+    from ingredients.model_folder.folder import prepare_tiny_folder
+    from ingredients.model_folder.prepare import fit_tiny_vae, tiny_clips
 
     prepare_tiny_folder(out, seed=0, **SMALL_MODEL)
     vae = AutoencoderKLCogVideoX.from_pretrained(out / "vae")

@@ -11,7 +11,7 @@ import yaml
 
 import ingredients.training.train as train_cli
 from ingredients.models import IngredientsTransformer3DModel
-from ingredients.tiny import tiny_transformer_config
+from ingredients.model_folder.tiny import tiny_transformer_config
 from ingredients.training.stage_spec import build_stage_spec
 from ingredients.training.trainable import (
     add_backbone_lora,

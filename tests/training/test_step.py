@@ -11,8 +11,8 @@ import pytest
 import torch
 from diffusers import CogVideoXDPMScheduler
 
-from ingredients.model_folder import load_pipeline
-from ingredients.tiny import SCHEDULER_CONFIG
+from ingredients.model_folder.folder import load_pipeline
+from ingredients.model_folder.tiny import SCHEDULER_CONFIG
 from ingredients.training.clip_encoding import EncodedClip, canvas_latents, sample_video_latents
 from ingredients.training.diffusion_loss import diffusion_loss, face_region_weights
 from ingredients.training.sample_randomness import sample_generators, sample_seed

@@ -12,7 +12,8 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from ingredients.model_folder import load_pipeline
+from ingredients.mlflow_run import TrackingParams
+from ingredients.model_folder.folder import load_pipeline
 from ingredients.training import RunPaths, Trainer, build_stage_spec
 from ingredients.training.trainer import TRAIN_COLUMNS
 from tests.training.conftest import train_params
@@ -32,11 +33,12 @@ def _rows(path: Path) -> list[dict]:
 def stage1(tiny_manifest, small_model, tmp_path_factory):
     out = tmp_path_factory.mktemp("stage1") / "run"
     params = train_params(
-        common={"log_mlflow": True, "tracking_uri": f"sqlite:///{out.parent}/mlflow.db", "experiment": "test-training"},
+        common={"log_mlflow": True},
         stage1={"checkpoint": {"every": 5, "keep": 2}, "validation": {"inference_steps": 1}},
     )
     spec = build_stage_spec(params, "stage1")
-    model_dir = Trainer(spec, RunPaths(tiny_manifest, small_model, out)).fit()
+    tracking = TrackingParams(uri=f"sqlite:///{out.parent}/mlflow.db", experiment="test-training")
+    model_dir = Trainer(spec, RunPaths(tiny_manifest, small_model, out), tracking).fit()
     return out, model_dir, spec
 
 

@@ -1,0 +1,59 @@
+"""Run or queue the ablation override files of `experiments/` as DVC experiments.
+
+    python -m experiments.ablations run experiments/no_routing_loss.yaml [--dry-run]
+    python -m experiments.ablations queue experiments/*.yaml [--dry-run]   # then: dvc exp run --run-all
+
+A file's nested keys become `dvc exp run -n <file stem> -S key.path=value ...`, so DVC records the
+experiment with exactly those parameter changes and reruns only the stages that read them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shlex
+import subprocess
+from pathlib import Path
+
+from experiments.params import validate_params
+from ingredients.config import deep_merge, flatten, load_params
+
+logger = logging.getLogger(__name__)
+
+
+def override_args(path: Path, base: Path = Path("params.yaml")) -> list[str]:
+    """`-S key=value` arguments for an override file, after validating the merged params."""
+    override = load_params(path)
+    validate_params(deep_merge(load_params(base), override))
+    args = []
+    for key, value in flatten(override).items():
+        args += ["-S", f"{key}={json.dumps(value)}"]
+    return args
+
+
+def exp_command(path: Path, queue: bool) -> list[str]:
+    return ["dvc", "exp", "run", *(["--queue"] if queue else []), "-n", path.stem, *override_args(path)]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m experiments.ablations", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=["run", "queue"])
+    parser.add_argument("files", type=Path, nargs="+")
+    parser.add_argument("--dry-run", action="store_true", help="print the dvc commands instead of running them")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "run" and len(args.files) != 1:
+        parser.error("`run` takes one file; use `queue` for several")
+    for path in args.files:
+        cmd = exp_command(path, queue=args.command == "queue")
+        if args.dry_run:
+            print(shlex.join(cmd))  # noqa: T201 - the command is the output
+        else:
+            logger.info("%s", shlex.join(cmd))
+            subprocess.run(cmd, check=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""The params schema over all sections: `python -m experiments.params params.yaml [override.yaml ...]`
+validates every section with the schema of the stage that owns it and prints the merged params.
+
+Each stage validates only its own sections when it runs; this module sees them all, so a profile or
+an ablation file is checked before `dvc exp run` starts any stage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from eval.params import EvalParams
+from eval.tiny_benchmark import BenchmarkParams
+from ingredients.config import ParamsError, load_merged, section, validate_model
+from ingredients.data.curation_params import CurationParams
+from ingredients.data.synth import SynthParams
+from ingredients.faces.reference import FaceSettings
+from ingredients.mlflow_run import TrackingParams
+from ingredients.model_folder.prepare import PrepareParams
+from ingredients.sampling.sample import SampleParams
+from ingredients.training.stage_spec import COMMON_SECTION, build_stage_spec
+
+
+def _model(cls) -> Callable[[Mapping[str, Any], str], Any]:
+    return lambda data, where: validate_model(cls, data, where)
+
+
+def _train(data: Mapping[str, Any], where: str) -> Any:
+    return {name: build_stage_spec(data, name) for name in data if name != COMMON_SECTION}
+
+
+SECTIONS: dict[str, Callable[[Mapping[str, Any], str], Any]] = {
+    "tracking": _model(TrackingParams),
+    "synth": _model(SynthParams),
+    "prepare": _model(PrepareParams),
+    "faces": lambda data, where: FaceSettings.from_dict(data),
+    "curate": _model(CurationParams),
+    "train": _train,
+    "benchmark": _model(BenchmarkParams),
+    "sample": _model(SampleParams),
+    "eval": _model(EvalParams),
+}
+
+
+def stage_params(params: Mapping[str, Any], name: str) -> Any:
+    """One section, validated into its typed config (errors name the key)."""
+    if name not in SECTIONS:
+        raise ParamsError(f"unknown params section {name!r}; sections: {', '.join(sorted(SECTIONS))}")
+    return SECTIONS[name](section(params, name), name)
+
+
+def validate_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate every section; returns {section: typed config}. Unknown sections are errors."""
+    unknown = sorted(set(params) - set(SECTIONS))
+    if unknown:
+        raise ParamsError(f"unknown params section(s) {unknown}; allowed: {', '.join(sorted(SECTIONS))}")
+    return {name: stage_params(params, name) for name in params}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m experiments.params", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("params", type=Path)
+    parser.add_argument("overrides", type=Path, nargs="*")
+    args = parser.parse_args(argv)
+    params = load_merged(args.params, tuple(args.overrides))
+    try:
+        validate_params(params)
+    except ParamsError as err:
+        raise SystemExit(str(err)) from None
+    sys.stdout.write(json.dumps(params, indent=2, default=str) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,241 @@
+"""Prepare stage: the model folder every later stage starts from.
+
+    python -m ingredients.model_folder.prepare --params params.yaml --out models/base [--raw data/raw]
+
+- tiny profile: build the toy model folder offline (`ingredients.model_folder.prepare_tiny_folder`)
+  and fit its VAE briefly on clips of the tiny raw videos, so that decoded samples look like the data;
+- full profile: check every weight file the profile needs and fail within seconds naming each missing
+  one with the command that fetches it; then assemble the folder from CogVideoX-5B-I2V (backbone
+  weights into IngredientsTransformer3DModel, identity modules newly initialised, or the authors'
+  released transformer when `prepare.full.ingredients` is set).
+The folder is built in a temporary sibling and renamed into place, so a killed run leaves nothing
+that the next stage would take for a finished model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from tqdm import tqdm
+
+from ingredients.files.atomic import atomic_dir, write_json
+from ingredients.config import load_params, section, validate_model
+from ingredients.faces.reference import FaceSettings
+
+logger = logging.getLogger(__name__)
+
+
+class FullFolders(BaseModel):
+    """Where the full profile's weights live (see README, 'Full profile')."""
+
+    model_config = ConfigDict(extra="forbid")
+    backbone: str = "weights/CogVideoX-5b-I2V"   # or a CogVideoX-5b (text-to-video) folder with backbone_init t2v
+    ingredients: str | None = None
+    antelopev2: str = "weights/face_encoder/models/antelopev2"
+    eva_clip: str = "weights/face_encoder/EVA02_CLIP_L_336_psz14_s6B.pt"
+    curricularface: str = "weights/curricularface/glint360k_curricular_face_r101_backbone.bin"
+    clip_score: str = "weights/open_clip/ViT-L-14/open_clip_pytorch_model.bin"
+
+
+class PrepareParams(BaseModel):
+    """Model preparation: `tiny` builds and saves the toy model (and fits its VAE briefly on the tiny
+    clips); `full` checks the local weight folders and assembles the model folder."""
+
+    model_config = ConfigDict(extra="forbid")
+    profile: Literal["tiny", "full"] = "tiny"
+    seed: int = 0
+    # i2v: the image-to-video backbone as it is; t2v: a text-to-video backbone whose image-condition
+    # input channels start at zero (the paper's text-to-video initialisation ablation)
+    backbone_init: Literal["i2v", "t2v"] = "i2v"
+    # IngredientsTransformer3DModel config keys replacing the profile's (e.g. cross_attn_interval)
+    transformer: dict[str, Any] = Field(default_factory=dict)
+    vae_fit_steps: int = Field(40, ge=0)
+    vae_fit_lr: float = Field(2e-3, gt=0)
+    vae_fit_videos: int = Field(6, ge=1)
+    full: FullFolders = Field(default_factory=FullFolders)
+
+
+@dataclass(frozen=True)
+class RequiredFile:
+    """A file the full profile needs, and how to get it on a machine with internet."""
+
+    path: Path
+    what: str
+    fetch: str
+
+
+def required_full_files(params: PrepareParams) -> list[RequiredFile]:
+    """Every file the full profile reads (CogVideoX-5B-I2V, antelopev2, EVA-CLIP, CurricularFace, CLIP)."""
+    f = params.full
+    backbone = Path(f.backbone)
+    fetch_backbone = f"huggingface-cli download THUDM/CogVideoX-5b-I2V --local-dir {backbone}"
+    files = [
+        RequiredFile(backbone / "model_index.json", "CogVideoX-5B-I2V pipeline index", fetch_backbone),
+        RequiredFile(backbone / "transformer" / "config.json", "CogVideoX-5B-I2V transformer config", fetch_backbone),
+        RequiredFile(backbone / "vae" / "config.json", "CogVideoX VAE config", fetch_backbone),
+        RequiredFile(backbone / "text_encoder" / "config.json", "T5-XXL text encoder config", fetch_backbone),
+        RequiredFile(backbone / "tokenizer" / "spiece.model", "T5 tokenizer", fetch_backbone),
+        RequiredFile(backbone / "scheduler" / "scheduler_config.json", "scheduler config", fetch_backbone),
+        RequiredFile(Path(f.antelopev2) / "scrfd_10g_bnkps.onnx", "insightface antelopev2 SCRFD detector",
+                     f"huggingface-cli download DIAMONIK7777/antelopev2 --local-dir {f.antelopev2}"),
+        RequiredFile(Path(f.antelopev2) / "glintr100.onnx", "insightface antelopev2 glintr100 recognizer",
+                     f"huggingface-cli download DIAMONIK7777/antelopev2 --local-dir {f.antelopev2}"),
+        RequiredFile(Path(f.eva_clip), "EVA02-CLIP-L-14-336 weights",
+                     f"huggingface-cli download QuanSun/EVA-CLIP EVA02_CLIP_L_336_psz14_s6B.pt --local-dir {Path(f.eva_clip).parent}"),
+        RequiredFile(Path(f.curricularface), "CurricularFace IR-101 weights (FaceSim-Cur metric)",
+                     f"huggingface-cli download BestWishYsh/ConsisID-preview face_encoder/glint360k_curricular_face_r101_backbone.bin "
+                     f"--local-dir {Path(f.curricularface).parent}"),
+        RequiredFile(Path(f.clip_score), "open_clip ViT-L-14 weights (clip_score metric)",
+                     f"huggingface-cli download laion/CLIP-ViT-L-14-laion2B-s32B-b82K open_clip_pytorch_model.bin "
+                     f"--local-dir {Path(f.clip_score).parent}"),
+    ]
+    if f.ingredients is not None:
+        fetch = f"huggingface-cli download feizc/Ingredients --local-dir {f.ingredients}"
+        files.append(RequiredFile(Path(f.ingredients) / "transformer" / "config.json", "released Ingredients transformer", fetch))
+    return files
+
+
+def check_full_profile(params: PrepareParams) -> None:
+    """Raise FileNotFoundError listing every missing file of the full profile with its fetch command."""
+    missing = [r for r in required_full_files(params) if not r.path.is_file()]
+    if missing:
+        lines = [f"  {r.path}  ({r.what})\n      fetch: {r.fetch}" for r in missing]
+        raise FileNotFoundError(
+            f"the full profile needs {len(missing)} file(s) that are missing:\n" + "\n".join(lines)
+            + "\nset the folders in params (prepare.full.*) if they live elsewhere"
+        )
+
+
+def fit_tiny_vae(vae, clips: np.ndarray, steps: int, lr: float, seed: int, batch_size: int = 1) -> list[float]:
+    """Fit the tiny VAE to reconstruct clips [N, F, H, W, 3] uint8 (L1 + MSE + a tiny KL); returns the losses."""
+    generator = torch.Generator().manual_seed(seed)
+    data = torch.from_numpy(clips).float().div(127.5).sub(1.0).permute(0, 4, 1, 2, 3)  # [N, F, H, W, 3] -> [N, 3, F, H, W]
+    vae.train()
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=lr)
+    losses = []
+    for _ in tqdm(range(steps), desc="fitting the tiny VAE"):
+        batch = data[torch.randint(len(data), (batch_size,), generator=generator)]
+        posterior = vae.encode(batch).latent_dist
+        recon = vae.decode(posterior.sample(generator=generator)).sample
+        loss = (recon - batch).abs().mean() + (recon - batch).square().mean() + 1e-6 * posterior.kl().mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    vae.eval()
+    return losses
+
+
+def tiny_clips(raw: Path, num_videos: int, num_frames: int, size: int) -> np.ndarray:
+    """Centre-cropped, resized clips [N, F, size, size, 3] from the first videos of a raw folder."""
+    from PIL import Image
+
+    from ingredients.files.video_io import read_video
+
+    videos = sorted(raw.glob("*.mp4"))[:num_videos]
+    if not videos:
+        raise FileNotFoundError(f"no .mp4 videos in {raw} to fit the tiny VAE on (run the synth stage first)")
+    clips = []
+    for path in videos:
+        frames, _ = read_video(path, 0, num_frames)
+        if len(frames) < num_frames:
+            continue
+        h, w = frames.shape[1:3]
+        s = min(h, w)
+        y, x = (h - s) // 2, (w - s) // 2
+        clips.append(np.stack([np.asarray(Image.fromarray(f[y : y + s, x : x + s]).resize((size, size), Image.BICUBIC)) for f in frames]))
+    if not clips:
+        raise ValueError(f"no video in {raw} has {num_frames} frames")
+    return np.stack(clips)
+
+
+def zero_image_channels(transformer_dir: Path) -> None:
+    """Zero the image-condition input channels of a saved transformer (text-to-video initialisation)."""
+    from ingredients.models import IngredientsTransformer3DModel
+
+    model = IngredientsTransformer3DModel.from_pretrained(transformer_dir)
+    with torch.no_grad():
+        weight = model.patch_embed.proj.weight  # [D, 2C, p, p]: noisy latents first, image latents second
+        weight[:, weight.shape[1] // 2 :] = 0
+    model.save_pretrained(transformer_dir)
+
+
+def prepare_tiny(params: PrepareParams, out: Path, raw: Path | None, face_settings: dict | None = None) -> dict:
+    """Build the tiny model folder into `out` (atomically) and fit its VAE on `raw` videos."""
+    from ingredients.model_folder.folder import prepare_tiny_folder
+    from ingredients.model_folder.tiny import TINY_FRAMES, TINY_HEIGHT
+
+    with atomic_dir(out) as tmp:
+        prepare_tiny_folder(tmp, seed=params.seed, face_settings=face_settings, **params.transformer)
+        summary: dict = {"profile": "tiny", "seed": params.seed, "backbone_init": params.backbone_init}
+        if params.backbone_init == "t2v":
+            zero_image_channels(tmp / "transformer")
+        if params.vae_fit_steps and raw is not None:
+            from diffusers import AutoencoderKLCogVideoX
+
+            vae = AutoencoderKLCogVideoX.from_pretrained(tmp / "vae")
+            clips = tiny_clips(raw, params.vae_fit_videos, TINY_FRAMES, TINY_HEIGHT)
+            torch.manual_seed(params.seed)
+            losses = fit_tiny_vae(vae, clips, params.vae_fit_steps, params.vae_fit_lr, params.seed)
+            vae.save_pretrained(tmp / "vae")
+            summary["vae_fit"] = {"steps": params.vae_fit_steps, "clips": len(clips), "first_loss": losses[0], "last_loss": losses[-1]}
+        write_json(tmp / "prepare.json", summary)
+    return summary
+
+
+def prepare_full(params: PrepareParams, out: Path) -> dict:
+    """Check the full profile's files, then assemble its model folder (backbone + face encoder)."""
+    check_full_profile(params)
+    from ingredients.model_folder.folder import RELEASED_FACE_SETTINGS, FACE_SETTINGS_FILE
+    from ingredients.models import IngredientsTransformer3DModel
+
+    f = params.full
+    with atomic_dir(out) as tmp:
+        backbone = Path(f.backbone)
+        for name in ("model_index.json", "vae", "text_encoder", "tokenizer", "scheduler"):
+            src = backbone / name
+            (tmp / name).symlink_to(src.resolve(), target_is_directory=src.is_dir())
+        if f.ingredients is not None:
+            (tmp / "transformer").symlink_to((Path(f.ingredients) / "transformer").resolve(), target_is_directory=True)
+        else:
+            model = IngredientsTransformer3DModel.from_backbone(backbone / "transformer", torch_dtype=torch.bfloat16, **params.transformer)
+            model.save_pretrained(tmp / "transformer")
+        face_dir = tmp / "face_encoder"
+        face_dir.mkdir()
+        settings = dict(RELEASED_FACE_SETTINGS, model_dir=str(Path(f.antelopev2).resolve()), clip_dir=str(Path(f.eva_clip).resolve()))
+        write_json(face_dir / FACE_SETTINGS_FILE, settings)
+        write_json(tmp / "prepare.json", {"profile": "full", "backbone": str(backbone), "ingredients": f.ingredients})
+    return {"profile": "full"}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m ingredients.model_folder.prepare", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--raw", type=Path, help="tiny raw videos to fit the tiny VAE on")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    all_params = load_params(args.params)
+    params = validate_model(PrepareParams, section(all_params, "prepare", args.params), "prepare")
+    FaceSettings.from_dict(section(all_params, "faces", args.params))  # validated here, written into the folder
+    if params.profile == "full":
+        try:
+            check_full_profile(params)
+        except FileNotFoundError as err:
+            raise SystemExit(str(err)) from None
+        prepare_full(params, args.out)
+    else:
+        summary = prepare_tiny(params, args.out, args.raw, section(all_params, "faces", args.params))
+        logger.info("tiny model folder at %s: %s", args.out, summary)
+
+
+if __name__ == "__main__":
+    main()

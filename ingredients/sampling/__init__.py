@@ -1,0 +1,2 @@
+"""Sampling: benchmark case files (`benchmark`) and the sampling stage, benchmark x methods -> videos
+(`sample`)."""

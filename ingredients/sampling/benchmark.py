@@ -1,0 +1,137 @@
+"""Benchmarks: a JSONL file, one case per line.
+
+Each line is `{"case_id": str, "prompt": str, "references": [image path, ...], "seed": int}`.
+Reference paths are relative to the benchmark file's folder (or absolute); a relative path may not
+leave that folder (`../` is refused) so a benchmark cannot read files outside its own tree.
+`case_id` names the method's output video `{case_id}.mp4`, so it must be a plain file name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from ingredients.files.atomic import write_jsonl
+
+CASE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+REQUIRED_KEYS = ("case_id", "prompt", "references", "seed")
+
+
+class BenchmarkError(ValueError):
+    """A malformed benchmark file; the message names the file and line."""
+
+
+@dataclass(frozen=True)
+class Case:
+    """One benchmark case. `references` are resolved absolute paths, in identity order."""
+
+    case_id: str
+    prompt: str
+    references: tuple[Path, ...]
+    seed: int
+
+    def to_json(self, root: Path | None = None) -> dict:
+        """The case as a JSON line; paths relative to `root` when given and inside it."""
+        refs = []
+        for ref in self.references:
+            if root is not None and ref.is_relative_to(root):
+                refs.append(ref.relative_to(root).as_posix())
+            else:
+                refs.append(str(ref))
+        return {"case_id": self.case_id, "prompt": self.prompt, "references": refs, "seed": self.seed}
+
+
+def _resolve_reference(root: Path, raw: object, where: str) -> Path:
+    if not isinstance(raw, str) or not raw:
+        raise BenchmarkError(f"{where}: each reference must be a non-empty path string, got {raw!r}")
+    ref = Path(raw)
+    if ref.is_absolute():
+        resolved = ref.resolve()
+    else:
+        if ".." in ref.parts:
+            raise BenchmarkError(
+                f"{where}: reference {raw!r} uses '..'; relative references must stay inside "
+                f"the benchmark's folder {root} (move the image there or give an absolute path)"
+            )
+        resolved = (root / ref).resolve()
+        if not resolved.is_relative_to(root):
+            raise BenchmarkError(
+                f"{where}: reference {raw!r} resolves to {resolved}, outside the benchmark's "
+                f"folder {root} (a symlink?); give an absolute path instead"
+            )
+    if not resolved.is_file():
+        raise BenchmarkError(f"{where}: reference image not found: {resolved}")
+    return resolved
+
+
+def parse_case(obj: object, root: Path, where: str) -> Case:
+    """Validate one decoded JSON line into a `Case`; `where` prefixes error messages."""
+    if not isinstance(obj, dict):
+        raise BenchmarkError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    missing = [k for k in REQUIRED_KEYS if k not in obj]
+    if missing:
+        raise BenchmarkError(f"{where}: missing key(s) {missing}; each line needs {list(REQUIRED_KEYS)}")
+    unknown = sorted(set(obj) - set(REQUIRED_KEYS))
+    if unknown:
+        raise BenchmarkError(f"{where}: unknown key(s) {unknown}; allowed: {list(REQUIRED_KEYS)}")
+    case_id, prompt, refs, seed = (obj[k] for k in REQUIRED_KEYS)
+    if not isinstance(case_id, str) or not CASE_ID_PATTERN.match(case_id):
+        raise BenchmarkError(
+            f"{where}: case_id {case_id!r} must be a string of letters, digits, '.', '_' or '-' "
+            f"(it names the output file {{case_id}}.mp4)"
+        )
+    if not isinstance(prompt, str):
+        raise BenchmarkError(f"{where}: prompt must be a string, got {type(prompt).__name__}")
+    if not isinstance(refs, list) or not refs:
+        raise BenchmarkError(f"{where}: references must be a non-empty list of image paths, got {refs!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise BenchmarkError(f"{where}: seed must be an integer, got {seed!r}")
+    references = tuple(_resolve_reference(root, r, where) for r in refs)
+    return Case(case_id=case_id, prompt=prompt, references=references, seed=seed)
+
+
+def read_benchmark(path: str | os.PathLike) -> list[Case]:
+    """Read and validate a benchmark JSONL; blank lines are skipped.
+
+    Raises BenchmarkError naming the line for malformed JSON, bad fields, duplicate case ids and
+    missing reference files.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"benchmark file not found: {path}")
+    root = path.parent.resolve()
+    cases: list[Case] = []
+    seen: dict[str, int] = {}
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise BenchmarkError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from exc
+        case = parse_case(obj, root, where)
+        if case.case_id in seen:
+            raise BenchmarkError(
+                f"{where}: duplicate case_id {case.case_id!r} (first on line {seen[case.case_id]})"
+            )
+        seen[case.case_id] = lineno
+        cases.append(case)
+    if not cases:
+        raise BenchmarkError(f"{path}: the benchmark has no cases")
+    return cases
+
+
+def write_benchmark(path: str | os.PathLike, cases: list[Case]) -> Path:
+    """Write cases as a benchmark JSONL (atomically), paths relative to its folder when inside."""
+    path = Path(path)
+    ids = [c.case_id for c in cases]
+    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    if dupes:
+        raise BenchmarkError(f"write_benchmark({path}): duplicate case ids {dupes}")
+    root = path.parent.resolve()
+    write_jsonl(path, [c.to_json(root) for c in cases])
+    return path

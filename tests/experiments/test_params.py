@@ -1,0 +1,59 @@
+"""Every params file validates against the schema; bad keys and types are named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from experiments.ablations import exp_command
+from experiments.params import validate_params
+from ingredients.config import ParamsError, apply_overrides, deep_merge, flatten, load_params
+
+ROOT = Path(__file__).resolve().parents[2]
+OVERRIDES = sorted((ROOT / "experiments").glob("*.yaml")) + [ROOT / "profiles" / "full.yaml"]
+
+
+def test_params_yaml_is_valid():
+    typed = validate_params(load_params(ROOT / "params.yaml"))
+    assert typed["prepare"].profile == "tiny" and set(typed["train"]) == {"stage1", "stage2"}
+
+
+@pytest.mark.parametrize("path", OVERRIDES, ids=lambda p: p.name)
+def test_every_override_file_validates_and_changes_something(path):
+    base = load_params(ROOT / "params.yaml")
+    override = load_params(path)
+    merged = deep_merge(base, override)
+    validate_params(merged)
+    assert merged != base
+    # the -S form DVC receives gives the same params as merging the file
+    assert apply_overrides(base, flatten(override)) == merged
+
+
+def test_experiment_command_names_the_run_and_the_keys():
+    cmd = exp_command(ROOT / "experiments" / "no_routing_loss.yaml", queue=True)
+    assert cmd[:5] == ["dvc", "exp", "run", "--queue", "-n"] and cmd[5] == "no_routing_loss"
+    assert cmd[6:] == ["-S", "train.stage2.routing.weight=0.0"]
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"sample": {"stepz": 3}}, r"sample\.stepz: unknown key; allowed keys here: fps, guidance_scale"),
+        ({"sample": {"steps": "many"}}, r"sample\.steps: Input should be a valid integer"),
+        ({"prepare": {"profile": "huge"}}, r"prepare\.profile: Input should be 'tiny' or 'full'"),
+        ({"sample": {"methods": ["ours", "magic"]}}, r"unknown \['magic'\]; allowed"),
+        ({"train": {"stage2": {"routing": {"kind": "l1"}}}}, r"train\.stage2\.routing\.kind"),
+        ({"curate": {"masker": "paint"}}, r"curate\.masker"),
+        ({"nonsense": {}}, r"unknown params section\(s\) \['nonsense'\]"),
+    ],
+)
+def test_bad_params_name_the_key(override, message):
+    with pytest.raises(ParamsError, match=message):
+        validate_params(deep_merge(load_params(ROOT / "params.yaml"), override))
+
+
+def test_yaml_files_parse_as_mappings():
+    for path in OVERRIDES:
+        assert isinstance(yaml.safe_load(path.read_text()), dict), path
