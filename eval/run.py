@@ -8,6 +8,9 @@ Writes DIR/per_video.jsonl (one record per method x case: {"method", "case_id", 
 DIR/missing.json computed from those records alone. Each (method, case) is cached under DIR/cache
 keyed by a fingerprint of the video, routing file, references, prompt and params, so a rerun
 resumes and only recomputes what changed (temp files a killed run left in DIR are removed first).
+The videos run on the `compute:` engine of the params (`ingredients.compute`: this process, or one
+Ray task each, which writes its cache files itself); a video whose evaluation raises, or whose
+worker dies past the retries, has every metric missing with the reason and is not cached.
 `--shard I/N` evaluates every N-th case starting at I;
 `python -m eval.merge` combines shard or per-method runs into the same aggregates.
 """
@@ -22,9 +25,8 @@ import logging
 import os
 from pathlib import Path
 
-from tqdm import tqdm
-
 from eval.aggregate import aggregate
+from ingredients.compute import ComputeParams, compute_params, run_map
 from ingredients.files.atomic import write_json, write_jsonl
 from ingredients.sampling.benchmark import CASE_ID_PATTERN, Case, read_benchmark
 from eval.context import VideoContext
@@ -155,6 +157,38 @@ def evaluate_video(ctx: VideoContext) -> dict:
     }
 
 
+_ANALYZERS: dict[str, AnalyzerPool] = {}
+
+
+def _worker_analyzers(params: EvalParams) -> AnalyzerPool:
+    """The face analyzers of this worker process, built on its first video."""
+    key = json.dumps(params.face_backend_options, sort_keys=True, default=str)
+    if key not in _ANALYZERS:
+        _ANALYZERS.clear()
+        _ANALYZERS[key] = AnalyzerPool(params.face_backend_options)
+    return _ANALYZERS[key]
+
+
+def _evaluate_job(job: tuple[str, Path, Case, str], layout: RunLayout, params: EvalParams,
+                  analyzers: AnalyzerPool | None) -> dict:
+    """Evaluate one (method, case) and write its cache record and face analysis (in whichever
+    process or Ray worker runs it); returns the record."""
+    method, folder, case, key = job
+    ctx = VideoContext(method, folder, case, params, analyzers or _worker_analyzers(params))
+    record = evaluate_video(ctx)
+    save_faces(layout.cache_faces(method, case.case_id), ctx.face_analyses)
+    write_json(layout.cache_record(method, case.case_id), {"fingerprint": key, "record": record})
+    return record
+
+
+def failed_record(method: str, case_id: str, params: EvalParams, exc: BaseException) -> dict:
+    """The record of a video whose evaluation raised (or whose worker died): every metric missing
+    with the reason; not cached, so the next run tries it again."""
+    logger.error("evaluation of %s/%s failed: %s: %s", method, case_id, type(exc).__name__, exc)
+    reason = f"evaluation failed: {type(exc).__name__}: {exc}"
+    return {"method": method, "case_id": case_id, "metrics": {}, "missing": {name: reason for name in sorted(params.metrics)}}
+
+
 def check_method_dirs(methods: dict[str, Path], cases: list[Case]) -> None:
     """Every method folder exists and holds a video for every case."""
     for name, folder in methods.items():
@@ -171,8 +205,9 @@ def check_method_dirs(methods: dict[str, Path], cases: list[Case]) -> None:
 
 def evaluate(benchmark: str | os.PathLike, methods: dict[str, Path], out_dir: str | os.PathLike,
              params: EvalParams | None = None, shard: tuple[int, int] = (0, 1),
-             analyzers: AnalyzerPool | None = None) -> dict:
-    """Evaluate `methods` ({name: folder}) on a benchmark into `out_dir`; returns metrics.json's dict."""
+             analyzers: AnalyzerPool | None = None, compute: ComputeParams | None = None) -> dict:
+    """Evaluate `methods` ({name: folder}) on a benchmark into `out_dir` on the `compute` engine
+    (default: this process); returns metrics.json's dict."""
     params = params or EvalParams()
     for name in params.metrics:
         get_metric(name)  # fail fast on unknown names
@@ -189,21 +224,23 @@ def evaluate(benchmark: str | os.PathLike, methods: dict[str, Path], out_dir: st
     remove_stale_temps(layout.root / "cache")
     records = []
     jobs = [(m, folder, c) for m, folder in methods.items() for c in cases]
-    reused = 0
-    for method, folder, case in tqdm(jobs, desc="evaluate", unit="video"):
-        ctx = VideoContext(method, folder, case, params, analyzers)
-        key = fingerprint(ctx)
+    todo = []
+    for method, folder, case in jobs:
+        key = fingerprint(VideoContext(method, folder, case, params, analyzers))
         cache_path = layout.cache_record(method, case.case_id)
         if cache_path.is_file():
             cached = json.loads(cache_path.read_text(encoding="utf-8"))
             if cached.get("fingerprint") == key:
                 records.append(cached["record"])
-                reused += 1
                 continue
-        record = evaluate_video(ctx)
-        save_faces(layout.cache_faces(method, case.case_id), ctx.face_analyses)
-        write_json(cache_path, {"fingerprint": key, "record": record})
-        records.append(record)
+        todo.append((method, folder, case, key))
+    reused = len(records)
+    compute = compute or ComputeParams()
+    # in this process the analyzers are shared; a Ray worker builds its own once
+    work = functools.partial(_evaluate_job, layout=layout, params=params,
+                             analyzers=analyzers if compute.engine == "local" else None)
+    for (method, _, case, _), record in run_map(work, todo, compute, desc="evaluate"):
+        records.append(failed_record(method, case.case_id, params, record) if isinstance(record, BaseException) else record)
     logger.info("evaluated %d videos (%d from cache) into %s", len(jobs), reused, layout.root)
     records.sort(key=lambda r: (r["method"], r["case_id"]))
     write_json(layout.params, {"eval": params.to_dict()})
@@ -247,7 +284,8 @@ def main(argv: list[str] | None = None) -> None:
         if name in methods:
             parser.error(f"method {name!r} given twice")
         methods[name] = folder
-    metrics = evaluate(args.benchmark, methods, args.out, eval_params(args.params), parse_shard(args.shard))
+    metrics = evaluate(args.benchmark, methods, args.out, eval_params(args.params), parse_shard(args.shard),
+                       compute=compute_params(args.params))
     logger.info("metrics: %s", json.dumps(metrics, indent=1, sort_keys=True))
 
 

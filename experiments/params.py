@@ -16,6 +16,7 @@ from typing import Any
 
 from eval.params import EvalParams
 from eval.tiny_benchmark import BenchmarkParams
+from ingredients.compute import ComputeParams
 from ingredients.config import ParamsError, load_merged, section, validate_model
 from ingredients.data.curation_params import CurationParams
 from ingredients.data.synth import SynthParams
@@ -40,6 +41,7 @@ SECTIONS: dict[str, Callable[[Mapping[str, Any], str], Any]] = {
     "prepare": _model(PrepareParams),
     "faces": lambda data, where: FaceSettings.from_dict(data),
     "curate": _model(CurationParams),
+    "compute": _model(ComputeParams),
     "train": _train,
     "benchmark": _model(BenchmarkParams),
     "sample": _model(SampleParams),

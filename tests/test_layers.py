@@ -14,7 +14,7 @@ import pytest
 from tests.import_graph import import_graph
 
 FLOORS: tuple[tuple[str, ...], ...] = (
-    ("ingredients", "ingredients.config", "ingredients.files", "ingredients.mlflow_run"),
+    ("ingredients", "ingredients.config", "ingredients.files", "ingredients.mlflow_run", "ingredients.compute"),
     ("ingredients.models", "ingredients.pipelines"),
     ("ingredients.faces",),
     ("ingredients.data",),

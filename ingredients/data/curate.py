@@ -15,31 +15,33 @@ are written atomically at the end from all per-video results, in video order, so
 produces the same manifest as an uninterrupted one.
 
 Corrupt or empty videos, videos without faces and missing or unreadable caption sidecars are
-counted (report `videos.skipped`) and skipped. With ground truth (`NAME.gt.json`, the tiny data),
+counted (report `videos.skipped`) and skipped; so is a video whose curation raised or whose worker
+died past the retries (`failed`, not saved: the next run tries it again). The videos run on the
+`compute:` engine (`ingredients.compute`: a process pool of `num_workers`, or Ray tasks). With ground truth (`NAME.gt.json`, the tiny data),
 the report scores identity assignment and masks (see `ingredients.data.scoring`).
 
-CLI: `python -m ingredients.data.curate --raw DIR --out DIR [--params params.yaml]`.
+CLI: `python -m ingredients.data.curate --raw DIR --out DIR [--params params.yaml]` (reads `curate:` and `compute:`).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import logging
 import os
 import time
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from ingredients.files.atomic import remove_stale_temps
 from ingredients.files.atomic import write_json, write_npz, write_png
 from ingredients.data.captions import CaptionError, build_captioner
 from ingredients.data.clustering import cluster_tracks
+from ingredients.compute import ComputeParams, compute_params, run_map
 from ingredients.config import load_params, section
 from ingredients.data.curation_params import CurationParams, params_from_mapping
 from ingredients.data.manifest import ManifestClip, write_manifest
@@ -57,7 +59,7 @@ RESULT_VERSION = 1
 # clip drop reasons, in the order the filters are applied
 CLIP_DROP_REASONS = ("too_short", "no_faces", "too_many_identities", "face_too_small", "briefly_visible")
 # video skip reasons
-VIDEO_SKIP_REASONS = ("empty_video", "corrupt_video", "missing_caption", "unreadable_sidecar", "no_faces")
+VIDEO_SKIP_REASONS = ("empty_video", "corrupt_video", "missing_caption", "unreadable_sidecar", "no_faces", "failed")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -265,19 +267,32 @@ def curate_video(video_path: Path, out_dir: Path, params: CurationParams, comp: 
 # orchestration: pool, resume, manifest and report
 
 
-_WORKER: dict = {}
+_COMPONENTS: dict[str, Components] = {}
 
 
-def _init_worker(params: CurationParams) -> None:
-    _WORKER["comp"] = Components(params)
-    _WORKER["params"] = params
+def _components(params: CurationParams) -> Components:
+    """The face backend and plug-ins of this process, built on its first video."""
+    key = params.model_dump_json()
+    if key not in _COMPONENTS:
+        _COMPONENTS.clear()
+        _COMPONENTS[key] = Components(params)
+    return _COMPONENTS[key]
 
 
-def _run_one(video_path: Path, out_dir: Path) -> dict:
-    params, comp = _WORKER["params"], _WORKER["comp"]
-    result = curate_video(video_path, out_dir, params, comp)
+def _run_one(video_path: Path, out_dir: Path, params: CurationParams) -> dict:
+    """Curate one video and write its result file (in whichever process or Ray worker runs it)."""
+    result = curate_video(video_path, out_dir, params, _components(params))
     write_json(out_dir / "work" / f"{video_path.stem}.json", result)
     return result
+
+
+def _failed(video_path: Path, params_fp: str, exc: BaseException) -> dict:
+    """The record of a video whose curation raised (or whose worker died): skipped, not saved,
+    so the next run tries it again."""
+    logger.error("curation of %s failed: %s: %s", video_path, type(exc).__name__, exc)
+    return {"version": RESULT_VERSION, "video": video_path.stem, "params": params_fp, "fingerprint": None,
+            "status": "skipped", "reason": "failed", "message": f"{type(exc).__name__}: {exc}",
+            "num_frames": 0, "num_shots": 0, "clips": [], "dropped": {}, "tracks": 0, "short_tracks": 0, "score": None}
 
 
 def list_videos(raw_dir: Path) -> list[Path]:
@@ -307,8 +322,10 @@ def _load_result(path: Path, params_fp: str, video: Path) -> dict | None:
     return res
 
 
-def curate(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, params: CurationParams | None = None) -> dict:
-    """Curate every video in `raw_dir` into `out_dir`; returns the report (also written to disk)."""
+def curate(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, params: CurationParams | None = None,
+           compute: ComputeParams | None = None) -> dict:
+    """Curate every video in `raw_dir` into `out_dir` on the `compute` engine (default: local);
+    returns the report (also written to disk)."""
     from ingredients.data.report import build_report, write_contact_sheet
 
     params = params or CurationParams()
@@ -330,20 +347,15 @@ def curate(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, params: Curat
             results[v.stem] = res
     logger.info("%d videos: %d done before, %d to curate", len(videos), len(results), len(todo))
     wall0 = time.perf_counter()
-    if todo and params.num_workers == 1:
-        _init_worker(params)
-        for v in tqdm(todo, desc="curate", unit="video"):
-            results[v.stem] = _run_one(v, out_dir)
-    elif todo:
-        with ProcessPoolExecutor(max_workers=params.num_workers, initializer=_init_worker, initargs=(params,)) as pool:
-            futures = {pool.submit(_run_one, v, out_dir): v for v in todo}
-            for fut in tqdm(as_completed(futures), total=len(futures), desc="curate", unit="video"):
-                results[futures[fut].stem] = fut.result()
+    work = functools.partial(_run_one, out_dir=out_dir, params=params)
+    for video, result in run_map(work, todo, compute, workers=params.num_workers, desc="curate"):
+        results[video.stem] = _failed(video, params_fp, result) if isinstance(result, BaseException) else result
     wall = time.perf_counter() - wall0
     ordered = [results[v.stem] for v in videos]
     clips = [ManifestClip.model_validate(c) for r in ordered for c in r["clips"]]
     write_manifest(out_dir / "manifest.jsonl", clips)
     report = build_report(ordered, params, wall_seconds=wall, videos_this_run=[v.stem for v in todo])
+    report["throughput"]["engine"] = compute.engine if compute is not None else "local"
     if any(r.get("score") for r in ordered):
         report["ground_truth"] = pool_scores([r["score"] for r in ordered if r.get("score")])
     write_json(out_dir / "report.json", report)
@@ -363,7 +375,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("pyscenedetect").setLevel(logging.WARNING)  # one INFO line per video otherwise
     params = (params_from_mapping(section(load_params(args.params), args.section, args.params, required=True), args.section)
               if args.params else CurationParams())
-    report = curate(args.raw, args.out, params)
+    report = curate(args.raw, args.out, params, compute_params(args.params))
     logger.info("kept %d clips from %d videos; dropped %s; skipped videos %s; %.1f frames/s",
                 report["clips"]["kept"], report["videos"]["total"], report["clips"]["dropped"], report["videos"]["skipped"], report["throughput"]["frames_per_second"] or 0.0)
 

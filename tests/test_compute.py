@@ -1,0 +1,61 @@
+"""The compute engine: the `compute:` schema and run_map on the local engine and on Ray."""
+
+from __future__ import annotations
+
+import functools
+import os
+import signal
+
+import pytest
+
+from ingredients.compute import ComputeParams, compute_params, ray_session, run_map
+from ingredients.config import ParamsError, validate_model
+from tests.ray_helpers import ray_env  # noqa: F401 (fixture)
+
+
+def _square(x: int) -> int:
+    if x == 3:
+        raise ValueError("three")
+    return x * x
+
+
+def _die_on(x: int, victim: int) -> int:
+    if x == victim:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return x
+
+
+def test_schema_names_the_key(tmp_path):
+    assert compute_params(None) == ComputeParams()
+    with pytest.raises(ParamsError, match=r"compute\.engine: .*got 'spark'"):
+        validate_model(ComputeParams, {"engine": "spark"}, "compute")
+    with pytest.raises(ParamsError, match=r"compute\.address: .*'auto'"):
+        validate_model(ComputeParams, {"address": "localhost"}, "compute")
+    with pytest.raises(ParamsError, match=r"compute\.workers: unknown key; allowed keys here: .*num_cpus"):
+        validate_model(ComputeParams, {"workers": 2}, "compute")
+    with pytest.raises(ParamsError, match="num_cpus and object_store_mb size a local Ray instance"):
+        validate_model(ComputeParams, {"address": "auto", "num_cpus": 2}, "compute")
+    params = tmp_path / "params.yaml"
+    params.write_text("compute:\n  engine: ray\n  address: ray://head:10001\n  task_gpus: 0.5\n")
+    assert compute_params(params) == ComputeParams(engine="ray", address="ray://head:10001", task_gpus=0.5)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_local_engine_returns_results_and_exceptions(workers):
+    out = dict(run_map(_square, range(5), workers=workers))
+    assert {k: v for k, v in out.items() if k != 3} == {0: 0, 1: 1, 2: 4, 4: 16}
+    assert isinstance(out[3], ValueError) and str(out[3]) == "three"
+
+
+def test_ray_engine_exceptions_and_dead_workers_are_results(ray_env):
+    with ray_session(ray_env) as ray:  # one instance for both maps; shut down on exit
+        out = dict(run_map(_square, range(5), ray_env))
+        assert {k: v for k, v in out.items() if k != 3} == {0: 0, 1: 1, 2: 4, 4: 16}
+        assert isinstance(out[3], ValueError) and str(out[3]) == "three"  # the cause, not Ray's wrapper
+        # a worker that dies on every try: counted after max_retries, the other items finish
+        no_retry = ray_env.model_copy(update={"max_retries": 0})
+        out = dict(run_map(functools.partial(_die_on, victim=1), range(3), no_retry))
+        assert ray.is_initialized()
+    assert not ray.is_initialized()
+    assert out[0] == 0 and out[2] == 2
+    assert type(out[1]).__name__ == "WorkerCrashedError"
