@@ -1,0 +1,80 @@
+"""Curation on Ray (a local 2-CPU instance shared by the module's tests) gives the files of the local engine, also when a Ray
+worker is SIGKILLed in the middle of a video."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+
+import psutil
+
+from ingredients.data.curate import curate
+from ingredients.data.curation_params import CurationParams
+from tests.ray_helpers import ray_shared  # noqa: F401 (fixture)
+
+
+def _report_without_timing(path) -> dict:
+    """report.json less `throughput`: wall-clock seconds and rates (and the engine's name), the one
+    part of the report that depends on the machine and not on the videos."""
+    report = json.loads(path.read_text())
+    del report["throughput"]
+    return report
+
+
+def assert_same_outputs(out, ref_out) -> None:
+    assert (out / "manifest.jsonl").read_bytes() == (ref_out / "manifest.jsonl").read_bytes()
+    assert _report_without_timing(out / "report.json") == _report_without_timing(ref_out / "report.json")
+    refs = sorted(p.relative_to(ref_out) for p in (ref_out / "refs").rglob("*.png")) + sorted(
+        p.relative_to(ref_out) for p in (ref_out / "masks").rglob("*.npz"))
+    assert refs and sorted(p.relative_to(out) for p in (out / "refs").rglob("*.png")) + sorted(
+        p.relative_to(out) for p in (out / "masks").rglob("*.npz")) == refs
+    for rel in refs:
+        assert (out / rel).read_bytes() == (ref_out / rel).read_bytes(), rel
+
+
+def test_ray_engine_gives_the_local_engine_files(tiny_raw, tiny_curated, ray_shared):
+    ref_out, ref_report = tiny_curated
+    out = tiny_raw.parent / "ray"  # same depth as the reference: same relative video paths
+    report = curate(tiny_raw, out, CurationParams(), ray_shared)
+    assert report["throughput"]["engine"] == "ray" and report["throughput"]["run_videos"] == 4
+    assert_same_outputs(out, ref_out)
+    # only the timing differs; the rest of report.json is byte for byte the local one's
+    assert json.dumps(_report_without_timing(out / "report.json")) == json.dumps(_report_without_timing(ref_out / "report.json"))
+
+
+def _kill_first_task(killed: list[int], stop: threading.Event) -> None:
+    """SIGKILL the first Ray worker seen running a task (its title is `ray::_call` while it works)."""
+    me = psutil.Process()
+    while not stop.is_set() and not killed:
+        for proc in me.children(recursive=True):
+            try:
+                if proc.cmdline()[:1] == ["ray::_call"]:
+                    time.sleep(0.5)  # well inside the video (one takes seconds)
+                    os.kill(proc.pid, signal.SIGKILL)
+                    killed.append(proc.pid)
+                    return
+            except (psutil.NoSuchProcess, psutil.AccessDenied, IndexError):
+                continue
+        time.sleep(0.05)
+
+
+def test_worker_killed_mid_video_is_retried(tiny_raw, tiny_curated, ray_shared):
+    ref_out, _ = tiny_curated
+    out = tiny_raw.parent / "ray_kill"
+    killed: list[int] = []
+    stop = threading.Event()
+    killer = threading.Thread(target=_kill_first_task, args=(killed, stop), daemon=True)
+    killer.start()
+    try:
+        report = curate(tiny_raw, out, CurationParams(), ray_shared)
+    finally:
+        stop.set()
+        killer.join()
+    assert killed, "no Ray worker was seen running a video"
+    assert not psutil.pid_exists(killed[0]) or psutil.Process(killed[0]).status() == psutil.STATUS_ZOMBIE
+    assert report["videos"]["skipped"].get("failed") is None  # the video was retried, not lost
+    assert report["throughput"]["run_videos"] == 4
+    assert_same_outputs(out, ref_out)

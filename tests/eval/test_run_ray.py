@@ -1,0 +1,34 @@
+"""Evaluation on Ray (a local 2-CPU instance started by the run) gives the local engine's files."""
+
+from __future__ import annotations
+
+from eval.baselines import make_no_face, make_oracle
+from eval.face_backends import AnalyzerPool
+from eval.params import EvalParams
+from eval.run import evaluate
+from eval.run_layout import RunLayout
+from tests.ray_helpers import ray_env  # noqa: F401 (fixture)
+
+N_FRAMES = 12
+# video-level, face and aggregate-level metrics (fid_face reads the faces the tasks cached)
+PARAMS = EvalParams(max_frames=N_FRAMES, face_frame_stride=3,
+                    metrics=("face_sim", "face_found", "id_confusion", "fid_face", "flicker", "clip_score"))
+PAIRS = {"pair_a": ("astronaut", "grace"), "pair_b": ("hanks", "t1_a")}
+
+
+def test_ray_engine_gives_the_local_engine_files(tmp_path, make_benchmark, dlib_analyzer, ray_env):
+    bench = make_benchmark(tmp_path / "bench", PAIRS)
+    methods = {"oracle": make_oracle(bench, tmp_path / "oracle", dlib_analyzer, n_frames=N_FRAMES),
+               "no_face": make_no_face(bench, tmp_path / "no_face", n_frames=N_FRAMES)}
+    local = evaluate(bench, methods, tmp_path / "local", PARAMS, analyzers=AnalyzerPool(analyzers={"dlib": dlib_analyzer}))
+    on_ray = evaluate(bench, methods, tmp_path / "ray", PARAMS, compute=ray_env)
+    assert on_ray == local
+    a, b = RunLayout(tmp_path / "local"), RunLayout(tmp_path / "ray")
+    for name in ("per_video", "metrics", "missing", "params"):
+        assert getattr(b, name).read_bytes() == getattr(a, name).read_bytes(), name
+    for method in methods:
+        for case in PAIRS:  # the tasks wrote the cache: same records and face analyses
+            assert b.cache_record(method, case).read_bytes() == a.cache_record(method, case).read_bytes()
+            assert b.cache_faces(method, case).read_bytes() == a.cache_faces(method, case).read_bytes()
+    # a rerun on Ray reuses every cached record (no task runs)
+    assert evaluate(bench, methods, tmp_path / "ray", PARAMS, compute=ray_env) == local
