@@ -80,6 +80,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
     from ingredients.model_folder.folder import load_face_conditioner, load_pipeline, prepare_tiny_folder
     from ingredients.files.hashing import file_sha256
     from ingredients.mlflow_run import git_revision
+    from ingredients.files.frames import frame_strip, to_uint8
     from ingredients.files.video_io import write_video
     from ingredients.files.atomic import write_json, atomic_path
 
@@ -125,7 +126,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
     with atomic_path(out_path.with_suffix(".strip.png")) as tmp:
         from PIL import Image
 
-        Image.fromarray(frame_strip(video)).save(tmp, format="PNG")
+        Image.fromarray(frame_strip(video, count=8)).save(tmp, format="PNG")
     record = {
         "settings": settings,
         "photos_sha256": [file_sha256(p) for p in settings["photos"]],

@@ -21,8 +21,10 @@ def module_files(root: Path = ROOT) -> dict[str, Path]:
     return out
 
 
-def imports_of(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
-    """Project modules that `name` imports (absolute or relative, at any depth of the file)."""
+def imports_of(name: str, path: Path, modules: dict[str, Path], dynamic: bool = False) -> set[str]:
+    """Project modules that `name` imports (absolute or relative, at any depth of the file); with
+    `dynamic`, also modules it names in a string (loaded by `importlib.import_module`, as the metric
+    registry does: a dependency of the stage, though not an import edge of the floors)."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
@@ -35,7 +37,7 @@ def imports_of(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
                 base = ".".join(anchor + ([node.module] if node.module else []))
             # `from pkg import submodule` depends on the submodule; `from pkg import name` on pkg
             targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base for alias in node.names]
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in modules:
+        elif dynamic and isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in modules:
             targets = [node.value]  # a module named in a string: importlib.import_module (the metric registry)
         else:
             continue
@@ -47,9 +49,9 @@ def imports_of(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
     return found
 
 
-def import_graph(root: Path = ROOT) -> dict[str, set[str]]:
+def import_graph(root: Path = ROOT, dynamic: bool = False) -> dict[str, set[str]]:
     modules = module_files(root)
-    return {name: imports_of(name, path, modules) for name, path in modules.items()}
+    return {name: imports_of(name, path, modules, dynamic) for name, path in modules.items()}
 
 
 def closure(start: list[str], graph: dict[str, set[str]]) -> set[str]:

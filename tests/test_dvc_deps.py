@@ -27,7 +27,7 @@ def stage_modules(cmd: str | list[str]) -> list[str]:
 def uncovered(stage: dict, root: Path = ROOT) -> list[str]:
     """Project files the stage imports that none of its deps (file or folder) covers."""
     modules = module_files(root)
-    graph = import_graph(root)
+    graph = import_graph(root, dynamic=True)
     deps = [Path(d) for d in stage.get("deps", []) if "${" not in str(d)]
     needed = sorted(modules[m].relative_to(root) for m in closure(stage_modules(stage["cmd"]), graph))
     return [str(path) for path in needed if not any(path == d or d in path.parents for d in deps)]

@@ -2,8 +2,8 @@
 itself — a self-consistency measure, not accuracy against ground truth (a generated video has none).
 
 Input: `{case_id}.routing.safetensors` written by the sampling stage (`routing.<n>`: logits
-[T, h, w, K] on the latent token grid; metadata `spatial`, `temporal`, `patch`: how tokens map to
-pixels). The "labels" are the boxes of the faces that the first configured face backend matched
+[T, h, w, K] on the latent token grid; `token_geometry`: int [3] = the VAE's spatial and temporal
+factors and the patch size, how tokens map to pixels). The "labels" are the boxes of the faces that the first configured face backend matched
 one-to-one to each reference above its verification threshold, in every frame; they are pooled to
 tokens exactly as training pools its face masks (`ingredients.data.index_mask`). Values:
 `routing_consistency/<n>` per injection point, `routing_consistency` (mean over points) and its
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from safetensors import safe_open
+from safetensors.numpy import load_file
 
 from eval.context import VideoContext
 from eval.metrics.routing_acc import routing_accuracy, routing_points
@@ -23,7 +23,7 @@ from eval.registry import MetricResult, MetricUnavailable, register
 from eval.video_faces import VideoFaces
 from ingredients.data.index_mask import index_mask_from_masks
 
-GEOMETRY_KEYS = ("spatial", "temporal", "patch")
+GEOMETRY_KEY = "token_geometry"
 
 
 def matched_face_masks(faces: VideoFaces, num_frames: int, height: int, width: int, stride: int) -> np.ndarray:
@@ -47,12 +47,10 @@ def compute(ctx: VideoContext) -> MetricResult:
     path = ctx.routing_path
     if not path.is_file():
         raise MetricUnavailable(f"no routing maps for this method ({path.name} not in {path.parent})")
-    with safe_open(str(path), framework="numpy") as f:
-        meta = f.metadata() or {}
-        tensors = {key: f.get_tensor(key) for key in f.keys()}
-    if any(key not in meta for key in GEOMETRY_KEYS):
-        raise MetricUnavailable(f"{path.name}: no token geometry ({', '.join(GEOMETRY_KEYS)}) in its metadata")
-    spatial, temporal, patch = (int(meta[key]) for key in GEOMETRY_KEYS)
+    tensors = load_file(str(path))
+    if GEOMETRY_KEY not in tensors or tensors[GEOMETRY_KEY].shape != (3,):
+        raise MetricUnavailable(f"{path.name}: no '{GEOMETRY_KEY}' [spatial, temporal, patch] tensor: cannot map tokens to pixels")
+    spatial, temporal, patch = (int(v) for v in tensors[GEOMETRY_KEY])
     points = routing_points(tensors, path)
     if not ctx.params.face_backends:
         raise MetricUnavailable("eval.face_backends is empty: no faces to compare the routing with")

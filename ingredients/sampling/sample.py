@@ -4,8 +4,8 @@
 
 Methods (params `sample.methods`):
 - `ours`: the model as trained (soft routing); also writes `{case_id}.routing.safetensors` (routing
-  logits of the last step per injection point on the latent token grid, with the grid's geometry in
-  its metadata), which the evaluation's `routing_consistency` compares with the faces it finds;
+  logits of the last step per injection point on the latent token grid, and `token_geometry`: the
+  VAE's spatial and temporal factors and the patch size), which the evaluation's `routing_consistency` compares with the faces it finds;
 - `ours_no_router`: the same model, every identity mixed with equal weight (no routing);
 - `canvas_only`: the backbone with the reference canvas as first frame, no ID tokens;
 - `no_identity`: the backbone with a blank canvas and no ID tokens (text only; the lower bound).
@@ -138,10 +138,11 @@ def sample_benchmark(params: SampleParams, benchmark: Path, model: Path, out: Pa
                 patch = pipe.transformer.config.patch_size
                 unit = pipe.vae_scale_factor_spatial * patch
                 grid = ((video.shape[0] - 1) // pipe.vae_scale_factor_temporal + 1, video.shape[1] // unit, video.shape[2] // unit)
-                geometry = {"spatial": str(pipe.vae_scale_factor_spatial), "temporal": str(pipe.vae_scale_factor_temporal),
-                            "patch": str(patch)}  # how tokens map to pixels, for the evaluation's masks
+                # how tokens map to pixels, for the evaluation's masks: a tensor, not safetensors metadata,
+                # whose header order varies between processes (the files must be byte-reproducible)
+                geometry = np.array([pipe.vae_scale_factor_spatial, pipe.vae_scale_factor_temporal, patch], dtype=np.int64)
                 with atomic_path(out / method / f"{case.case_id}.routing.safetensors") as tmp:
-                    save_file(routing_record(result.routing_logits, grid), str(tmp), metadata=geometry)
+                    save_file({**routing_record(result.routing_logits, grid), "token_geometry": geometry}, str(tmp))
             write_video(video_path, video, fps=params.fps)  # last: its presence marks the case done
             results.append(CaseResult(case.case_id, method, skipped=False))
     state.wait_for_everyone()

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 import yaml
 
 from eval.baselines import make_oracle
-from eval.params import load_params
+from eval.params import eval_params
 from eval.run import evaluate
 from eval.run_layout import RunLayout, load_faces
 from eval.sample_benchmark import packaged_photos, write_sample_benchmark
@@ -247,7 +247,7 @@ def test_eval_runner_reports_face_sim_curricularface(tmp_path, weights_file):
         "max_frames": 2,
         "face_frame_stride": 2,  # analyse frame 0 only: IR-101 costs ~1 s a face on 2 cores
     }}))
-    metrics = evaluate(bench, {"oracle": oracle}, tmp_path / "out", load_params(params_file))["oracle"]
+    metrics = evaluate(bench, {"oracle": oracle}, tmp_path / "out", eval_params(params_file))["oracle"]
     missing = json.loads((tmp_path / "out" / "missing.json").read_text()).get("oracle", {})
     assert not missing
     assert set(metrics) >= {"face_sim/curricularface", "face_sim_max/curricularface", "face_found/curricularface"}
