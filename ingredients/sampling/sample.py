@@ -10,8 +10,10 @@ Methods (params `sample.methods`):
 - `canvas_only`: the backbone with the reference canvas as first frame, no ID tokens;
 - `no_identity`: the backbone with a blank canvas and no ID tokens (text only; the lower bound).
 Each video is written atomically and skipped when present, so an interrupted run resumes (temp files
-a killed run left in the output folders are removed first). With
-several processes (`accelerate launch`), cases are split between them.
+a killed run left in the output folders are removed first). With several processes (`accelerate
+launch`, see configs/accelerate/README.md), the (method, case) list is split between them in a fixed
+order; each process skips the videos already present in its share, so a killed multi-process run
+resumes per rank, and the files equal a one-process run's.
 """
 
 from __future__ import annotations
@@ -93,15 +95,19 @@ def sample_benchmark(params: SampleParams, benchmark: Path, model: Path, out: Pa
     """Generate every (method, case) video not yet present; returns what was done."""
     from accelerate import PartialState
 
-    from ingredients.sampling.benchmark import read_benchmark
+    from ingredients.sampling.benchmark import check_identity_counts, read_benchmark
 
-    state = PartialState()
+    # without a GPU, gloo: otherwise a torchrun-style launch (configs/accelerate/cpu_ddp.yaml) leaves
+    # every process believing it is process 0 of 1, and each samples every case
+    state = PartialState(cpu=not torch.cuda.is_available())
     cases = read_benchmark(benchmark)
     if state.is_main_process:  # before any process writes: a killed run's temps must not be cached with `out`
         for folder in [out, *(out / m for m in params.methods)]:
             remove_stale_temps(folder, recursive=folder != out)
     state.wait_for_everyone()
     pipe = load_pipeline(model).to(state.device)
+    check_identity_counts(cases, pipe.transformer.config.max_identities, str(benchmark),
+                          f"the model's max_identities ({model}/transformer/config.json)")
     pipe.set_progress_bar_config(disable=True)
     conditioner = load_face_conditioner(model, pipe, cache_dir=cache_dir)
     results: list[CaseResult] = []
