@@ -15,10 +15,13 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 import cv2
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
+from ingredients.config import load_params, section, validate_model
 from ingredients.sampling.benchmark import Case, read_benchmark
 from ingredients.faces.image_io import load_rgb
 from eval.video_faces import largest_face
@@ -151,28 +154,37 @@ def make_no_face(benchmark: str | os.PathLike, out_dir: str | os.PathLike, n_fra
     )
 
 
+class BaselineParams(BaseModel):
+    """The `baselines:` section: the videos the baselines write (the oracle's frames, size, fps and
+    background) and the face backend that crops the references for the oracle."""
+
+    model_config = ConfigDict(extra="forbid")
+    num_frames: int = Field(9, ge=2)
+    size: int = Field(128, ge=16)
+    fps: float = Field(8.0, gt=0)
+    background: Literal["moving", "carphone"] = "moving"
+    backend: str = "dlib"
+
+
 def main(argv: list[str] | None = None) -> None:
-    """python -m eval.baselines {oracle,no_face} --benchmark FILE --out DIR [--frames 49] [--size 256]
-    [--background moving|carphone] [--backend dlib]"""
+    """python -m eval.baselines {oracle,no_face} --benchmark FILE --out DIR [--params params.yaml]"""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m eval.baselines", description="write a baseline method folder")
     parser.add_argument("kind", choices=("oracle", "no_face"))
     parser.add_argument("--benchmark", required=True)
     parser.add_argument("--out", required=True)
-    parser.add_argument("--frames", type=int, default=49)
-    parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--fps", type=float, default=8.0)
-    parser.add_argument("--background", choices=("moving", "carphone"), default="moving")
-    parser.add_argument("--backend", default="dlib", help="face backend used to crop the references (oracle)")
+    parser.add_argument("--params", type=Path, default=None, help="params file; its `baselines:` section (default: BaselineParams' defaults)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
+    p = (validate_model(BaselineParams, section(load_params(args.params), "baselines", args.params), "baselines")
+         if args.params else BaselineParams())
     if args.kind == "oracle":
         from ingredients.faces.registry import build_analyzer
 
-        make_oracle(args.benchmark, args.out, build_analyzer(args.backend), args.frames, args.size, args.background, args.fps)
+        make_oracle(args.benchmark, args.out, build_analyzer(p.backend), p.num_frames, p.size, p.background, p.fps)
     else:
-        make_no_face(args.benchmark, args.out, args.frames, args.size, args.fps)
+        make_no_face(args.benchmark, args.out, p.num_frames, p.size, p.fps)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,9 @@ from ingredients.sampling.benchmark import CASE_ID_PATTERN, BenchmarkError, Case
 logger = logging.getLogger(__name__)
 
 FACE_FOLDERS = frozenset({"man", "woman", "crop_man", "crop_woman"})
+# the case files with people: multi-human and single-face/single-human cases (Single-Domain_Eval.json
+# repeats Human-Domain's kinds; SingleObject_Eval.json has no people)
+OPENS2V_FILES = ("Open-Domain_Eval.json", "Human-Domain_Eval.json")
 
 
 def is_face_reference(img_path: str) -> bool:
@@ -65,7 +68,7 @@ def convert_opens2v(cases_json: dict, dataset_root: Path, min_faces: int = 2, se
 
 
 def import_opens2v(dataset_root: str | os.PathLike, out_path: str | os.PathLike,
-                   json_names: tuple[str, ...] = ("Open-Domain_Eval.json", "Human-Domain_Eval.json"),
+                   json_names: tuple[str, ...] = OPENS2V_FILES,
                    min_faces: int = 2, seed: int = 0) -> list[Case]:
     """Read the named case files under `dataset_root`, keep multi-face cases, write `out_path`.
 
@@ -97,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", required=True, help="OpenS2V-Eval dataset folder")
     parser.add_argument("--out", required=True, help="benchmark JSONL to write")
-    parser.add_argument("--json", nargs="+", default=["Open-Domain_Eval.json", "Human-Domain_Eval.json"])
+    parser.add_argument("--json", nargs="+", default=list(OPENS2V_FILES))
     parser.add_argument("--min-faces", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from eval.params import EvalParams
-from eval.tiny_benchmark import BenchmarkParams
+from eval.baselines import BaselineParams
+from eval.build_benchmark import BenchmarkParams
 from ingredients.compute import ComputeParams
 from ingredients.config import ParamsError, load_merged, section, validate_model
 from ingredients.data.curation_params import CurationParams
@@ -44,6 +45,7 @@ SECTIONS: dict[str, Callable[[Mapping[str, Any], str], Any]] = {
     "compute": _model(ComputeParams),
     "train": _train,
     "benchmark": _model(BenchmarkParams),
+    "baselines": _model(BaselineParams),
     "sample": _model(SampleParams),
     "eval": _model(EvalParams),
 }

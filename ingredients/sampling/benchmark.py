@@ -135,3 +135,12 @@ def write_benchmark(path: str | os.PathLike, cases: list[Case]) -> Path:
     root = path.parent.resolve()
     write_jsonl(path, [c.to_json(root) for c in cases])
     return path
+
+
+def check_identity_counts(cases: list[Case], max_identities: int, where: str, limit_name: str) -> None:
+    """BenchmarkError naming every case with more references than `max_identities` (called `limit_name`)."""
+    too_many = [f"{c.case_id} ({len(c.references)})" for c in cases if len(c.references) > max_identities]
+    if too_many:
+        raise BenchmarkError(f"{where}: {len(too_many)} case(s) have more references than {limit_name}="
+                             f"{max_identities}: {', '.join(too_many[:10])}; drop those cases or use a model (or a "
+                             "benchmark setting) that takes that many identities")

@@ -1,0 +1,89 @@
+"""The benchmark stage: `python -m eval.build_benchmark --params params.yaml --out data/benchmark`.
+
+Whatever the source, it writes one file, `OUT/benchmark.jsonl` (the format of
+`ingredients.sampling.benchmark`), which sampling, the oracle and the evaluation read. The `benchmark:`
+section of params picks the source:
+- `tiny`: cases built from the identities the tiny data held out of training (`path`: the synth
+  output folder with its `split.json`; see `eval.tiny_benchmark`);
+- `jsonl`: any benchmark file in our format (`path`: the file; its references stay where they are);
+- `opens2v`: the OpenS2V-Eval folder (`path`), through `eval.opens2v`: its multi-human cases and,
+  with `opens2v.min_faces: 1`, its single-face cases as K = 1.
+Every case must fit the model: a case with more references than `max_identities` is refused with an
+error naming the case (the sampling stage checks the model's own limit again).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections import Counter
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from eval.opens2v import OPENS2V_FILES, import_opens2v
+from eval.tiny_benchmark import build_tiny_benchmark
+from ingredients.config import load_params, section, validate_model
+from ingredients.sampling.benchmark import BenchmarkError, check_identity_counts, read_benchmark, write_benchmark
+
+logger = logging.getLogger(__name__)
+
+BENCHMARK_FILE = "benchmark.jsonl"
+
+
+class OpenS2VParams(BaseModel):
+    """Which OpenS2V-Eval case files to read and the fewest face references a case needs."""
+
+    model_config = ConfigDict(extra="forbid")
+    files: list[str] = Field(default_factory=lambda: list(OPENS2V_FILES), min_length=1)
+    min_faces: int = Field(1, ge=1)
+
+
+class BenchmarkParams(BaseModel):
+    """The `benchmark:` section. `prompts` and `seed` build the tiny cases; `max_identities` bounds
+    every source (the tiny one builds subsets up to it; other sources refuse larger cases)."""
+
+    model_config = ConfigDict(extra="forbid")
+    source: Literal["tiny", "jsonl", "opens2v"] = "tiny"
+    path: str = "data/raw"
+    prompts: list[str] = Field(default_factory=lambda: ["people talking to each other in a bright room"], min_length=1)
+    max_identities: int = Field(2, ge=1)
+    seed: int = 0
+    opens2v: OpenS2VParams = Field(default_factory=OpenS2VParams)
+
+
+def build_benchmark(params: BenchmarkParams, out: Path) -> Path:
+    """Write OUT/benchmark.jsonl from the configured source; returns its path."""
+    source = Path(params.path)
+    target = out / BENCHMARK_FILE
+    if params.source == "tiny":
+        build_tiny_benchmark(source / "split.json", params.prompts, params.max_identities, params.seed, out, target)
+    elif params.source == "jsonl":
+        write_benchmark(target, read_benchmark(source))
+    else:
+        import_opens2v(source, target, tuple(params.opens2v.files), params.opens2v.min_faces, params.seed)
+    cases = read_benchmark(target)
+    check_identity_counts(cases, params.max_identities, f"benchmark.path {params.path}", "benchmark.max_identities")
+    counts = Counter(len(c.references) for c in cases)
+    logger.info("benchmark %s: %d cases from %s %s; cases per K: %s", target, len(cases), params.source, params.path,
+                dict(sorted(counts.items())))
+    return target
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m eval.build_benchmark", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    params = validate_model(BenchmarkParams, section(load_params(args.params), "benchmark", args.params), "benchmark")
+    try:
+        build_benchmark(params, args.out)
+    except (BenchmarkError, FileNotFoundError) as err:
+        raise SystemExit(str(err)) from None
+
+
+if __name__ == "__main__":
+    main()
