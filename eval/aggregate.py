@@ -5,32 +5,47 @@ Video-level metric values are averaged over the method's videos that have them (
 case-id order). Per-identity keys (`.../id<k>`) are not aggregated: identity k is a different
 person in every case. A metric missing in every video is reported missing with the reasons; one
 missing in some videos is averaged over the rest and the gap is noted in missing.json.
+
+Every method's aggregates are given overall and per identity count K (the number of references of
+the case), since single-identity cases dilute multi-identity scores:
+`{method: {metric: value, ..., "by_k": {"<K>": {metric: value}}}}`, and missing.json likewise
+(`"by_k"` only where some K has gaps). K comes from the benchmark named in the run's sources.json,
+else from the stored face analysis of the case; a case whose K is unknown is left out of by_k
+(with a warning).
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 import re
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from eval.params import EvalParams
 from eval.registry import get_metric
 from eval.run_layout import RunLayout, load_faces
 from eval.video_faces import VideoFaces
+from ingredients.sampling.benchmark import read_benchmark
+
+logger = logging.getLogger(__name__)
 
 PER_IDENTITY = re.compile(r"/id\d+$")
+BY_K = "by_k"
 
 
 @dataclass
 class AggregateInputs:
-    """What an aggregate-level metric sees for one method."""
+    """What an aggregate-level metric sees for one method. `references`: {case_id: reference
+    paths} from the run's benchmark ({} when unknown)."""
 
     method: str
     records: list[dict]
     params: EvalParams
     layout: RunLayout
+    references: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def case_ids(self) -> list[str]:
@@ -67,11 +82,50 @@ def aggregate_video_metrics(records: list[dict]) -> tuple[dict[str, float], dict
     return out, missing
 
 
+def case_references(layout: RunLayout) -> dict[str, tuple[str, ...]]:
+    """{case_id: reference paths} of the benchmark named in the run's sources.json ({} when there is
+    none or it cannot be read, with a warning)."""
+    if not layout.sources.is_file():
+        return {}
+    benchmark = json.loads(layout.sources.read_text(encoding="utf-8")).get("benchmark")
+    try:
+        return {c.case_id: tuple(str(p) for p in c.references) for c in read_benchmark(benchmark)}
+    except (OSError, ValueError) as exc:
+        logger.warning("benchmark %s of %s unreadable (%s); identity counts K come from the face analyses",
+                       benchmark, layout.sources, exc)
+        return {}
+
+
+def identity_count(method: str, case_id: str, references: dict[str, tuple[str, ...]], layout: RunLayout) -> int | None:
+    """K of a case: its number of references (benchmark, else the stored face analysis), or None."""
+    if case_id in references:
+        return len(references[case_id])
+    for faces in load_faces(layout.cache_faces(method, case_id)).values():
+        return int(faces.refs.shape[0])
+    return None
+
+
+def aggregate_method(method: str, records: list[dict], params: EvalParams, layout: RunLayout,
+                     references: dict[str, tuple[str, ...]]) -> tuple[dict[str, float], dict[str, str]]:
+    """(values, missing) of one method over `records`: video-level means and aggregate-level metrics."""
+    values, gaps = aggregate_video_metrics(records)
+    for name in params.metrics:
+        spec = get_metric(name)
+        if spec.level != "aggregate":
+            continue
+        result = spec.compute(AggregateInputs(method=method, records=records, params=params, layout=layout,
+                                              references=references))
+        values.update(result.values)
+        gaps.update(result.missing)
+    return dict(sorted(values.items())), dict(sorted(gaps.items()))
+
+
 def aggregate(records: list[dict], params: EvalParams, layout: RunLayout) -> tuple[dict, dict]:
-    """({method: {metric: value}}, {method: {metric: reason}}) over all records."""
+    """({method: {metric: value, "by_k": {K: {...}}}}, {method: {metric: reason[, "by_k": ...]}})."""
     by_method: dict[str, list[dict]] = defaultdict(list)
     for rec in records:
         by_method[rec["method"]].append(rec)
+    references = case_references(layout)
     metrics, missing = {}, {}
     for method in sorted(by_method):
         recs = sorted(by_method[method], key=lambda r: r["case_id"])
@@ -79,14 +133,41 @@ def aggregate(records: list[dict], params: EvalParams, layout: RunLayout) -> tup
         if len(set(ids)) != len(ids):
             dupes = sorted({i for i in ids if ids.count(i) > 1})
             raise ValueError(f"method {method!r}: duplicate per-video records for cases {dupes}")
-        values, gaps = aggregate_video_metrics(recs)
-        for name in params.metrics:
-            spec = get_metric(name)
-            if spec.level != "aggregate":
-                continue
-            result = spec.compute(AggregateInputs(method=method, records=recs, params=params, layout=layout))
-            values.update(result.values)
-            gaps.update(result.missing)
-        metrics[method] = dict(sorted(values.items()))
-        missing[method] = dict(sorted(gaps.items()))
+        values, gaps = aggregate_method(method, recs, params, layout, references)
+        groups: dict[int, list[dict]] = defaultdict(list)
+        unknown = []
+        for rec in recs:
+            k = identity_count(method, rec["case_id"], references, layout)
+            if k is None:
+                unknown.append(rec["case_id"])
+            else:
+                groups[k].append(rec)
+        if unknown:
+            logger.warning("method %s: identity count K unknown for %d cases (no benchmark in sources.json and no "
+                           "face analysis), left out of by_k: %s", method, len(unknown), unknown[:5])
+        by_k_values, by_k_gaps = {}, {}
+        for k in sorted(groups):
+            by_k_values[str(k)], k_gaps = aggregate_method(method, groups[k], params, layout, references)
+            if k_gaps:
+                by_k_gaps[str(k)] = k_gaps
+        metrics[method] = {**values, BY_K: by_k_values}
+        missing[method] = {**gaps, BY_K: by_k_gaps} if by_k_gaps else gaps
     return metrics, missing
+
+
+def split_by_k(entry: dict) -> tuple[dict, dict[str, dict]]:
+    """A method's entry of metrics.json or missing.json -> (overall {name: value}, {K: {name: value}})."""
+    overall = {name: v for name, v in entry.items() if name != BY_K}
+    return overall, dict(entry.get(BY_K, {}))
+
+
+def flat_items(entry: dict) -> list[tuple[str, object]]:
+    """A method's entry with by_k flattened to `by_k.<K>.<name>` keys (for MLflow), sorted."""
+    overall, by_k = split_by_k(entry)
+    items = list(overall.items())
+    items += [(f"{BY_K}.{k}.{name}", v) for k, d in by_k.items() for name, v in d.items()]
+    return sorted(items)
+
+
+__all__ = ["AggregateInputs", "BY_K", "aggregate", "aggregate_method", "aggregate_video_metrics", "case_references",
+           "flat_items", "identity_count", "split_by_k"]

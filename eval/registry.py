@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 METRIC_MODULES = (
     "eval.metrics.face_sim",
     "eval.metrics.face_sim_max",
+    "eval.metrics.face_sim_opens2v",
     "eval.metrics.face_found",
     "eval.metrics.id_confusion",
     "eval.metrics.clip_score",

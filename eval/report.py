@@ -1,8 +1,12 @@
-"""HTML report of one evaluation: a metrics table per method, a bar chart per metric, and frame
-strips per case (methods side by side, detected faces boxed and labelled with the identity they
-were matched to and the similarity). Self-contained HTML with the PNGs beside it.
+"""HTML report of one evaluation: a metrics table per method (overall, then per identity count K),
+a bar chart per metric, and frame strips per case (methods side by side, detected faces boxed and
+labelled with the identity they were matched to and the similarity). Self-contained HTML with the
+PNGs beside it.
 
-    python -m eval.report --eval DIR [--out DIR/report] [--columns 6] [--max-cases 12]
+    python -m eval.report --eval DIR [--out DIR/report] [--columns 6] [--max-cases 12] [--profile tiny|full]
+
+`--profile` is the params profile the evaluated videos come from (`prepare.profile`): on `tiny` a
+banner above the tables says what that profile can and cannot show (DESIGN.md §6).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from matplotlib.patches import Rectangle
 from ingredients.files.atomic import atomic_path, write_text
 from ingredients.sampling.benchmark import Case, read_benchmark
 from ingredients.faces.image_io import load_rgb
+from eval.aggregate import split_by_k
 from eval.params import params_from_dict
 from eval.run_layout import RunLayout, load_faces, read_records
 from ingredients.files.video_io import read_video
@@ -105,23 +110,66 @@ def _fmt(v: float) -> str:
     return f"{v:.4g}"
 
 
+def _cells(names: list[str], values: dict, missing: dict) -> str:
+    """One row's cells; a missing cell shows the reason on hover, a partial one its note."""
+    cells = []
+    for n in names:
+        if n in values:
+            note = missing.get(n)
+            mark = f' title="{html.escape(note)}" class="partial"' if note else ""
+            cells.append(f"<td{mark}>{_fmt(values[n])}</td>")
+        else:
+            reason = missing.get(n, "not computed")
+            cells.append(f'<td class="missing" title="{html.escape(reason)}">missing</td>')
+    return "".join(cells)
+
+
 def metrics_table(metrics: dict, missing: dict) -> str:
-    """HTML table, one row per method, one column per metric; missing cells show the reason on hover."""
-    names = sorted({n for m in metrics.values() for n in m} | {n for m in missing.values() for n in m})
+    """HTML table of the overall aggregates, one row per method, one column per metric."""
+    overall = {m: split_by_k(v)[0] for m, v in metrics.items()}
+    gaps = {m: split_by_k(v)[0] for m, v in missing.items()}
+    names = sorted({n for m in overall.values() for n in m} | {n for m in gaps.values() for n in m})
     head = "".join(f"<th>{html.escape(n)}</th>" for n in names)
-    rows = []
-    for method in sorted(set(metrics) | set(missing)):
-        cells = []
-        for n in names:
-            if n in metrics.get(method, {}):
-                note = missing.get(method, {}).get(n)
-                mark = f' title="{html.escape(note)}" class="partial"' if note else ""
-                cells.append(f"<td{mark}>{_fmt(metrics[method][n])}</td>")
-            else:
-                reason = missing.get(method, {}).get(n, "not computed")
-                cells.append(f'<td class="missing" title="{html.escape(reason)}">missing</td>')
-        rows.append(f"<tr><th>{html.escape(method)}</th>{''.join(cells)}</tr>")
+    rows = [f"<tr><th>{html.escape(method)}</th>{_cells(names, overall.get(method, {}), gaps.get(method, {}))}</tr>"
+            for method in sorted(set(overall) | set(gaps))]
     return f'<table class="metrics"><tr><th>method</th>{head}</tr>{"".join(rows)}</table>'
+
+
+def by_k_table(metrics: dict, missing: dict) -> str:
+    """HTML table of the aggregates per identity count K: one row per (K, method); '' when no K is known."""
+    values = {m: split_by_k(v)[1] for m, v in metrics.items()}
+    gaps = {m: split_by_k(v)[1] for m, v in missing.items()}
+    ks = sorted({k for d in values.values() for k in d}, key=int)
+    if not ks:
+        return ""
+    names = sorted({n for d in values.values() for v in d.values() for n in v}
+                   | {n for d in gaps.values() for v in d.values() for n in v})
+    head = "".join(f"<th>{html.escape(n)}</th>" for n in names)
+    rows = [f"<tr><th>{html.escape(k)}</th><th>{html.escape(method)}</th>"
+            f"{_cells(names, values[method].get(k, {}), gaps.get(method, {}).get(k, {}))}</tr>"
+            for k in ks for method in sorted(values) if k in values[method]]
+    return f'<table class="metrics by-k"><tr><th>K</th><th>method</th>{head}</tr>{"".join(rows)}</table>'
+
+
+PROFILES = ("tiny", "full")
+
+TINY_BANNER = (
+    "<div class='banner'><b>Tiny profile: the generated videos are noise by design.</b> The tiny VAE "
+    "reconstructs none of the faces the detector finds in the tiny training clips (DESIGN.md §6), so no "
+    "generated method here can render a recognisable face, and its identity metrics (face_sim, face_found, "
+    "id_confusion, fid_face, ...) say nothing about the method. What this profile does show: the "
+    "<b>oracle</b> row proves the metrics (the reference faces pasted into a video score near 1), and "
+    "<b>routing accuracy on held-out clips</b>, measured by the training stage (routing_acc in stage 2's "
+    "val_log.csv, the DVC plot 'routing accuracy (held-out clips)'), shows the router learning. Identity "
+    "in generated video is a GPU-scale result: run the full profile.</div>"
+)
+
+
+def banner(profile: str | None) -> str:
+    """What the profile can show, above the tables: the tiny profile's banner, none for full (or unknown)."""
+    if profile is not None and profile not in PROFILES:
+        raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
+    return TINY_BANNER if profile == "tiny" else ""
 
 
 CSS = """
@@ -131,6 +179,7 @@ table.metrics td, table.metrics th { border: 1px solid #ccc; padding: 3px 6px; t
 td.missing { color: #999; background: #f4f4f4; } td.partial { background: #fff6d5; }
 .bars img { margin: 4px; border: 1px solid #eee; } .strip img { max-width: 100%; border: 1px solid #eee; }
 li { font-size: 12px; } div.scroll { overflow-x: auto; }
+div.banner { background: #fff3cd; border: 2px solid #e0a800; padding: 0.8em 1em; margin: 1em 0; max-width: 75em; }
 """
 
 
@@ -178,11 +227,13 @@ def training_section(out: Path, train_logs: dict[str, Path], images: list[Path])
 def render_report(eval_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None,
                   benchmark: str | os.PathLike | None = None, methods: dict[str, Path] | None = None,
                   n_columns: int = 6, max_cases: int | None = 12, train_logs: dict[str, Path] | None = None,
-                  train_images: list[Path] | None = None) -> Path:
+                  train_images: list[Path] | None = None, profile: str | None = None) -> Path:
     """Write `out_dir/index.html` (default eval_dir/report) and its PNGs; returns the HTML path.
 
-    The benchmark and method folders default to the run's sources.json.
+    The benchmark and method folders default to the run's sources.json. `profile` ('tiny' or
+    'full', the params profile of the videos): 'tiny' puts the banner above the tables.
     """
+    top = banner(profile)
     layout = RunLayout(Path(eval_dir))
     out = Path(out_dir) if out_dir is not None else layout.root / "report"
     out.mkdir(parents=True, exist_ok=True)
@@ -203,13 +254,18 @@ def render_report(eval_dir: str | os.PathLike, out_dir: str | os.PathLike | None
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Evaluation {html.escape(layout.root.name)}</title>",
              f"<style>{CSS}</style></head><body>",
              f"<h1>Evaluation: {html.escape(str(layout.root))}</h1>",
+             top,
              f"<p>{len(records)} videos: {len(methods)} methods x {len(evaluated)} cases; benchmark "
              f"<code>{html.escape(str(benchmark))}</code>; face backends {', '.join(params.face_backends)}.</p>",
-             "<h2>Metrics</h2><div class='scroll'>", metrics_table(metrics, missing),
-             "</div><h2>Per metric</h2><div class='bars'>"]
-    names = sorted({n for m in metrics.values() for n in m})
+             "<h2>Metrics</h2><div class='scroll'>", metrics_table(metrics, missing), "</div>"]
+    per_k = by_k_table(metrics, missing)
+    if per_k:
+        parts += ["<h3>By identity count K (number of references of the case)</h3><div class='scroll'>", per_k, "</div>"]
+    parts.append("<h2>Per metric</h2><div class='bars'>")
+    overall = {m: split_by_k(v)[0] for m, v in metrics.items()}
+    names = sorted({n for m in overall.values() for n in m})
     for name in names:
-        values = {m: v[name] for m, v in metrics.items() if name in v}
+        values = {m: v[name] for m, v in overall.items() if name in v}
         png = bar_chart(out / f"bars_{safe_name(name)}.png", name, values)
         parts.append(f"<img src='{png.name}' alt='{html.escape(name)}'>")
     parts.append("</div><h2>Frame strips</h2>")
@@ -222,7 +278,11 @@ def render_report(eval_dir: str | os.PathLike, out_dir: str | os.PathLike | None
         parts.append(f"<div class='strip'><h3>{html.escape(case.case_id)}</h3><img src='{png.name}' "
                      f"alt='frames of {html.escape(case.case_id)}'></div>")
     parts += training_section(out, train_logs or {}, list(train_images or []))
-    gaps = [(m, n, r) for m, d in sorted(missing.items()) for n, r in sorted(d.items())]
+    gaps = []
+    for m, d in sorted(missing.items()):
+        overall_gaps, k_gaps = split_by_k(d)
+        gaps += [(m, n, r) for n, r in sorted(overall_gaps.items())]
+        gaps += [(m, f"{n} (K={k})", r) for k in sorted(k_gaps, key=int) for n, r in sorted(k_gaps[k].items())]
     if gaps:
         parts.append("<h2>Missing or partial metrics</h2><ul>")
         parts += [f"<li><b>{html.escape(m)}</b> {html.escape(n)}: {html.escape(r)}</li>" for m, n, r in gaps]
@@ -244,6 +304,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="a training stage's train_log.csv to plot (repeatable)")
     parser.add_argument("--train-validation", action="append", default=[], metavar="DIR",
                         help="a training stage's validation folder: its last sample strip and routing map are shown")
+    parser.add_argument("--profile", choices=PROFILES, default=None,
+                        help="params profile of the evaluated videos (prepare.profile); tiny adds the banner saying "
+                             "what that profile can show")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     logs = dict(spec.split("=", 1) for spec in args.train_log)
@@ -253,7 +316,7 @@ def main(argv: list[str] | None = None) -> None:
             found = sorted(folder.glob(f"*_{kind}.png"))
             images += found[-1:]
     render_report(args.eval, args.out, n_columns=args.columns, max_cases=args.max_cases,
-                  train_logs={k: Path(v) for k, v in logs.items()}, train_images=images)
+                  train_logs={k: Path(v) for k, v in logs.items()}, train_images=images, profile=args.profile)
 
 
 if __name__ == "__main__":

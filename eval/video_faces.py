@@ -98,6 +98,14 @@ def embed_face(analyzer: FaceAnalyzer, image: np.ndarray, face: Face) -> np.ndar
     return emb
 
 
+def pad_grey(image: np.ndarray, scale: float = REFERENCE_PAD_SCALE) -> np.ndarray:
+    """The image padded by (scale - 1) x its size on each side with grey 128 (the reference code's
+    retry for faces a detector misses at the image border)."""
+    h, w = image.shape[:2]
+    pad_y, pad_x = int(h * (scale - 1)), int(w * (scale - 1))
+    return np.pad(image, ((pad_y, pad_y), (pad_x, pad_x), (0, 0)), constant_values=128)
+
+
 def embed_reference(analyzer: FaceAnalyzer, image: np.ndarray, name: str = "reference") -> np.ndarray:
     """Embedding [D] of the largest face in a reference image.
 
@@ -107,13 +115,34 @@ def embed_reference(analyzer: FaceAnalyzer, image: np.ndarray, name: str = "refe
     face = largest_face(analyzer.detect(image))
     if face is not None:
         return embed_face(analyzer, image, face)
-    h, w = image.shape[:2]
-    pad_y, pad_x = int(h * (REFERENCE_PAD_SCALE - 1)), int(w * (REFERENCE_PAD_SCALE - 1))
-    padded = np.pad(image, ((pad_y, pad_y), (pad_x, pad_x), (0, 0)), constant_values=128)
+    padded = pad_grey(image)
     face = largest_face(analyzer.detect(padded))
     if face is None:
         raise NoFaceError(name, analyzer.name, "also after padding the image by 25 %")
     return embed_face(analyzer, padded, face)
+
+
+def largest_box_index(boxes: np.ndarray) -> int | None:
+    """Index of the box [N, 4] with the largest area, the last one on ties (as `sorted(..., key=area)[-1]`
+    in OpenS2V-Eval); None for no box."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    if not len(boxes):
+        return None
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return int(len(area) - 1 - np.argmax(area[::-1]))
+
+
+def largest_face_embedding(analyzer: FaceAnalyzer, image: np.ndarray, plain: bool = True) -> np.ndarray | None:
+    """Embedding [D] of the largest face (box area) in an image, retrying on the grey-padded image
+    when none is found (OpenS2V-Eval's frame handling); None when there is no face either way.
+    `plain=False` skips the first detection (already known to find nothing)."""
+    for padded in ((False, True) if plain else (True,)):
+        candidate = pad_grey(image) if padded else image
+        faces = analyzer.detect(candidate)
+        i = largest_box_index(np.array([f.box for f in faces], dtype=np.float64))
+        if i is not None:
+            return embed_face(analyzer, candidate, faces[i])
+    return None
 
 
 def analyze_frames(analyzer: FaceAnalyzer, frames: np.ndarray, refs: np.ndarray) -> VideoFaces:

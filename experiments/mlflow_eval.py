@@ -1,5 +1,6 @@
 """`python -m experiments.mlflow_eval --params params.yaml --eval outputs/eval`: log an evaluation to MLflow, one MLflow run per method, tagged, with the eval params, the
-method's aggregate metrics and the run's files as artifacts.
+method's aggregate metrics (overall, and per identity count K as `by_k.<K>.<metric>`) and the
+run's files as artifacts.
 
 Tags: stage=evaluate, method, eval_dir, benchmark, git_revision (of the working directory, or
 'unknown'), dvc_experiment (env DVC_EXP_NAME when DVC runs the stage), plus any `tags` given.
@@ -13,6 +14,7 @@ import logging
 import os
 from pathlib import Path
 
+from eval.aggregate import flat_items
 from eval.run_layout import RunLayout
 from ingredients.config import flatten, load_params, param_text
 from ingredients.mlflow_run import git_revision, resolve_tracking_uri, tracking_params
@@ -61,9 +63,9 @@ def log_to_mlflow(out_dir: str | os.PathLike, tracking_uri: str, experiment: str
         try:
             for key, value in flatten(params).items():
                 client.log_param(run_id, key, param_text(value)[:6000])
-            for name, value in sorted(metrics[method].items()):
+            for name, value in flat_items(metrics[method]):
                 client.log_metric(run_id, name, float(value))
-            for name, reason in sorted(missing.get(method, {}).items()):
+            for name, reason in flat_items(missing.get(method, {})):
                 client.set_tag(run_id, f"missing.{name}", reason[:5000])
             for path in (layout.metrics, layout.missing, layout.per_video, layout.params):
                 if path.is_file():

@@ -7,7 +7,9 @@ A frame is confused when
 - or swapped: a face tracked from the previous frame (box IoU, or centre distance for
   non-overlapping boxes) was confidently matched to one reference there and to another here.
 Sub-rates `id_confusion/R/misassigned` and `id_confusion/R/swap` are recorded too. Lower is
-better; read it with face_found, since a video without faces has no confusion.
+better. In a video where no face was found at all there is nothing to confuse: the value is
+missing with that reason (not 0, which would read as perfect identity binding); read it with
+face_found, which is 0 for such a video.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import numpy as np
 from eval.context import VideoContext
 from eval.face_matching import misassigned, swapped
 from eval.metrics.face_common import for_each_backend
-from eval.registry import MetricResult, register
+from eval.registry import MetricResult, MetricUnavailable, register
 from eval.video_faces import VideoFaces
 
 
@@ -33,6 +35,9 @@ def confusion_flags(faces: VideoFaces) -> tuple[np.ndarray, np.ndarray]:
 
 
 def summarize(faces: VideoFaces) -> dict[str, float]:
+    if len(faces.frame) == 0:
+        raise MetricUnavailable(f"no face found by {faces.backend!r} in any of the {faces.n_frames} analysed frames: "
+                                "nothing to confuse (see face_found)")
     mis, swap = confusion_flags(faces)
     return {
         "": float(np.mean(mis | swap)),

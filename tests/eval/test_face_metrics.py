@@ -1,12 +1,14 @@
 """Face metrics: exact values on hand-made analyses, and properties on real faces (dlib backend)."""
 
 import dataclasses
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from eval.baselines import carphone_path, face_crop, oracle_frames
 from eval.metrics import face_found, face_sim, face_sim_max, id_confusion
+from eval.registry import MetricUnavailable
 from eval.video_faces import VideoFaces, analyze_frames, embed_reference
 from ingredients.files.video_io import read_video
 
@@ -38,7 +40,31 @@ def test_face_sim_per_identity_and_missing_identity_scores_zero():
     # the reference code's variant skips the empty frame and takes the best pair: perfect
     assert face_sim_max.summarize(vf)[""] == pytest.approx(1.0)
     assert face_found.summarize(vf)[""] == pytest.approx(1 / 3)
-    assert face_sim_max.summarize(hand_made([[], []]))[""] == 0.0
+
+
+def test_a_dissimilar_matched_face_scores_zero_not_below_no_face():
+    """A matched face with negative cosine is clamped at 0, the score of a reference with no face."""
+    vf = hand_made([[(-0.6 * E[0] + 0.8 * E[2], LEFT), (E[1], RIGHT)], [(E[1], RIGHT)]])
+    out = face_sim.summarize(vf)
+    assert out["/id0"] == 0.0  # frame 0: matched at cosine -0.6 -> 0; frame 1: unmatched -> 0
+    assert out["/id1"] == pytest.approx(1.0) and out[""] == pytest.approx(0.5)
+    assert face_sim.matched_scores(vf).min() == 0.0
+
+
+def test_no_face_in_the_video_is_missing_not_zero():
+    """face_sim_max and id_confusion have no value for a faceless video: missing with the reason."""
+    faceless = hand_made([[], [], []])
+    for metric in (face_sim_max, id_confusion):
+        with pytest.raises(MetricUnavailable, match="no face found by 'fake' in any of the 3 analysed frames"):
+            metric.summarize(faceless)
+        ctx = SimpleNamespace(params=SimpleNamespace(face_backends=("fake",)), faces=lambda backend: faceless)
+        result = metric.compute(ctx)
+        name = f"{metric.__name__.rsplit('.', 1)[1]}/fake"
+        assert result.values == {} and "no face found" in result.missing[name]
+    # face_sim and face_found keep their values: every reference is absent in every frame
+    assert face_sim.summarize(faceless)[""] == 0.0 and face_found.summarize(faceless)[""] == 0.0
+    # one face somewhere is enough for a value
+    assert id_confusion.summarize(hand_made([[], [(E[0], LEFT)]]))[""] == 0.0
 
 
 def test_id_confusion_counts_misassigned_and_swapped_frames():

@@ -10,10 +10,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from eval.aggregate import flat_items, split_by_k
 from eval.baselines import make_no_face, make_oracle
 from eval.face_backends import AnalyzerPool
 from experiments.mlflow_eval import log_to_mlflow
 from eval.params import EvalParams
+from eval.report import main as report_main
 from eval.report import render_report
 from eval.run import evaluate
 
@@ -52,8 +54,10 @@ def test_report_structure_and_pngs(run_dir):
     page = Collect()
     page.feed(index.read_text())
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    n_metrics = len({n for m in metrics.values() for n in m})
-    assert page.rows == 1 + len(metrics)  # header + one row per method
+    n_metrics = len({n for m in metrics.values() for n in split_by_k(m)[0]})
+    # overall table (header + one row per method), then the per-K table (all cases have K = 2)
+    assert page.rows == 2 * (1 + len(metrics))
+    assert sorted(k for m in metrics.values() for k in m["by_k"]) == ["2", "2"]
     assert sum(1 for s in page.imgs if s.startswith("bars_")) == n_metrics
     assert page.imgs.count("strip_duo.png") == 1
     assert "missing" in page.cells  # clip_score has no weights
@@ -67,6 +71,19 @@ def test_report_structure_and_pngs(run_dir):
         assert (np.abs(strip - colour).sum(-1) < 30).sum() > 50
     text = index.read_text()
     assert "face_sim/dlib" in text and "no CLIP weights configured" in text
+    assert "By identity count K" in text and "class='banner'" not in text
+
+
+def test_tiny_profile_report_carries_the_banner_above_the_table(run_dir, tmp_path):
+    """The banner is decided by the profile the report is given (dvc passes prepare.profile)."""
+    report_main(["--eval", str(run_dir), "--out", str(tmp_path / "tiny"), "--profile", "tiny", "--max-cases", "0"])
+    text = (tmp_path / "tiny" / "index.html").read_text()
+    assert "class='banner'" in text and "noise by design" in text and "oracle" in text and "routing_acc" in text
+    assert text.index("class='banner'") < text.index("<table")
+    full = render_report(run_dir, tmp_path / "full", profile="full", max_cases=0).read_text()
+    assert "class='banner'" not in full and "noise by design" not in full
+    with pytest.raises(ValueError, match="profile must be one of"):
+        render_report(run_dir, tmp_path / "bad", profile="test")
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium (apt-get install -y chromium)")
@@ -74,10 +91,10 @@ def test_report_renders_in_headless_chromium(run_dir, tmp_path):
     index = render_report(run_dir, tmp_path / "report")
     shot = tmp_path / "shot.png"
     subprocess.run([str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                    f"--screenshot={shot}", "--window-size=1200,1600", index.as_uri()],
+                    f"--screenshot={shot}", "--window-size=1200,2400", index.as_uri()],
                    check=True, capture_output=True, timeout=120)
     img = np.asarray(Image.open(shot).convert("RGB")).astype(int)
-    assert img.shape[:2] == (1600, 1200)
+    assert img.shape[:2] == (2400, 1200)
     non_white = (img.sum(-1) < 700).mean()
     assert non_white > 0.03, f"screenshot is nearly blank ({non_white:.3%} non-white)"
     assert len(np.unique(img.reshape(-1, 3) // 16, axis=0)) > 20  # charts and frames, not just text
@@ -97,7 +114,8 @@ def test_log_to_mlflow_one_run_per_method(run_dir, tmp_path, monkeypatch):
         assert run.info.status == "FINISHED"
         assert run.data.tags["method"] == method and run.data.tags["stage"] == "evaluate"
         assert run.data.tags["profile"] == "tiny" and run.data.tags["git_revision"]
-        assert run.data.metrics == pytest.approx(metrics[method])
+        assert run.data.metrics == pytest.approx(dict(flat_items(metrics[method])))
+        assert run.data.metrics["by_k.2.face_sim/dlib"] == pytest.approx(metrics[method]["by_k"]["2"]["face_sim/dlib"])
         assert run.data.params["eval.max_frames"] == "6"
         assert "no CLIP weights configured" in run.data.tags["missing.clip_score"]
         assert {a.path for a in client.list_artifacts(run_id)} >= {"metrics.json", "per_video.jsonl"}

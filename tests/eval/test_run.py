@@ -56,8 +56,13 @@ def test_records_and_aggregates(setup):
         assert metrics[oracle_name]["face_sim/dlib"] > 0.95
         assert metrics[oracle_name]["face_found/dlib"] == 1.0
         assert metrics[oracle_name]["id_confusion/dlib"] == 0.0
+        assert metrics[oracle_name]["face_sim_opens2v/dlib"] > 0.8  # largest face vs the first reference only
+        assert metrics[oracle_name]["by_k"]["2"]["face_sim/dlib"] == metrics[oracle_name]["face_sim/dlib"]
     assert metrics["no_face"]["face_sim/dlib"] == 0.0
     assert metrics["no_face"]["face_found/dlib"] == 0.0
+    # no face in the floor's videos: no value for what needs a face, with the reason
+    for name in ("face_sim_max/dlib", "id_confusion/dlib", "face_sim_opens2v/dlib"):
+        assert name not in metrics["no_face"]
     assert "face_sim/dlib/id0" not in metrics["oracle"]  # per-identity values are not aggregated
     # routing maps exist for one no_face case only: point 0 = 3/4, point 1 = 4/4
     assert metrics["no_face"]["routing_acc/0"] == pytest.approx(0.75)
@@ -65,7 +70,9 @@ def test_records_and_aggregates(setup):
     missing = json.loads(layout.missing.read_text())
     assert missing["no_face"]["routing_acc"].startswith("averaged over 1 of 2 videos")
     assert missing["oracle"]["clip_score"].startswith("missing in all 2 videos: no CLIP weights configured")
-    assert "too few face crops" in missing["oracle"]["fid_face/dlib"]
+    assert "too few face samples" in missing["oracle"]["fid_face/dlib"]
+    assert "no face found by 'dlib'" in missing["no_face"]["id_confusion/dlib"]
+    assert "no face in any of the 32 sampled frames" in missing["no_face"]["face_sim_opens2v/dlib"]
 
 
 def test_identical_inputs_give_identical_metrics_json(setup, tmp_path):
@@ -138,7 +145,7 @@ def test_unavailable_backend_is_reported_missing(setup, tmp_path):
     params = EvalParams(max_frames=N_FRAMES, metrics=("face_sim", "fid_face", "flicker"),
                         face_backend_options={"dlib": {"model_dir": str(tmp_path / "no_models")}})
     metrics = evaluate(setup["bench"], {"oracle": setup["methods"]["oracle"]}, tmp_path / "o", params)
-    assert set(metrics["oracle"]) == {"flicker"}
+    assert set(metrics["oracle"]) == {"flicker", "by_k"} and set(metrics["oracle"]["by_k"]["2"]) == {"flicker"}
     missing = json.loads((tmp_path / "o" / "missing.json").read_text())["oracle"]
     assert "face backend 'dlib' unavailable: FileNotFoundError: dlib model file missing" in missing["face_sim/dlib"]
     assert "no video of this method has a 'dlib' face analysis" in missing["fid_face/dlib"]
