@@ -20,6 +20,7 @@ from eval.build_benchmark import BenchmarkParams
 from ingredients.compute import ComputeParams
 from ingredients.config import ParamsError, load_merged, section, validate_model
 from ingredients.data.curation_params import CurationParams
+from ingredients.data.sources import DataParams
 from ingredients.data.synth import SynthParams
 from ingredients.faces.reference import FaceSettings
 from ingredients.mlflow_run import TrackingParams
@@ -41,6 +42,7 @@ SECTIONS: dict[str, Callable[[Mapping[str, Any], str], Any]] = {
     "synth": _model(SynthParams),
     "prepare": _model(PrepareParams),
     "faces": lambda data, where: FaceSettings.from_dict(data),
+    "data": _model(DataParams),
     "curate": _model(CurationParams),
     "compute": _model(ComputeParams),
     "train": _train,

@@ -1,11 +1,13 @@
 """Clip captions: the captioner plug-in point of curation.
 
-The default reads the sidecar `NAME.txt` next to `NAME.mp4` (UTF-8, non-empty). A model-based
+The default reads the sidecar `NAME.txt` next to `NAME.mp4` (UTF-8, non-empty), or `NAME.json` with a
+"caption" key. A captions file or a clip list gives captions through the `data:` source instead. A model-based
 captioner (e.g. a video VLM) implements the same `caption(video_path, start, end)`.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -34,8 +36,12 @@ class SidecarCaptioner:
 
     def caption(self, video_path: Path, start: int = 0, end: int | None = None) -> str:
         path = Path(video_path).with_suffix(".txt")
+        as_json = Path(video_path).with_suffix(".json")
+        if not path.exists() and as_json.exists():
+            return self._from_json(as_json)
         if not path.exists():
-            raise CaptionError("missing_caption", f"no caption sidecar {path}; write the caption there (UTF-8 text)")
+            raise CaptionError("missing_caption", f"no caption sidecar {path} (or {as_json.name} with a \"caption\" key); "
+                               "write the caption there (UTF-8 text), or set data.captions_file")
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as e:
@@ -43,6 +49,17 @@ class SidecarCaptioner:
         text = " ".join(text.split())
         if not text:
             raise CaptionError("unreadable_sidecar", f"caption sidecar {path} is empty")
+        return text
+
+    @staticmethod
+    def _from_json(path: Path) -> str:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise CaptionError("unreadable_sidecar", f"cannot read caption sidecar {path}: {e}") from e
+        text = " ".join(str(data.get("caption", "")).split()) if isinstance(data, dict) else ""
+        if not text:
+            raise CaptionError("unreadable_sidecar", f"caption sidecar {path} has no non-empty \"caption\" key")
         return text
 
 

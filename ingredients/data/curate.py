@@ -20,7 +20,10 @@ died past the retries (`failed`, not saved: the next run tries it again). The vi
 `compute:` engine (`ingredients.compute`: a process pool of `num_workers`, or Ray tasks). With ground truth (`NAME.gt.json`, the tiny data),
 the report scores identity assignment and masks (see `ingredients.data.scoring`).
 
-CLI: `python -m ingredients.data.curate --raw DIR --out DIR [--params params.yaml]` (reads `curate:` and `compute:`).
+CLI: `python -m ingredients.data.curate --params params.yaml --out DIR` (reads `data:`, `curate:` and `compute:`;
+`--raw DIR` curates the top level of a folder instead of the `data:` source, e.g. the held-out videos).
+Sources (`ingredients.data.sources`): the synth folder, a recursive folder tree of videos, or a list
+of clips with frame ranges.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from ingredients.files.atomic import write_json, write_npz, write_png
 from ingredients.data.captions import CaptionError, build_captioner
 from ingredients.data.clustering import cluster_tracks
 from ingredients.compute import ComputeParams, compute_params, run_map
-from ingredients.config import load_params, section
+from ingredients.config import load_params, section, validate_model
 from ingredients.data.curation_params import CurationParams, params_from_mapping
 from ingredients.data.manifest import ManifestClip, write_manifest
 from ingredients.data.masks import build_masker
@@ -50,11 +53,11 @@ from ingredients.data.reference_crop import choose_reference, crop_reference, fa
 from ingredients.data.scoring import pool_scores, score_video
 from ingredients.data.shots import detect_shots
 from ingredients.data.tracking import Track, track_faces
-from ingredients.files.video_io import VideoReadError, read_video
+from ingredients.data.sources import DataParams, VideoItem, collect_items
+from ingredients.files.video_io import VideoReadError, probe_video, read_video
 
 logger = logging.getLogger(__name__)
 
-VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm")
 RESULT_VERSION = 1
 # clip drop reasons, in the order the filters are applied
 CLIP_DROP_REASONS = ("too_short", "no_faces", "too_many_identities", "face_too_small", "briefly_visible")
@@ -135,15 +138,23 @@ def _filter_clip(num_frames: int, boxes_by_identity: list[list], params: Curatio
     return None
 
 
-def curate_video(video_path: Path, out_dir: Path, params: CurationParams, comp: Components) -> dict:
-    """Curate one video; returns its result record (clips as manifest-row dicts, drop counts, timing)."""
+def item_fingerprint(item: VideoItem) -> str:
+    """The video file's fingerprint plus what the source says about it (range, caption)."""
+    extra = json.dumps([item.start, item.end, item.seconds, item.caption])
+    return file_fingerprint(item.path) + ("" if extra == "[0, null, null, null]" else hashlib.sha1(extra.encode()).hexdigest()[:8])
+
+
+def curate_video(item: VideoItem | Path, out_dir: Path, params: CurationParams, comp: Components) -> dict:
+    """Curate one video (or the frame range of it that its source names); returns its result record
+    (clips as manifest-row dicts with frames numbered in the source video, drop counts, timing)."""
     t0 = time.perf_counter()
-    stem = video_path.stem
+    item = item if isinstance(item, VideoItem) else VideoItem(Path(item).stem, Path(item))
+    video_path, stem = item.path, item.key
     result = {
         "version": RESULT_VERSION,
         "video": stem,
         "params": params.fingerprint(),
-        "fingerprint": file_fingerprint(video_path),
+        "fingerprint": item_fingerprint(item),
         "status": "ok",
         "reason": None,
         "message": None,
@@ -161,20 +172,26 @@ def curate_video(video_path: Path, out_dir: Path, params: CurationParams, comp: 
         result.update(status="skipped", reason=reason, message=message, seconds=time.perf_counter() - t0)
         return result
 
-    # 1. decode
+    # 1. decode (the item's frame range; a range in seconds is turned into frames with the file's rate)
     try:
-        frames, fps = read_video(video_path)  # [T, H, W, 3]
+        first, last = item.start, item.end
+        if item.seconds is not None:
+            fps = probe_video(video_path).fps
+            first, last = int(round(item.seconds[0] * fps)), None if item.seconds[1] is None else int(round(item.seconds[1] * fps))
+        frames, fps = read_video(video_path, first, last)  # [T, H, W, 3]
     except VideoReadError as e:
         return skip("empty_video" if video_path.stat().st_size == 0 else "corrupt_video", str(e))
     num_frames, height, width = int(frames.shape[0]), int(frames.shape[1]), int(frames.shape[2])
     result["num_frames"] = num_frames
-    # 2. caption (video-level sidecar; a clip-level captioner gets the range below)
+    # 2. caption: the source's (a list line, a captions file), else the captioner's (sidecar)
     try:
-        comp.captioner.caption(video_path, 0, num_frames)
+        caption_of = (lambda a, b: item.caption) if item.caption else (lambda a, b: comp.captioner.caption(video_path, a, b))
+        caption_of(first, first + num_frames)
     except CaptionError as e:
         return skip(e.reason, str(e))
-    # 3. shots
-    shots = detect_shots(video_path, num_frames, params.shot_detector, params.shot_threshold, params.adaptive_threshold, params.min_scene_frames)
+    # 3. shots (frames numbered from `first` in the file; local numbering from here on)
+    shots = detect_shots(video_path, num_frames, params.shot_detector, params.shot_threshold, params.adaptive_threshold,
+                         params.min_scene_frames, start=first)
     result["num_shots"] = len(shots)
     # 4. detection, 5. tracking per shot
     detections = _detect(frames, shots, params, comp)
@@ -204,7 +221,7 @@ def curate_video(video_path: Path, out_dir: Path, params: CurationParams, comp: 
         candidates.setdefault(int(lab), []).extend(zip(tr.frames, tr.faces))
     # 7. clips per shot, filters
     dropped: Counter = Counter()
-    gt_path = video_path.with_suffix(".gt.json")
+    gt_path = video_path.with_suffix(".gt.json") if first == 0 and item.end is None and item.seconds is None else Path("/nonexistent")
     clip_masks: dict[str, np.ndarray] = {}
     for s, (start, end) in enumerate(shots):
         length = end - start
@@ -223,7 +240,7 @@ def curate_video(video_path: Path, out_dir: Path, params: CurationParams, comp: 
             dropped[reason] += 1
             continue
         clip_id = f"{stem}_s{s:02d}"
-        caption = comp.captioner.caption(video_path, start, end)
+        caption = caption_of(first + start, first + end)
         identities = []
         for k, c in enumerate(order):
             cand = sorted(candidates[c], key=lambda fc: fc[0])
@@ -232,7 +249,8 @@ def curate_video(video_path: Path, out_dir: Path, params: CurationParams, comp: 
             ref_frame, ref_face = cand[best]
             ref_rel = f"refs/{clip_id}/{k}.png"
             write_png(out_dir / ref_rel, crop_reference(frames[ref_frame], ref_face.box, params.reference_margin, params.reference_size))
-            identities.append({"cluster": c, "reference": ref_rel, "reference_frame": int(ref_frame), "reference_outside_clip": outside, "boxes": per_cluster[c]})
+            identities.append({"cluster": c, "reference": ref_rel, "reference_frame": first + int(ref_frame),
+                               "reference_outside_clip": outside, "boxes": per_cluster[c]})
         mask_rel = None
         masks = comp.masker.masks(frames[start:end], [[None if b is None else np.asarray(b) for b in seq] for seq in boxes_by_identity])
         if masks is not None:
@@ -242,8 +260,8 @@ def curate_video(video_path: Path, out_dir: Path, params: CurationParams, comp: 
         row = ManifestClip(
             clip_id=clip_id,
             video=os.path.relpath(video_path.resolve(), out_dir.resolve()),
-            start_frame=start,
-            end_frame=end,
+            start_frame=first + start,
+            end_frame=first + end,
             fps=fps,
             width=width,
             height=height,
@@ -279,35 +297,23 @@ def _components(params: CurationParams) -> Components:
     return _COMPONENTS[key]
 
 
-def _run_one(video_path: Path, out_dir: Path, params: CurationParams) -> dict:
+def _run_one(item: VideoItem, out_dir: Path, params: CurationParams) -> dict:
     """Curate one video and write its result file (in whichever process or Ray worker runs it)."""
-    result = curate_video(video_path, out_dir, params, _components(params))
-    write_json(out_dir / "work" / f"{video_path.stem}.json", result)
+    result = curate_video(item, out_dir, params, _components(params))
+    write_json(out_dir / "work" / f"{item.key}.json", result)
     return result
 
 
-def _failed(video_path: Path, params_fp: str, exc: BaseException) -> dict:
+def _failed(item: VideoItem, params_fp: str, exc: BaseException) -> dict:
     """The record of a video whose curation raised (or whose worker died): skipped, not saved,
     so the next run tries it again."""
-    logger.error("curation of %s failed: %s: %s", video_path, type(exc).__name__, exc)
-    return {"version": RESULT_VERSION, "video": video_path.stem, "params": params_fp, "fingerprint": None,
+    logger.error("curation of %s failed: %s: %s", item.path, type(exc).__name__, exc)
+    return {"version": RESULT_VERSION, "video": item.key, "params": params_fp, "fingerprint": None,
             "status": "skipped", "reason": "failed", "message": f"{type(exc).__name__}: {exc}",
             "num_frames": 0, "num_shots": 0, "clips": [], "dropped": {}, "tracks": 0, "short_tracks": 0, "score": None}
 
 
-def list_videos(raw_dir: Path) -> list[Path]:
-    """Raw videos in a folder (top level), sorted; stems must be unique."""
-    if not raw_dir.is_dir():
-        raise FileNotFoundError(f"raw video folder not found: {raw_dir}")
-    videos = sorted(p for p in raw_dir.iterdir() if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file())
-    stems = Counter(p.stem for p in videos)
-    dup = [s for s, c in stems.items() if c > 1]
-    if dup:
-        raise ValueError(f"videos in {raw_dir} share a name stem (result files would collide): {dup}; rename them")
-    return videos
-
-
-def _load_result(path: Path, params_fp: str, video: Path) -> dict | None:
+def _load_result(path: Path, params_fp: str, item: VideoItem) -> dict | None:
     """A finished per-video result that is still valid for these settings and this file."""
     if not path.is_file():
         return None
@@ -317,44 +323,50 @@ def _load_result(path: Path, params_fp: str, video: Path) -> dict | None:
     except (OSError, json.JSONDecodeError):
         logger.warning("ignoring unreadable result file %s (will recompute)", path)
         return None
-    if res.get("version") != RESULT_VERSION or res.get("params") != params_fp or res.get("fingerprint") != file_fingerprint(video):
+    if res.get("version") != RESULT_VERSION or res.get("params") != params_fp or res.get("fingerprint") != item_fingerprint(item):
         return None
     return res
 
 
-def curate(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, params: CurationParams | None = None,
+def curate(raw: str | os.PathLike | DataParams, out_dir: str | os.PathLike, params: CurationParams | None = None,
            compute: ComputeParams | None = None) -> dict:
-    """Curate every video in `raw_dir` into `out_dir` on the `compute` engine (default: local);
-    returns the report (also written to disk)."""
+    """Curate every video of the source `raw` (a `data:` section, or a folder of raw videos read at its
+    top level) into `out_dir` on the `compute` engine (default: local); returns the report (also
+    written to disk)."""
     from ingredients.data.report import build_report, write_contact_sheet
 
     params = params or CurationParams()
-    raw_dir, out_dir = Path(raw_dir), Path(out_dir)
+    source = raw if isinstance(raw, DataParams) else DataParams(source="synth", path=str(raw))
+    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     # what a killed run's writes left behind, before it is cached with the output folder
     remove_stale_temps(out_dir, recursive=False)
     for sub in ("work", "refs", "masks"):
         remove_stale_temps(out_dir / sub)
-    videos = list_videos(raw_dir)
+    videos, skipped_before = collect_items(source)
     params_fp = params.fingerprint()
     results: dict[str, dict] = {}
     todo = []
     for v in videos:
-        res = _load_result(out_dir / "work" / f"{v.stem}.json", params_fp, v)
+        res = _load_result(out_dir / "work" / f"{v.key}.json", params_fp, v)
         if res is None:
             todo.append(v)
         else:
-            results[v.stem] = res
+            results[v.key] = res
     logger.info("%d videos: %d done before, %d to curate", len(videos), len(results), len(todo))
     wall0 = time.perf_counter()
     work = functools.partial(_run_one, out_dir=out_dir, params=params)
     for video, result in run_map(work, todo, compute, workers=params.num_workers, desc="curate"):
-        results[video.stem] = _failed(video, params_fp, result) if isinstance(result, BaseException) else result
+        results[video.key] = _failed(video, params_fp, result) if isinstance(result, BaseException) else result
     wall = time.perf_counter() - wall0
-    ordered = [results[v.stem] for v in videos]
+    ordered = [results[v.key] for v in videos]
     clips = [ManifestClip.model_validate(c) for r in ordered for c in r["clips"]]
     write_manifest(out_dir / "manifest.jsonl", clips)
-    report = build_report(ordered, params, wall_seconds=wall, videos_this_run=[v.stem for v in todo])
+    report = build_report(ordered, params, wall_seconds=wall, videos_this_run=[v.key for v in todo])
+    if skipped_before:  # list lines that named no usable clip: counted with the videos skipped
+        report["videos"]["total"] += sum(skipped_before.values())
+        report["videos"]["skipped"] = dict(sorted((Counter(report["videos"]["skipped"]) + skipped_before).items()))
+    report["source"] = {"source": source.source, "path": source.path}
     report["throughput"]["engine"] = compute.engine if compute is not None else "local"
     if any(r.get("score") for r in ordered):
         report["ground_truth"] = pool_scores([r["score"] for r in ordered if r.get("score")])
@@ -366,7 +378,9 @@ def curate(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, params: Curat
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Curate raw videos into training clips (manifest JSONL + report).")
-    parser.add_argument("--raw", required=True, help="folder of raw videos (+ NAME.txt captions, optional NAME.gt.json)")
+    parser.add_argument("--raw", default=None,
+                        help="a folder of raw videos read at its top level (+ NAME.txt captions, optional NAME.gt.json); "
+                             "default: the `data:` section of --params")
     parser.add_argument("--out", required=True, help="output folder (manifest.jsonl, report.json, refs/, masks/, work/)")
     parser.add_argument("--params", default=None, help="YAML params file with a `curate:` section (default: built-in defaults)")
     parser.add_argument("--section", default="curate", help="section of the params file to read")
@@ -375,7 +389,13 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("pyscenedetect").setLevel(logging.WARNING)  # one INFO line per video otherwise
     params = (params_from_mapping(section(load_params(args.params), args.section, args.params, required=True), args.section)
               if args.params else CurationParams())
-    report = curate(args.raw, args.out, params, compute_params(args.params))
+    if args.raw is not None:
+        source: str | DataParams = args.raw
+    elif args.params:
+        source = validate_model(DataParams, section(load_params(args.params), "data", args.params), "data")
+    else:
+        parser.error("give --raw DIR or --params with a `data:` section")
+    report = curate(source, args.out, params, compute_params(args.params))
     logger.info("kept %d clips from %d videos; dropped %s; skipped videos %s; %.1f frames/s",
                 report["clips"]["kept"], report["videos"]["total"], report["clips"]["dropped"], report["videos"]["skipped"], report["throughput"]["frames_per_second"] or 0.0)
 

@@ -24,14 +24,16 @@ def detect_shots(
     threshold: float = 27.0,
     adaptive_threshold: float = 3.0,
     min_scene_frames: int = 3,
+    start: int = 0,
 ) -> list[tuple[int, int]]:
-    """Shots as [(start, end)] frame ranges (end exclusive) covering 0..num_frames exactly.
+    """Shots as [(start, end)] frame ranges (end exclusive) covering 0..num_frames exactly, for the
+    `num_frames` frames of the file from frame `start` on (a clip of a longer video).
 
     PySceneDetect decodes the file itself (PyAV backend, the same decoder as our reader); its
     ranges are clamped to the `num_frames` we decoded, so both agree on the frame count.
     """
     detector = build_shot_detector(kind, threshold, adaptive_threshold, min_scene_frames)
     scenes = scenedetect.detect(str(path), detector, start_in_scene=True, backend="pyav")
-    cuts = sorted({int(start.frame_num) for start, _ in scenes if 0 < int(start.frame_num) < num_frames})
+    cuts = sorted({int(s.frame_num) - start for s, _ in scenes if 0 < int(s.frame_num) - start < num_frames})
     bounds = [0, *cuts, num_frames]
     return [(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
