@@ -15,7 +15,10 @@ that the next stage would take for a finished model.
 from __future__ import annotations
 
 import argparse
+import inspect
+import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -26,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tqdm import tqdm
 
 from ingredients.files.atomic import atomic_dir, write_json
-from ingredients.config import load_params, section, validate_model
+from ingredients.config import ParamsError, load_params, section, validate_model
 from ingredients.faces.reference import FaceSettings
 
 logger = logging.getLogger(__name__)
@@ -190,29 +193,124 @@ def prepare_tiny(params: PrepareParams, out: Path, raw: Path | None, face_settin
     return summary
 
 
-def prepare_full(params: PrepareParams, out: Path) -> dict:
-    """Check the full profile's files, then assemble its model folder (backbone + face encoder)."""
-    check_full_profile(params)
-    from ingredients.model_folder.folder import RELEASED_FACE_SETTINGS, FACE_SETTINGS_FILE
+FACE_PATH_KEYS = ("model_dir", "clip_dir", "facexlib_dir")
+
+
+def full_face_settings(params: PrepareParams, faces: Mapping[str, Any]) -> dict[str, Any]:
+    """The `faces:` section as the folder's face settings: every key kept, paths made absolute.
+
+    faces.model_dir / faces.clip_dir default to prepare.full.antelopev2 / eva_clip (the files the
+    stage checked); a different path is an error naming both keys.
+    """
+    settings = dict(faces)
+    FaceSettings.from_dict(settings)  # validated: unknown keys and bad values name themselves
+    checked = {"model_dir": ("antelopev2", params.full.antelopev2)}
+    if settings.get("clip", "tiny") == "full":
+        checked["clip_dir"] = ("eva_clip", params.full.eva_clip)
+    for key, (full_key, path) in checked.items():
+        if settings.get(key) is None:
+            settings[key] = path
+        elif Path(settings[key]).resolve() != Path(path).resolve():
+            raise ParamsError(f"faces.{key}: {settings[key]!r} differs from prepare.full.{full_key} {path!r}, "
+                              f"the file the prepare stage checks; set both to the same path")
+    for key in FACE_PATH_KEYS:
+        if settings.get(key) is not None:
+            settings[key] = str(Path(settings[key]).resolve())
+    return settings
+
+
+def _backbone_is_t2v(transformer_dir: Path) -> bool:
+    config = json.loads((transformer_dir / "config.json").read_text())
+    return config["in_channels"] == config.get("out_channels", config["in_channels"])
+
+
+def transformer_from_backbone(params: PrepareParams, dtype: torch.dtype):
+    """Our transformer from the CogVideoX backbone, honouring backbone_init and prepare.transformer."""
     from ingredients.models import IngredientsTransformer3DModel
 
+    folder = Path(params.full.backbone) / "transformer"
+    if params.backbone_init == "i2v" and _backbone_is_t2v(folder):
+        raise ParamsError(f"prepare.backbone_init: 'i2v' needs an image-to-video backbone, but prepare.full.backbone "
+                          f"{params.full.backbone!r} is text-to-video (in_channels == out_channels); set "
+                          f"backbone_init 't2v' or point prepare.full.backbone at CogVideoX-5b-I2V")
+    model = IngredientsTransformer3DModel.from_backbone(folder, torch_dtype=dtype, **params.transformer)
+    if params.backbone_init == "t2v":  # a T2V backbone arrives with zero image channels already
+        with torch.no_grad():
+            weight = model.patch_embed.proj.weight  # [D, 2C, p, p]: noisy latents first, image latents second
+            weight[:, weight.shape[1] // 2 :] = 0
+    return model
+
+
+def transformer_from_release(params: PrepareParams, dtype: torch.dtype):
+    """The authors' released transformer (converted), with prepare.transformer's keys applied.
+
+    A key that changes its weights' names or shapes cannot be honoured: an error naming it.
+    """
+    from safetensors.torch import load_file
+
+    from ingredients.models import IngredientsTransformer3DModel
+    from ingredients.models.reference_format import config_from_reference
+
+    folder = Path(params.full.ingredients) / "transformer"
+    if params.backbone_init != "i2v":
+        raise ParamsError(f"prepare.backbone_init: {params.backbone_init!r} cannot apply to the authors' released "
+                          f"transformer (prepare.full.ingredients {params.full.ingredients!r}); use "
+                          f"prepare.full.ingredients: null to start from a backbone")
+    config = config_from_reference(json.loads((folder / "config.json").read_text()))
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"no *.safetensors weights in {folder}: download the released Ingredients transformer")
+    state: dict[str, torch.Tensor] = {}
+    for file in files:
+        state.update(load_file(str(file)))
+    shapes = {k: tuple(v.shape) for k, v in state.items()}
+    allowed = set(inspect.signature(IngredientsTransformer3DModel.__init__).parameters) - {"self"}
+    for key, value in params.transformer.items():
+        if key not in allowed:
+            raise ParamsError(f"prepare.transformer.{key}: unknown key; allowed keys here: {', '.join(sorted(allowed))}")
+        with torch.device("meta"):
+            probe = IngredientsTransformer3DModel(**{**config, key: value})
+        probe_shapes = {k: tuple(v.shape) for k, v in probe.state_dict().items()}
+        if probe_shapes != shapes:
+            changed = sorted(set(probe_shapes) ^ set(shapes) | {k for k in shapes if probe_shapes.get(k, shapes[k]) != shapes[k]})
+            raise ParamsError(f"prepare.transformer.{key}: {value!r} changes the weights of the released transformer "
+                              f"in {folder} (e.g. {changed[:3]}); only settings that keep its weights can be changed")
+    model = IngredientsTransformer3DModel(**{**config, **params.transformer})
+    model.load_state_dict(state, strict=True)
+    return model.to(dtype=dtype)
+
+
+def prepare_full(params: PrepareParams, out: Path, faces: Mapping[str, Any] | None = None,
+                 dtype: torch.dtype = torch.bfloat16) -> dict:
+    """Check the full profile's files, then assemble its model folder (backbone + face encoder).
+
+    The transformer comes from the backbone (prepare.backbone_init) or the authors' release
+    (prepare.full.ingredients), with prepare.transformer's keys; face_encoder/face_settings.json
+    is the `faces:` section (`faces`, None = the reference's setup, RELEASED_FACE_SETTINGS).
+    """
+    check_full_profile(params)
+    from ingredients.model_folder.folder import FACE_SETTINGS_FILE, RELEASED_FACE_SETTINGS
+
     f = params.full
+    defaults = {k: v for k, v in RELEASED_FACE_SETTINGS.items() if k not in FACE_PATH_KEYS}
+    settings = full_face_settings(params, defaults if faces is None else faces)
     with atomic_dir(out) as tmp:
         backbone = Path(f.backbone)
         for name in ("model_index.json", "vae", "text_encoder", "tokenizer", "scheduler"):
             src = backbone / name
             (tmp / name).symlink_to(src.resolve(), target_is_directory=src.is_dir())
         if f.ingredients is not None:
-            (tmp / "transformer").symlink_to((Path(f.ingredients) / "transformer").resolve(), target_is_directory=True)
+            model = transformer_from_release(params, dtype)
         else:
-            model = IngredientsTransformer3DModel.from_backbone(backbone / "transformer", torch_dtype=torch.bfloat16, **params.transformer)
-            model.save_pretrained(tmp / "transformer")
+            model = transformer_from_backbone(params, dtype)
+        model.save_pretrained(tmp / "transformer")
         face_dir = tmp / "face_encoder"
         face_dir.mkdir()
-        settings = dict(RELEASED_FACE_SETTINGS, model_dir=str(Path(f.antelopev2).resolve()), clip_dir=str(Path(f.eva_clip).resolve()))
         write_json(face_dir / FACE_SETTINGS_FILE, settings)
-        write_json(tmp / "prepare.json", {"profile": "full", "backbone": str(backbone), "ingredients": f.ingredients})
-    return {"profile": "full"}
+        summary = {"profile": "full", "backbone": str(backbone), "ingredients": f.ingredients,
+                   "backbone_init": params.backbone_init, "transformer": dict(params.transformer)}
+        write_json(tmp / "prepare.json", summary)
+    return summary
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -231,7 +329,8 @@ def main(argv: list[str] | None = None) -> None:
             check_full_profile(params)
         except FileNotFoundError as err:
             raise SystemExit(str(err)) from None
-        prepare_full(params, args.out)
+        summary = prepare_full(params, args.out, section(all_params, "faces", args.params))
+        logger.info("full model folder at %s: %s", args.out, summary)
     else:
         summary = prepare_tiny(params, args.out, args.raw, section(all_params, "faces", args.params))
         logger.info("tiny model folder at %s: %s", args.out, summary)
