@@ -18,8 +18,8 @@ $VPY -m pip install -q --upgrade pip 'setuptools<81' wheel
 $VPY -m pip install -q torch==2.14.1 torchvision==0.29.1
 $VPY -m pip install -q -e '.[dev]'
 # insightface pins the GUI opencv-python, which collides with opencv-python-headless; scenedetect
-# bundles opencv-python too. Their real needs are listed in pyproject.toml.
-$VPY -m pip install -q --no-deps 'insightface==2.1' 'scenedetect==0.7.2'
+# and facexlib require opencv-python too. Their real needs are listed in pyproject.toml.
+$VPY -m pip install -q --no-deps 'insightface==2.1' 'scenedetect==0.7.2' 'facexlib==0.3.0'
 # headless Chromium for the browser tests (MLflow compare view, report page): Debian's package
 if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \

@@ -2,6 +2,9 @@
 
 A backend detects faces (box, 5 landmarks, score), aligns a face to a square crop with a 5-point
 similarity transform, and embeds an aligned crop into an L2-normalised identity vector.
+Optional methods: `embed_face(image, face, normalize)` (its own crop; normalize=False gives the raw
+recognizer output) and `embed_crop(crop, normalize)` (a face crop of any size and framing as it is,
+e.g. facexlib's 512 px crop; insightface only).
 """
 
 from __future__ import annotations

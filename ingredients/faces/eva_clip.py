@@ -129,18 +129,34 @@ class ClipFaceEncoder(nn.Module):
         return {"kind": self.kind, "image_size": self.image_size, "width": self.width, "embed_dim": self.embed_dim,
                 "scale_blocks": list(self.scale_blocks), "weights_sha256": self._digest}
 
-    def preprocess(self, crops: np.ndarray | torch.Tensor, gray: bool = False) -> torch.Tensor:
-        """uint8 crops [N, H, W, 3] -> normalised pixels [N, 3, S, S] (bicubic resize to the tower's size)."""
+    def preprocess(self, crops: np.ndarray | torch.Tensor, gray: bool = False,
+                   background: np.ndarray | torch.Tensor | None = None) -> torch.Tensor:
+        """uint8 crops [N, H, W, 3] -> normalised pixels [N, 3, S, S], as the reference prepares EVA-CLIP's input.
+
+        Line by line as PKU-YuanGroup/ConsisID models/consisid_utils.py::process_face_embeddings (and
+        feizc/Ingredients models/utils.py::process_face_embeddings_split, which skips the gray and
+        background steps): RGB / 255; `to_gray` at the crop's resolution when `gray`; pixels where
+        `background` (bool [N, H, W]) is True set to white (1.0); torchvision `resize` to the tower's
+        size (bicubic, antialiased, not clamped); `normalize` with the OpenAI CLIP mean/std.
+        """
+        from torchvision.transforms import InterpolationMode
+        from torchvision.transforms.functional import resize
+
         if isinstance(crops, np.ndarray):
             if crops.dtype != np.uint8 or crops.ndim != 4 or crops.shape[-1] != 3:
                 raise ValueError(f"crops must be uint8 [N, H, W, 3], got {crops.dtype} {crops.shape}")
             crops = torch.from_numpy(np.ascontiguousarray(crops))
         pixels = crops.permute(0, 3, 1, 2).float() / 255.0  # [N, H, W, 3] -> [N, 3, H, W]
-        if pixels.shape[-2:] != (self.image_size, self.image_size):
-            pixels = F.interpolate(pixels, size=(self.image_size, self.image_size), mode="bicubic",
-                                   align_corners=False, antialias=True).clamp(0.0, 1.0)
         if gray:
             pixels = to_gray(pixels)
+        if background is not None:
+            mask = background if torch.is_tensor(background) else torch.from_numpy(np.asarray(background, dtype=bool))
+            if mask.shape != (pixels.shape[0], *pixels.shape[-2:]):
+                raise ValueError(f"background mask must be [N, H, W] = {[pixels.shape[0], *pixels.shape[-2:]]}, "
+                                 f"got {list(mask.shape)}")
+            pixels = torch.where(mask.bool()[:, None], torch.ones_like(pixels), pixels)
+        if pixels.shape[-2:] != (self.image_size, self.image_size):
+            pixels = resize(pixels, [self.image_size, self.image_size], InterpolationMode.BICUBIC, antialias=True)
         device = self.mean.device
         return ((pixels.to(device) - self.mean) / self.std).to(self._dtype())
 
@@ -172,12 +188,13 @@ class ClipFaceEncoder(nn.Module):
         for i, h in zip(self.scale_blocks, hidden):
             if h.shape[1:] != (self.num_tokens, self.width):  # [N, T, W]
                 raise RuntimeError(f"block {i} input has shape {tuple(h.shape)}, expected [N, {self.num_tokens}, {self.width}]")
-        pooled = F.normalize(pooled.float(), dim=-1)
+        pooled = F.normalize(pooled.float(), dim=-1)  # the reference: torch.div(x, torch.norm(x, 2, 1, True))
         return ClipFeatures(pooled=pooled, hidden=hidden)
 
-    def encode(self, crops: np.ndarray | torch.Tensor, gray: bool = False) -> ClipFeatures:
-        """uint8 face crops [N, H, W, 3] -> ClipFeatures (on CPU, float32)."""
-        features = self(self.preprocess(crops, gray=gray))
+    def encode(self, crops: np.ndarray | torch.Tensor, gray: bool = False,
+               background: np.ndarray | torch.Tensor | None = None) -> ClipFeatures:
+        """uint8 face crops [N, H, W, 3] -> ClipFeatures (on CPU, float32); see preprocess."""
+        features = self(self.preprocess(crops, gray=gray, background=background))
         return ClipFeatures(pooled=features.pooled.cpu(), hidden=[h.cpu() for h in features.hidden])
 
 

@@ -5,7 +5,9 @@ routes each ONNX file to SCRFD / ArcFaceONNX by its input and output shapes); no
 downloaded. Detection returns SCRFD's boxes and 5 keypoints (already in insightface order);
 alignment is `insightface.utils.face_align.norm_crop` (for sizes that are multiples of 112, else the
 same template scaled); embeddings are glintr100's 512-d output, L2-normalised (`embed_face(...,
-normalize=False)` gives the raw vector that the reference code concatenates into id_cond).
+normalize=False)` gives the raw vector that the reference code concatenates into id_cond, the same
+as insightface's `FaceAnalysis.get(...)["embedding"]`; `embed_crop` embeds a facexlib crop the way
+the reference's `get_feat(align_face)` does).
 """
 
 from __future__ import annotations
@@ -125,13 +127,14 @@ class InsightFaceAnalyzer:
                 return norm_crop(image, landmarks.astype(np.float32), image_size=size)
         return align_to_template(image, landmarks, size)
 
-    def _vector(self, aligned: np.ndarray, normalize: bool) -> np.ndarray:
+    def _vector(self, aligned: np.ndarray, normalize: bool, resize: bool = True) -> np.ndarray:
         aligned = check_rgb_array(aligned, "aligned crop")
         size = self.recognizer_size
         if aligned.shape[0] != aligned.shape[1]:
             raise ValueError(f"aligned crop must be square, got {aligned.shape}; use align(image, face, {size})")
-        if aligned.shape[0] != size:
+        if resize and aligned.shape[0] != size:
             aligned = cv2.resize(aligned, (size, size), interpolation=cv2.INTER_AREA)
+        # get_feat takes BGR; blobFromImages swaps to RGB, resizes (bilinear) to the input size if needed
         raw = np.asarray(self._recognizer.get_feat(np.ascontiguousarray(aligned[..., ::-1])), dtype=np.float64)
         vector = raw.reshape(-1)
         norm = float(np.linalg.norm(vector))
@@ -147,3 +150,13 @@ class InsightFaceAnalyzer:
     def embed_face(self, image: np.ndarray, face: Face, normalize: bool = True) -> np.ndarray:
         """Identity vector of `face`: norm_crop at the recognizer's input size, then glintr100."""
         return self._vector(self.align(image, face, self.recognizer_size), normalize=normalize)
+
+    def embed_crop(self, crop: np.ndarray, normalize: bool = True) -> np.ndarray:
+        """Identity vector of a square face crop of any size and framing, handed to glintr100 as it is.
+
+        This is the reference's embedding of the 512 px facexlib crop (ConsisID's fallback when
+        insightface finds no face; always, in the Ingredients code): `get_feat(align_face)`, whose
+        `cv2.dnn.blobFromImages` resizes the BGR crop to 112 bilinearly, swaps it to RGB and scales
+        it by (x - 127.5) / 127.5. The raw output when normalize=False.
+        """
+        return self._vector(crop, normalize=normalize, resize=False)

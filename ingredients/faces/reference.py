@@ -2,7 +2,8 @@
 
 For each of K photos (one identity each, in order): read it (any mode, as RGB), detect faces and
 keep the largest, embed it with the backend's recognizer, align it onto the ArcFace template at
-`crop_size`, and run EVA-CLIP (or the tiny stand-in) on the crop. Then
+`crop_size`, and run EVA-CLIP (or the tiny stand-in) on the crop (`alignment: facexlib` crops as
+the reference code does instead, see below). Then
 
     id_cond[k]       = recognizer vector (rec_dim) ⊕ pooled, L2-normalised CLIP embedding (clip_dim)
     id_vit_hidden[s] = CLIP block inputs at scale s, [K, tokens, width], s = 0..4 (coarse to fine)
@@ -13,10 +14,16 @@ tower's identity (names, model files, weight digest) and the settings that chang
 A cache entry is `<key>.safetensors` (tensors) + `<key>.json` (faces, warnings, provenance), each
 written atomically; the json is written last and marks the entry complete.
 
-Differences from the reference code (which uses facexlib's 512-px FFHQ-style crop and whitens the
-background with a BiSeNet face parser before EVA-CLIP): our crops use the ArcFace template, and
-without a parser the background is kept. `clip_gray=True` (default) feeds EVA-CLIP the grayscale
-crop as the reference does; the canvas keeps colour.
+Two alignments (`FaceSettings.alignment`):
+- `arcface` (default): the backend's detector and the ArcFace template at `crop_size`; works with
+  every backend (dlib in the tiny profile); the background is kept.
+- `facexlib`: the reference code's crop (see facexlib_alignment): RetinaFace-ResNet50, facexlib's
+  512 px FFHQ template, optionally BiSeNet background whitening, from local weight files. The
+  recognizer vector comes from the backend on the photo (`id_source: photo`, ConsisID: the largest
+  face's raw insightface `embedding`, falling back to glintr100 on the facexlib crop when insightface
+  finds no face) or always from the crop (`id_source: crop`, the Ingredients code).
+The two reference recipes, as settings: CONSISID_FACE_SETTINGS and INGREDIENTS_FACE_SETTINGS.
+`clip_gray=True` (default) feeds EVA-CLIP the grayscale crop as ConsisID does; the canvas keeps colour.
 """
 
 from __future__ import annotations
@@ -35,10 +42,18 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ingredients.faces.base import Face, FaceAnalyzer
+from ingredients.faces.base import Face, FaceAnalyzer, box_iou
 from ingredients.faces.embedding import embed_detected_face
 from ingredients.faces.errors import FaceQualityWarning, ImageReadError, NoFaceError
 from ingredients.faces.eva_clip import ClipFaceEncoder, build_clip
+from ingredients.faces.facexlib_alignment import (
+    DETECTION_THRESHOLD,
+    FacexlibFaces,
+    align_facexlib,
+    resize_long_edge,
+    resolve_facexlib_dir,
+    select_facexlib_face,
+)
 from ingredients.faces.image_io import load_rgb
 from ingredients.faces.registry import build_analyzer
 
@@ -48,9 +63,25 @@ from ingredients.files.atomic import write_bytes
 
 logger = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: EVA-CLIP input grayed before the resize, not clamped (as the reference)
 # the reference layout for K = 2 on 720 x 480: faces of 360 px at x = 360 i, y = 60
 FACE_TO_CANVAS_HEIGHT = 0.75
+
+# The reference code's face processing as settings (merge over a profile's faces: section).
+# ConsisID, models/consisid_utils.py::process_face_embeddings(_infer) + prepare_face_models:
+# photo shrunk to a 1024 px long edge; insightface antelopev2 (det_size 640) on the photo, largest
+# face, raw `embedding`; facexlib crop of the face nearest the centre; BiSeNet whitening; gray EVA input.
+CONSISID_FACE_SETTINGS: dict[str, Any] = {
+    "alignment": "facexlib", "facexlib_face": "center", "face_parsing": True, "id_source": "photo",
+    "id_vector": "raw", "clip_gray": True, "crop_size": 512, "max_long_edge": 1024,
+}
+# The Ingredients authors' inference, feizc/Ingredients infer.py + models/utils.py::
+# process_face_embeddings_split: the same crop of the first (highest-score) RetinaFace face, glintr100
+# `get_feat` on that crop always (FaceAnalysis is built but never called), no parsing, colour EVA input.
+INGREDIENTS_FACE_SETTINGS: dict[str, Any] = {
+    "alignment": "facexlib", "facexlib_face": "first", "face_parsing": False, "id_source": "crop",
+    "id_vector": "raw", "clip_gray": False, "crop_size": 512, "max_long_edge": 1024,
+}
 
 
 # ------------------------------------------------------------------------------------------ settings
@@ -66,7 +97,14 @@ class FaceSettings:
     image condition. clip_gray: grayscale CLIP input (reference behaviour). id_vector: 'normalized'
     (unit recognizer vector) or 'raw' (the recognizer's unnormalised output, which the reference
     concatenates for insightface). min_face_size: faces smaller than this (px) are warned about.
-    cache_dir: cache folder (None = no cache). device: where the CLIP tower runs.
+    cache_dir: cache folder (None = no cache). device: where the CLIP tower (and facexlib's models) run.
+    alignment: 'arcface' or 'facexlib' (see the module doc). With facexlib: facexlib_dir, the folder
+    with detection_Resnet50_Final.pth / parsing_bisenet.pth (None = derived from model_dir: the
+    released face_encoder/ above models/antelopev2); facexlib_face: 'center' (ConsisID) or 'first'
+    (Ingredients) RetinaFace face; face_parsing: whiten the background with BiSeNet (EVA input and
+    canvas crops); id_source: 'photo' (the backend on the photo, the crop when it finds no face) or
+    'crop' (the recognizer on the facexlib crop). max_long_edge: shrink photos whose longer side is
+    larger before detection (the reference uses 1024; None = never).
     """
 
     backend: str = "dlib"
@@ -83,6 +121,12 @@ class FaceSettings:
     min_face_size: float = 64.0
     cache_dir: str | None = None
     device: str = "cpu"
+    alignment: str = "arcface"
+    facexlib_dir: str | None = None
+    facexlib_face: str = "center"
+    face_parsing: bool = False
+    id_source: str = "photo"
+    max_long_edge: int | None = None
 
     def __post_init__(self) -> None:
         if self.id_vector not in ("normalized", "raw"):
@@ -92,6 +136,20 @@ class FaceSettings:
         for key in ("crop_size", "canvas_width", "canvas_height"):
             if int(getattr(self, key)) <= 0:
                 raise ValueError(f"face settings: {key} must be positive, got {getattr(self, key)!r}")
+        if self.alignment not in ("arcface", "facexlib"):
+            raise ValueError(f"face settings: alignment must be 'arcface' or 'facexlib', got {self.alignment!r}")
+        if self.facexlib_face not in ("center", "first"):
+            raise ValueError(f"face settings: facexlib_face must be 'center' or 'first', got {self.facexlib_face!r}")
+        if self.id_source not in ("photo", "crop"):
+            raise ValueError(f"face settings: id_source must be 'photo' or 'crop', got {self.id_source!r}")
+        if self.max_long_edge is not None and int(self.max_long_edge) <= 0:
+            raise ValueError(f"face settings: max_long_edge must be positive or null, got {self.max_long_edge!r}")
+        if self.alignment != "facexlib":
+            if self.face_parsing:
+                raise ValueError("face settings: face_parsing needs alignment 'facexlib' (BiSeNet runs on its crops)")
+            if self.id_source == "crop":
+                raise ValueError("face settings: id_source 'crop' needs alignment 'facexlib' (the recognizer "
+                                 "embeds the facexlib crop)")
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> FaceSettings:
@@ -106,8 +164,12 @@ class FaceSettings:
 
     def output_settings(self) -> dict:
         """The settings that change the conditioning (part of the cache key)."""
-        return {"crop_size": int(self.crop_size), "canvas": [int(self.canvas_width), int(self.canvas_height)],
-                "clip_gray": bool(self.clip_gray), "id_vector": self.id_vector}
+        out = {"crop_size": int(self.crop_size), "canvas": [int(self.canvas_width), int(self.canvas_height)],
+               "clip_gray": bool(self.clip_gray), "id_vector": self.id_vector, "alignment": self.alignment,
+               "max_long_edge": None if self.max_long_edge is None else int(self.max_long_edge)}
+        if self.alignment == "facexlib":
+            out.update(facexlib_face=self.facexlib_face, face_parsing=bool(self.face_parsing), id_source=self.id_source)
+        return out
 
 
 # ------------------------------------------------------------------------------------------- result
@@ -116,8 +178,9 @@ class FaceSettings:
 class ReferenceConditioning:
     """The conditioning of K reference identities, in the order of the photos.
 
-    crops: uint8 [K, S, S, 3] aligned faces; id_cond: float32 [K, rec_dim + clip_dim];
-    id_vit_hidden: 5 x float32 [K, tokens, width]; canvas: RGB PIL image (the image condition);
+    crops: uint8 [K, S, S, 3] aligned faces (the background white when face_parsing);
+    id_cond: float32 [K, rec_dim + clip_dim]; id_vit_hidden: 5 x float32 [K, tokens, width];
+    canvas: RGB PIL image (the image condition);
     faces: the face used in each photo (photo pixel coordinates); warnings: doubts about the photos.
     """
 
@@ -140,16 +203,28 @@ class ReferenceConditioning:
 
 def select_face(faces: Sequence[Face], path: str | Path, image_shape: tuple[int, ...], backend: str,
                 min_face_size: float) -> tuple[Face, list[str]]:
-    """The largest face, and messages about doubts (several faces, tiny face, face cut by the border)."""
+    """The largest face, and messages about doubts (several faces, tiny face, face cut by the border).
+
+    Largest by box area, and on equal areas the later face in the backend's order, as ConsisID's
+    `sorted(face_info, key=lambda x: (x1 - x0) * (y1 - y0))[-1]` (models/consisid_utils.py::
+    process_face_embeddings) picks it.
+    """
     if not faces:
         raise NoFaceError(path, backend)
-    face = max(faces, key=lambda f: (f.size, f.score))
+    areas = [float((f.box[2] - f.box[0]) * (f.box[3] - f.box[1])) for f in faces]
+    face = faces[max(range(len(faces)), key=lambda i: (areas[i], i))]
+    return face, face_messages(faces, face, path, image_shape, min_face_size)
+
+
+def face_messages(faces: Sequence[Face], face: Face, path: str | Path, image_shape: tuple[int, ...],
+                  min_face_size: float, chosen: str = "the largest") -> list[str]:
+    """Doubts about the chosen `face` among `faces`: several faces, a tiny face, a face cut by the border."""
     height, width = image_shape[:2]
     x0, y0, x1, y1 = (float(v) for v in face.box)
     box_text = f"box ({x0:.0f}, {y0:.0f}, {x1:.0f}, {y1:.0f}), {x1 - x0:.0f}x{y1 - y0:.0f} px"
     messages = []
     if len(faces) > 1:
-        messages.append(f"{path}: {len(faces)} faces detected; using the largest ({box_text})")
+        messages.append(f"{path}: {len(faces)} faces detected; using {chosen} ({box_text})")
     if face.size < min_face_size:
         messages.append(f"{path}: the face is tiny, {face.size:.0f} px ({box_text}), below min_face_size "
                         f"{min_face_size:.0f} px; its identity features are unreliable, use a larger photo")
@@ -158,7 +233,7 @@ def select_face(faces: Sequence[Face], path: str | Path, image_shape: tuple[int,
     if x0 <= 0 or y0 <= 0 or x1 >= width or y1 >= height or outside:
         messages.append(f"{path}: the face touches or crosses the image border ({box_text}, image {width}x{height}); "
                         f"it may be cut off, use a photo with the whole face inside the frame")
-    return face, messages
+    return messages
 
 
 def canvas_layout(num_faces: int, width: int, height: int) -> list[tuple[int, int, int]]:
@@ -212,12 +287,21 @@ def analyzer_identity(analyzer: FaceAnalyzer) -> dict:
 class FaceConditioner:
     """A face backend + a CLIP tower + settings: turns reference photos into ReferenceConditioning."""
 
-    def __init__(self, analyzer: FaceAnalyzer, clip: ClipFaceEncoder, settings: FaceSettings) -> None:
+    def __init__(self, analyzer: FaceAnalyzer, clip: ClipFaceEncoder, settings: FaceSettings,
+                 facexlib: FacexlibFaces | None = None) -> None:
         if settings.id_vector == "raw" and getattr(analyzer, "embed_face", None) is None:
             raise ValueError(f"id_vector 'raw' needs a backend with embed_face; {analyzer.name!r} has none")
+        if settings.alignment == "facexlib" and facexlib is None:
+            raise ValueError("alignment 'facexlib' needs facexlib's models (build_face_conditioner loads them)")
+        if settings.face_parsing and facexlib is not None and facexlib.parser is None:
+            raise ValueError("face_parsing needs facexlib's BiSeNet: build FacexlibFaces with parsing=True")
+        if settings.id_source == "crop" and getattr(analyzer, "embed_crop", None) is None:
+            raise ValueError(f"id_source 'crop' needs a backend that embeds facexlib crops (embed_crop, e.g. "
+                             f"insightface); {analyzer.name!r} has none")
         self.analyzer = analyzer
         self.clip = clip
         self.settings = settings
+        self.facexlib = facexlib if settings.alignment == "facexlib" else None
 
     @property
     def rec_dim(self) -> int:
@@ -240,8 +324,11 @@ class FaceConditioner:
 
     @property
     def identity(self) -> dict:
-        return {"analyzer": analyzer_identity(self.analyzer), "clip": self.clip.identity,
-                "settings": self.settings.output_settings()}
+        identity = {"analyzer": analyzer_identity(self.analyzer), "clip": self.clip.identity,
+                    "settings": self.settings.output_settings()}
+        if self.facexlib is not None:
+            identity["facexlib"] = self.facexlib.identity
+        return identity
 
     def __call__(self, photo_paths: Sequence[str | Path], use_cache: bool = True) -> ReferenceConditioning:
         return process_references(photo_paths, self, use_cache=use_cache)
@@ -258,8 +345,12 @@ def build_face_conditioner(settings: Mapping[str, Any] | FaceSettings) -> FaceCo
                              f"backend_options.model_dir {options['model_dir']!r}; keep one")
         options["model_dir"] = settings.model_dir
     analyzer = build_analyzer(settings.backend, **options)
+    facexlib = None
+    if settings.alignment == "facexlib":
+        folder = resolve_facexlib_dir(settings.facexlib_dir, options.get("model_dir"))
+        facexlib = FacexlibFaces(folder, parsing=settings.face_parsing, device=settings.device)
     clip = build_clip(settings.clip, settings.clip_dir, seed=settings.clip_seed, device=settings.device)
-    return FaceConditioner(analyzer, clip, settings)
+    return FaceConditioner(analyzer, clip, settings, facexlib)
 
 
 # ------------------------------------------------------------------------------------------- cache
@@ -317,6 +408,69 @@ def _read_cache(cache_dir: Path, key: str, identity: dict) -> ReferenceCondition
 
 # -------------------------------------------------------------------------------------------- main
 
+def _arcface_reference(conditioner: FaceConditioner, photo: np.ndarray, path: str):
+    """(face, recognizer vector, crop, None, messages): the backend's largest face on the ArcFace template."""
+    settings, analyzer = conditioner.settings, conditioner.analyzer
+    image, (sx, sy) = resize_long_edge(photo, settings.max_long_edge)
+    face, messages = select_face(analyzer.detect(image), path, image.shape, analyzer.name, settings.min_face_size)
+    vector = embed_detected_face(analyzer, image, face, normalize=settings.id_vector == "normalized")
+    crop = analyzer.align(image, face, settings.crop_size)
+    return _to_photo(face, sx, sy), vector, crop, None, messages
+
+
+def _facexlib_reference(conditioner: FaceConditioner, photo: np.ndarray, path: str):
+    """(face, recognizer vector, crop, background mask or None, messages), as the reference code does it.
+
+    PKU-YuanGroup/ConsisID models/consisid_utils.py::process_face_embeddings (id_source 'photo'):
+    `app.get(image_bgr)`, the largest face's raw `embedding`; facexlib `get_face_landmarks_5` +
+    `align_warp_face` -> 512 crop; `face_helper_2.get_feat(align_face)` when insightface found no
+    face; BiSeNet parsing. feizc/Ingredients models/utils.py::process_face_embeddings_split
+    (id_source 'crop'): `handler_ante.get_feat(align_face)` always, the first facexlib face.
+    """
+    settings, analyzer, facexlib = conditioner.settings, conditioner.analyzer, conditioner.facexlib
+    normalize = settings.id_vector == "normalized"
+    image, (sx, sy) = resize_long_edge(photo, settings.max_long_edge)  # resize_numpy_image_long(image, 1024)
+    vector, largest = None, None
+    if settings.id_source == "photo":
+        found = analyzer.detect(image)
+        if found:
+            largest, _ = select_face(found, path, image.shape, analyzer.name, settings.min_face_size)
+            vector = embed_detected_face(analyzer, image, largest, normalize=normalize)
+    candidates = facexlib.detect(image)
+    if not candidates:
+        raise NoFaceError(path, "facexlib RetinaFace", f"no face scored above the reference's threshold "
+                                                       f"{DETECTION_THRESHOLD}")
+    index = select_facexlib_face(candidates, image.shape[0], image.shape[1], settings.facexlib_face)
+    face = candidates[index]
+    chosen = "the face nearest the centre" if settings.facexlib_face == "center" else "the highest-scoring face"
+    messages = face_messages(candidates, face, path, image.shape, settings.min_face_size, chosen=chosen)
+    if largest is not None and box_iou(largest.box, face.box)[0, 0] < 0.3:
+        messages.append(f"{path}: the {analyzer.name!r} recognizer embeds its largest face "
+                        f"({np.round(largest.box).astype(int).tolist()}) but the crop shows another facexlib face "
+                        f"({np.round(face.box).astype(int).tolist()}); the reference code does the same, use a "
+                        f"photo with one face")
+    crop = align_facexlib(image, face.landmarks, settings.crop_size)
+    if vector is None:
+        embed_crop = getattr(analyzer, "embed_crop", None)
+        if embed_crop is None:
+            raise NoFaceError(path, analyzer.name, "its recognizer cannot embed the facexlib crop instead")
+        if settings.id_source == "photo":
+            logger.info("%s: the %r backend found no face; embedding the facexlib crop, as the reference does",
+                        path, analyzer.name)
+        vector = embed_crop(crop, normalize=normalize)
+    background = facexlib.background(crop[None])[0] if settings.face_parsing else None
+    return _to_photo(face, sx, sy), vector, crop, background, messages
+
+
+def _to_photo(face: Face, sx: float, sy: float) -> Face:
+    """A face found on the shrunk photo, in the photo's pixel coordinates."""
+    if sx == 1.0 and sy == 1.0:
+        return face
+    scale = np.array([sx, sy])
+    return Face(box=np.asarray(face.box, np.float64) * np.tile(scale, 2),
+                landmarks=np.asarray(face.landmarks, np.float64) * scale, score=face.score)
+
+
 def process_references(photo_paths: Sequence[str | Path], conditioner: FaceConditioner,
                        use_cache: bool = True) -> ReferenceConditioning:
     """K photo paths (one identity each) -> ReferenceConditioning; cached under settings.cache_dir."""
@@ -347,29 +501,35 @@ def process_references(photo_paths: Sequence[str | Path], conditioner: FaceCondi
             cached.paths, cached.warnings = paths, renamed
             return cached
 
-    analyzer = conditioner.analyzer
-    rec_vectors, crops, faces, messages = [], [], [], []
+    rec_vectors, crops, backgrounds, faces, messages = [], [], [], [], []
     for path in paths:
         image = load_rgb(path)
-        face, face_messages = select_face(analyzer.detect(image), path, image.shape, analyzer.name,
-                                          settings.min_face_size)
-        for message in face_messages:
+        if conditioner.facexlib is None:
+            face, vector, crop, background, face_messages_ = _arcface_reference(conditioner, image, path)
+        else:
+            face, vector, crop, background, face_messages_ = _facexlib_reference(conditioner, image, path)
+        for message in face_messages_:
             warnings.warn(message, FaceQualityWarning, stacklevel=2)
             logger.warning(message)
-        messages.extend(face_messages)
-        vector = embed_detected_face(analyzer, image, face, normalize=settings.id_vector == "normalized")
+        messages.extend(face_messages_)
         vector = np.asarray(vector, dtype=np.float32).reshape(-1)
         if vector.shape != (conditioner.rec_dim,) or not np.isfinite(vector).all() or not np.any(vector):
-            raise RuntimeError(f"{path}: the {analyzer.name!r} recognizer gave an unusable vector "
+            raise RuntimeError(f"{path}: the {conditioner.analyzer.name!r} recognizer gave an unusable vector "
                                f"(shape {vector.shape}, finite {bool(np.isfinite(vector).all())})")
         rec_vectors.append(vector)
-        crops.append(analyzer.align(image, face, settings.crop_size))
+        crops.append(crop)
+        backgrounds.append(background)
         faces.append(face)
 
     crops_arr = np.stack(crops).astype(np.uint8)  # [K, S, S, 3]
-    features = conditioner.clip.encode(crops_arr, gray=settings.clip_gray)
+    background = np.stack(backgrounds) if settings.face_parsing else None  # bool [K, S, S]
+    features = conditioner.clip.encode(crops_arr, gray=settings.clip_gray, background=background)
     rec = torch.from_numpy(np.stack(rec_vectors))  # [K, rec_dim]
+    # id_cond = [recognizer vector, L2-normalised CLIP embedding], in that order (ConsisID
+    # process_face_embeddings / Ingredients process_face_embeddings_split: torch.cat([id_ante_embedding, id_cond_vit]))
     id_cond = torch.cat([rec, features.pooled.float()], dim=-1).contiguous()  # [K, rec_dim + clip_dim]
+    if background is not None:  # the canvas shows the whitened colour crops (ConsisID's return_face_features_image_2)
+        crops_arr = np.where(background[..., None], np.uint8(255), crops_arr)
     canvas = make_canvas(crops_arr, settings.canvas_width, settings.canvas_height)
     result = ReferenceConditioning(crops=crops_arr, id_cond=id_cond, id_vit_hidden=features.hidden, canvas=canvas,
                                    faces=faces, paths=paths, warnings=messages, cache_key=key)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -78,3 +79,85 @@ def tiny_clip():
 
     logging.getLogger("ingredients.faces.eva_clip").setLevel(logging.ERROR)
     return build_tiny_clip(seed=0)
+
+
+# ------------------------------------------------------------------ the released face_encoder/ layout, faked
+
+@pytest.fixture(scope="session")
+def face_encoder_dir(tmp_path_factory):
+    """A face_encoder/ folder as the authors release it: models/antelopev2/{scrfd_10g_bnkps,glintr100}.onnx
+    (exported ONNX fakes) and facexlib's detection_Resnet50_Final.pth, parsing_bisenet.pth and
+    parsing_parsenet.pth (random weights, see facexlib_fakes). Returns (folder, fake recognizer)."""
+    from tests.faces.facexlib_fakes import write_fake_facexlib
+    from tests.faces.onnx_fakes import write_fake_antelopev2
+
+    folder = tmp_path_factory.mktemp("face_encoder")
+    _, recognizer = write_fake_antelopev2(folder)
+    write_fake_facexlib(folder, parsenet=True)
+    return folder, recognizer
+
+
+@pytest.fixture(scope="session")
+def facexlib_faces(face_encoder_dir):
+    from ingredients.faces.facexlib_alignment import FacexlibFaces
+
+    return FacexlibFaces(face_encoder_dir[0], parsing=True)
+
+
+@pytest.fixture(scope="session")
+def insightface96(face_encoder_dir):
+    """The insightface backend on the fakes, detecting at 96 px (the photos below are 96 x 96)."""
+    from ingredients.faces.insightface_backend import InsightFaceAnalyzer
+
+    return InsightFaceAnalyzer(model_dir=face_encoder_dir[0], det_size=96)
+
+
+def textured_photo(marker: tuple[int, int] | None = (40, 40), size: int = 96) -> np.ndarray:
+    """A dim real texture (astronaut, below the fake SCRFD's brightness), with the fake SCRFD's
+    8 x 8 white face marker at `marker` (None: no insightface face)."""
+    from skimage import data
+
+    image = (data.astronaut()[100:100 + 2 * size:2, 150:150 + 2 * size:2] * 0.45).astype(np.uint8)
+    if marker is not None:
+        x, y = marker
+        image[y:y + 8, x:x + 8] = 255
+    return np.ascontiguousarray(image)
+
+
+@pytest.fixture
+def no_downloads(monkeypatch):
+    """Make any weight download fail loudly (facexlib and torch.hub download through these)."""
+    import facexlib.utils.misc
+    import torch.hub
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"a weight download was attempted: {args[:1]}")
+
+    monkeypatch.setattr(facexlib.utils.misc, "download_url_to_file", refuse)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
+
+
+@pytest.fixture(scope="session")
+def face_helper(face_encoder_dir):
+    """facexlib's FaceRestoreHelper + BiSeNet, as ConsisID's prepare_face_models builds them (face_size 128
+    here to keep the parser cheap; the reference's 512 scales the same template)."""
+    import facexlib.utils.misc
+    from facexlib.parsing import init_parsing_model
+    from facexlib.utils.face_restoration_helper import FaceRestoreHelper
+
+    folder, _ = face_encoder_dir
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("download attempted")
+
+    saved, facexlib.utils.misc.download_url_to_file = facexlib.utils.misc.download_url_to_file, refuse
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # torchvision's notice about resnet50(pretrained=False)
+            helper = FaceRestoreHelper(upscale_factor=1, face_size=128, crop_ratio=(1, 1),
+                                       det_model="retinaface_resnet50", save_ext="png", device="cpu",
+                                       model_rootpath=str(folder))
+        helper.face_parse = init_parsing_model(model_name="bisenet", device="cpu", model_rootpath=str(folder))
+    finally:
+        facexlib.utils.misc.download_url_to_file = saved
+    return helper
