@@ -22,9 +22,11 @@ from ingredients.config import deep_merge, flatten, load_params
 logger = logging.getLogger(__name__)
 
 
-def override_args(path: Path, base: Path = Path("params.yaml")) -> list[str]:
-    """`-S key=value` arguments for an override file, after validating the merged params."""
-    override = load_params(path)
+def override_args(paths: Path | list[Path], base: Path = Path("params.yaml")) -> list[str]:
+    """`-S key=value` arguments for override files (merged in order), after validating the merged params."""
+    override: dict = {}
+    for path in [paths] if isinstance(paths, Path) else paths:
+        override = deep_merge(override, load_params(path))
     validate_params(deep_merge(load_params(base), override))
     args = []
     for key, value in flatten(override).items():
@@ -32,8 +34,12 @@ def override_args(path: Path, base: Path = Path("params.yaml")) -> list[str]:
     return args
 
 
-def exp_command(path: Path, queue: bool) -> list[str]:
-    return ["dvc", "exp", "run", *(["--queue"] if queue else []), "-n", path.stem, *override_args(path)]
+def exp_command(path: Path | list[Path], queue: bool) -> list[str]:
+    """The `dvc exp run` command of one experiment: an override file, or several merged in order
+    (named by their stems joined with '+')."""
+    paths = [path] if isinstance(path, Path) else list(path)
+    name = "+".join(p.stem for p in paths)
+    return ["dvc", "exp", "run", *(["--queue"] if queue else []), "-n", name, *override_args(paths)]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -44,10 +50,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dry-run", action="store_true", help="print the dvc commands instead of running them")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if args.command == "run" and len(args.files) != 1:
-        parser.error("`run` takes one file; use `queue` for several")
-    for path in args.files:
-        cmd = exp_command(path, queue=args.command == "queue")
+    # run: the files are merged into one experiment (e.g. a profile and your study's settings);
+    # queue: one experiment per file
+    groups = [args.files] if args.command == "run" else [[p] for p in args.files]
+    for group in groups:
+        cmd = exp_command(group, queue=args.command == "queue")
         if args.dry_run:
             print(shlex.join(cmd))  # noqa: T201 - the command is the output
         else:
