@@ -1,14 +1,19 @@
 """Training clips -> the frozen encoders' outputs, and the latents a training step draws from them.
 
 `ClipEncoder.encode` turns one clip (frames, caption, reference photos) into an `EncodedClip`: the
-VAE latent distributions of the clip and of the reference canvas, the caption's text embedding and
-the identity conditioning. These are deterministic, so they can be cached (see
+VAE latent distributions of the clip and of the reference canvas, the canvas pixels, the caption's
+text embedding and the identity conditioning. These are deterministic, so they can be cached (see
 `encoding_cache.py`); the random parts (latent samples, noise, timesteps) are drawn per step from
 per-sample generators (`sample_video_latents`, `canvas_latents`).
 
-The image condition is built exactly as `IngredientsPipeline.prepare_latents` builds it at
-inference: the canvas of the clip's reference crops, VAE-encoded into the first latent frame,
-scaled by the VAE scaling factor, zeros after.
+The image condition is built exactly as `IngredientsPipeline` builds it at inference: the canvas of
+the clip's reference crops, preprocessed by the pipeline's video processor to [-1, 1], VAE-encoded
+into the first latent frame, scaled by the VAE scaling factor, zeros after (`prepare_latents`).
+Training may add noise augmentation to the canvas pixels before the VAE (`noise_canvas`, diffusers'
+and CogVideo's image-to-video fine-tuning); a noised canvas differs at every step, so it is never
+cached: the cache holds the clean canvas pixels and distribution, and `ClipEncoder.encode(...,
+canvas_noise=...)` encodes a noised copy per step. Sampling and validation add no noise (as
+diffusers' pipeline).
 """
 
 from __future__ import annotations
@@ -36,7 +41,9 @@ class EncodedClip:
     """The frozen encoders' outputs for one clip (float32, CPU).
 
     video_dist [2C, F, h, w] and canvas_dist [2C, 1, h, w]: VAE latent distribution parameters
-    (mean ⊕ log-variance); prompt_embeds [T, D]; id_cond [K, D]; id_vit_hidden: scales x [K, Tv, Dv].
+    (mean ⊕ log-variance) of the clip and of the clean canvas; prompt_embeds [T, D]; id_cond [K, D];
+    id_vit_hidden: scales x [K, Tv, Dv]; canvas_pixels [3, H, W]: the clean canvas in [-1, 1] as the
+    VAE saw it (for noise augmentation; None when not kept).
     """
 
     video_dist: torch.Tensor
@@ -44,6 +51,7 @@ class EncodedClip:
     prompt_embeds: torch.Tensor
     id_cond: torch.Tensor
     id_vit_hidden: list[torch.Tensor]
+    canvas_pixels: torch.Tensor | None = None
 
     @property
     def num_identities(self) -> int:
@@ -53,6 +61,8 @@ class EncodedClip:
         out = {"video_dist": self.video_dist, "canvas_dist": self.canvas_dist,
                "prompt_embeds": self.prompt_embeds, "id_cond": self.id_cond}
         out.update({f"id_vit_hidden.{i}": h for i, h in enumerate(self.id_vit_hidden)})
+        if self.canvas_pixels is not None:
+            out["canvas_pixels"] = self.canvas_pixels
         return {k: v.contiguous() for k, v in out.items()}
 
     @classmethod
@@ -61,7 +71,7 @@ class EncodedClip:
         if scales != list(range(len(scales))) or not scales:
             raise ValueError(f"encoded clip has id_vit_hidden scales {scales}; expected 0..n-1")
         return cls(tensors["video_dist"], tensors["canvas_dist"], tensors["prompt_embeds"], tensors["id_cond"],
-                   [tensors[f"id_vit_hidden.{i}"] for i in scales])
+                   [tensors[f"id_vit_hidden.{i}"] for i in scales], tensors.get("canvas_pixels"))
 
 
 def module_fingerprint(module: nn.Module, max_elements: int = FINGERPRINT_MAX_ELEMENTS) -> str:
@@ -112,6 +122,24 @@ def canvas_latents(
     first = first / scaling_factor if invert_scale_latents else first * scaling_factor
     padding = first.new_zeros(first.shape[0], num_latent_frames - 1, *first.shape[2:])
     return torch.cat([first, padding], dim=1)
+
+
+@dataclass(frozen=True)
+class CanvasNoise:
+    """Noise augmentation of one sample's canvas: its generator and sigma = exp(N(log_mean, log_std))."""
+
+    generator: torch.Generator
+    log_mean: float = -3.0
+    log_std: float = 0.5
+
+
+def noise_canvas(pixels: torch.Tensor, generator: torch.Generator, log_mean: float = -3.0,
+                 log_std: float = 0.5) -> torch.Tensor:
+    """Noise augmentation of one canvas [3, H, W] in [-1, 1] (diffusers' and CogVideo's I2V training):
+    sigma = exp(N(log_mean, log_std)), pixels + sigma * N(0, 1), both drawn from `generator`."""
+    sigma = torch.exp(torch.normal(mean=log_mean, std=log_std, size=(1,), generator=generator))
+    noise = torch.randn(pixels.shape, generator=generator)
+    return pixels + noise.to(pixels.dtype) * sigma.to(pixels.dtype)
 
 
 class ClipEncoder:
@@ -197,31 +225,52 @@ class ClipEncoder:
         return self.pipe.video_processor.preprocess(canvas, height=self.height, width=self.width)
 
     # ---------------------------------------------------------------- clip
-    def encode(self, frames: torch.Tensor, prompt: str, reference_paths: Sequence[str]) -> EncodedClip:
-        """One clip: frames [F, 3, H, W] in [-1, 1], its caption and reference photo paths."""
+    def encode(self, frames: torch.Tensor, prompt: str, reference_paths: Sequence[str],
+               canvas_noise: CanvasNoise | None = None) -> EncodedClip:
+        """One clip: frames [F, 3, H, W] in [-1, 1], its caption and reference photo paths. With
+        `canvas_noise`, canvas_dist encodes the noise-augmented canvas: one VAE pass either way, and
+        the cache only ever holds the clean encoding (the noised canvas is encoded on top of it)."""
         if frames.shape[-2:] != (self.height, self.width):
             raise ValueError(f"frames are {tuple(frames.shape[-2:])}, the encoder works at {(self.height, self.width)}")
-        key = None
-        if self.cache is not None:
-            key = self.cache.key(self.identity, frames, prompt, reference_paths)
-            cached = self.cache.get(key)
-            if cached is not None:
-                return cached
+        if self.cache is None:
+            return self._encode(frames, prompt, reference_paths, canvas_noise)
+        key = self.cache.key(self.identity, frames, prompt, reference_paths)
+        clean = self.cache.get(key)
+        if clean is None:
+            clean = self._encode(frames, prompt, reference_paths)
+            self.cache.put(key, clean)
+        if canvas_noise is None:
+            return clean
+        if clean.canvas_pixels is None:
+            raise ValueError(f"cache entry {self.cache.path(key)} has no canvas pixels for image noise; delete it")
+        return dataclasses.replace(clean, canvas_dist=self._canvas_dist(clean.canvas_pixels, canvas_noise))
+
+    def _encode(self, frames: torch.Tensor, prompt: str, reference_paths: Sequence[str],
+                canvas_noise: CanvasNoise | None = None) -> EncodedClip:
         refs = self.references(reference_paths)
-        encoded = EncodedClip(
+        canvas = self.canvas_pixels(refs.canvas).float().cpu()[0]  # [3, H, W]
+        return EncodedClip(
             video_dist=self._vae_dist(frames.permute(1, 0, 2, 3)[None]),  # [F, 3, H, W] -> [1, 3, F, H, W]
-            canvas_dist=self._vae_dist(self.canvas_pixels(refs.canvas).unsqueeze(2)),  # [1, 3, H, W] -> [1, 3, 1, H, W]
+            canvas_dist=self._canvas_dist(canvas, canvas_noise),
             prompt_embeds=self.prompt_embeds([prompt])[0],
             id_cond=refs.id_cond.float().cpu(),
             id_vit_hidden=[h.float().cpu() for h in refs.id_vit_hidden],
+            canvas_pixels=canvas,
         )
-        if self.cache is not None:
-            self.cache.put(key, encoded)
-        return encoded
 
-    def encode_batch(self, batch: dict) -> list[EncodedClip]:
-        """Every clip of a collated batch (see ingredients.data.dataset.collate_ingredients)."""
-        return [self.encode(f, p, r) for f, p, r in zip(batch["frames"], batch["prompt"], batch["reference_paths"])]
+    def _canvas_dist(self, canvas: torch.Tensor, noise: CanvasNoise | None = None) -> torch.Tensor:
+        """[3, H, W] canvas (noise-augmented first when `noise`) -> VAE distribution [2C, 1, h, w]."""
+        if noise is not None:
+            canvas = noise_canvas(canvas, noise.generator, noise.log_mean, noise.log_std)
+        return self._vae_dist(canvas[None, :, None])  # [3, H, W] -> [1, 3, 1, H, W]
+
+    def encode_batch(self, batch: dict, canvas_noise: Sequence[CanvasNoise] | None = None) -> list[EncodedClip]:
+        """Every clip of a collated batch (see ingredients.data.dataset.collate_ingredients), with one
+        CanvasNoise per clip when given."""
+        noise = list(canvas_noise) if canvas_noise is not None else [None] * len(batch["prompt"])
+        if len(noise) != len(batch["prompt"]):
+            raise ValueError(f"{len(noise)} canvas noises for a batch of {len(batch['prompt'])}")
+        return [self.encode(f, p, r, n) for f, p, r, n in zip(batch["frames"], batch["prompt"], batch["reference_paths"], noise)]
 
 
 def frames_digest(frames: torch.Tensor) -> str:

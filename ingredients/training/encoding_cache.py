@@ -3,6 +3,8 @@
 The key is the sha256 of the encoder's identity (VAE and text-encoder weight fingerprints, the face
 stack's identity, sizes, dtype), the decoded frame tensor, the caption and the reference photos'
 bytes. Changing any model, setting or input gives a new key, so stale entries are never read.
+Entries are the deterministic encodings only: the clean canvas, never a noise-augmented one (training
+encodes that per step, see `ClipEncoder.encode`).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from ingredients.training.clip_encoding import EncodedClip, frames_digest, refer
 
 logger = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: entries hold the clean canvas pixels (for per-step image noise)
 
 
 class EncodingCache:

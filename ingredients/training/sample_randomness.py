@@ -1,9 +1,9 @@
 """Per-sample random streams keyed by (seed, micro-step, global sample index).
 
-Every random choice of a training sample (timestep, dropouts, latent samples, noise) is drawn from
-its own generator, so the draws do not depend on how the global batch is split across processes or
-on what ran before: one process with batch 4 and two processes with batch 2 see the same numbers,
-and a resumed run continues exactly.
+Every random choice of a training sample (timestep, dropouts, latent samples, noise, identity order,
+image-condition noise) is drawn from its own generator, so the draws do not depend on how the global
+batch is split across processes or on what ran before: one process with batch 4 and two processes
+with batch 2 see the same numbers, and a resumed run continues exactly.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import torch
 TRAIN_STREAM = 0
 VALIDATION_STREAM = 1
 PERMUTATION_STREAM = 2  # identity order of training samples (kept apart so it changes no other draw)
+IMAGE_NOISE_STREAM = 3  # noise augmentation of the canvas (kept apart likewise: turning it on changes no other draw)
 
 
 def sample_seed(seed: int, step: int, index: int, stream: int = TRAIN_STREAM) -> int:

@@ -30,11 +30,15 @@ class _Section(BaseModel):
 
 class TrainModules(_Section):
     """Which modules train. backbone: 'frozen' | 'scaled_lr' (lr x backbone_lr_scale) | 'lora'
-    (peft LoRA of rank lora_rank on the backbone's attention projections to_q/to_k/to_v/to_out.0)."""
+    (peft LoRA of rank lora_rank on the backbone's attention projections to_q/to_k/to_v/to_out.0).
+    patch_embed: the input patch embedding (noisy- and image-latent channels, text projection) trains
+    at the stage's lr whatever the backbone mode, e.g. to learn image-condition channels that a
+    text-to-video initialisation starts at zero (experiments/t2v_init.yaml)."""
 
     projector: bool = True
     injectors: bool = True
     routers: bool = False
+    patch_embed: bool = False
     backbone: BackboneMode = "frozen"
     backbone_lr_scale: float = Field(0.1, gt=0)
     lora_rank: int = Field(8, ge=1)
@@ -111,6 +115,17 @@ class DataSpec(_Section):
     num_workers: int = Field(0, ge=0)
 
 
+class ImageNoiseSpec(_Section):
+    """Noise augmentation of the image condition during training (diffusers' and CogVideo's
+    image-to-video fine-tuning): per sample sigma = exp(N(log_mean, log_std)), canvas + sigma * N(0, 1)
+    on the [-1, 1] canvas, then VAE encoding. Sampling adds no noise (as diffusers' pipeline), nor does
+    validation."""
+
+    enabled: bool = True
+    log_mean: float = -3.0
+    log_std: float = Field(0.5, ge=0)
+
+
 class PrecomputeSpec(_Section):
     """Content-addressed cache of VAE latent distributions, text embeddings and identity
     conditioning (safetensors). cache_dir None = <out>/cache."""
@@ -163,6 +178,7 @@ class StageSpec(_Section):
     lr_schedule: LRSchedule = LRSchedule()
     ema: EMASpec = EMASpec()
     dropout: DropoutSpec = DropoutSpec()
+    image_noise: ImageNoiseSpec = ImageNoiseSpec()
     data: DataSpec = DataSpec()
     precompute: PrecomputeSpec = PrecomputeSpec()
     checkpoint: CheckpointSpec = CheckpointSpec()
@@ -173,8 +189,8 @@ class StageSpec(_Section):
     @model_validator(mode="after")
     def _consistent(self) -> "StageSpec":
         t = self.train
-        if not (t.projector or t.injectors or t.routers or t.backbone != "frozen"):
-            raise ValueError("train: nothing trains (projector, injectors and routers false, backbone frozen)")
+        if not (t.projector or t.injectors or t.routers or t.patch_embed or t.backbone != "frozen"):
+            raise ValueError("train: nothing trains (projector, injectors, routers and patch_embed false, backbone frozen)")
         if self.routing.weight > 0 and self.identities.max == 1:
             raise ValueError("routing.weight > 0 needs multi-identity clips, but identities.max is 1")
         return self

@@ -1,6 +1,9 @@
 """Train one stage: `python -m ingredients.training.train --params params.yaml --stage stage1
 --manifest FILE --init MODEL_DIR --out DIR [--resume CHECKPOINT_DIR|latest] [--val-manifest FILE]`.
 
+Validation runs on `--val-manifest` (clips of held-out videos); without it, on training clips, and
+its numbers are then labelled `train_clips`, never held-out (see trainer.py).
+
 Paths come from the command line; every hyperparameter comes from the params file's `train`
 section: `train.common` holds shared values and each stage section overrides them (deep merge).
 Multi-process: `accelerate launch [--config_file configs/accelerate/<x>.yaml] -m
@@ -25,6 +28,7 @@ train:
     lr_schedule: {name: constant_with_warmup, warmup_steps: 0, num_cycles: 1, power: 1.0}
     ema: {enabled: false, decay: 0.999, update_after_step: 0}
     dropout: {text: 0.0, identity: 0.0}          # classifier-free guidance dropout per sample
+    image_noise: {enabled: true, log_mean: -3.0, log_std: 0.5}   # canvas + exp(N(mean, std)) * N(0, 1) before the VAE
     loss: {diffusion_weight: 1.0, face_weight: 0.0}
     data: {num_frames: null, height: null, width: null,   # null = the transformer's sample size
            min_coverage: 0.5, temporal_sampling: uniform, frame_stride: 1,
@@ -40,6 +44,7 @@ train:
     batch_size: 2                # global batch per micro-step (split across processes)
     init_from: model             # model | <stage name> (then --init must be that stage's out/model)
     train: {projector: true, injectors: true, routers: false,
+            patch_embed: false,  # true: patch_embed trains at lr (e.g. after a t2v initialisation)
             backbone: frozen,    # frozen | scaled_lr | lora
             backbone_lr_scale: 0.1, lora_rank: 8, lora_alpha: null}
     identities: {min: 1, max: 1}
@@ -79,7 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--init", required=True, help="model folder to start from (or the previous stage's out/model)")
     parser.add_argument("--out", required=True, help="output folder (model/, checkpoints/, logs, validation/)")
     parser.add_argument("--resume", default=None, help="checkpoint folder, or 'latest' (the newest under OUT/checkpoints)")
-    parser.add_argument("--val-manifest", default=None, help="held-out manifest for validation (default: the training manifest)")
+    parser.add_argument("--val-manifest", default=None,
+                        help="manifest of held-out clips for validation (default: the training manifest; its numbers "
+                             "are then labelled train_clips)")
     parser.add_argument("--data-root", default=None,
                         help="folder the manifests' source videos must lie in (default: the folder above each manifest's)")
     return parser

@@ -2,8 +2,9 @@
 
 Groups (by parameter name): `projector` = local_facial_extractor.*, `injectors` =
 perceiver_cross_attention.*, `routers` = router.*, `lora` = peft LoRA weights injected into the
-backbone, `backbone` = everything else. The backbone is frozen, trained at lr x backbone_lr_scale
-('scaled_lr'), or adapted through LoRA on its attention projections ('lora').
+backbone, `patch_embed` = patch_embed.* when `train.patch_embed` is on, `backbone` = everything else
+(patch_embed included when the switch is off). The backbone is frozen, trained at lr x
+backbone_lr_scale ('scaled_lr'), or adapted through LoRA on its attention projections ('lora').
 """
 
 from __future__ import annotations
@@ -23,19 +24,23 @@ IDENTITY_PREFIXES = {
     "injectors": "perceiver_cross_attention.",
     "routers": "router.",
 }
-GROUPS = ("projector", "injectors", "routers", "backbone", "lora")
+PATCH_EMBED_PREFIX = "patch_embed."
+GROUPS = ("projector", "injectors", "routers", "patch_embed", "backbone", "lora")
 # the backbone's self-attention projections (diffusers Attention in each CogVideoXBlock); peft
 # matches a string target against the full module name
 LORA_TARGET_MODULES = r"transformer_blocks\.\d+\.attn1\.(to_q|to_k|to_v|to_out\.0)"
 
 
-def parameter_group(name: str) -> str:
-    """The group a parameter name belongs to (see the module docstring)."""
+def parameter_group(name: str, patch_embed: bool = False) -> str:
+    """The group a parameter name belongs to (see the module docstring); `patch_embed` is the
+    stage's `train.patch_embed` switch (off: the patch embedding is part of the backbone)."""
     if ".lora_" in name:
         return "lora"
     for group, prefix in IDENTITY_PREFIXES.items():
         if name.startswith(prefix):
             return group
+    if patch_embed and name.startswith(PATCH_EMBED_PREFIX):
+        return "patch_embed"
     return "backbone"
 
 
@@ -58,7 +63,7 @@ def merge_backbone_lora(model: nn.Module) -> None:
 
 def trainable_groups(spec: TrainModules) -> set[str]:
     """The groups that train under `spec`."""
-    groups = {g for g in ("projector", "injectors", "routers") if getattr(spec, g)}
+    groups = {g for g in ("projector", "injectors", "routers", "patch_embed") if getattr(spec, g)}
     if spec.backbone == "scaled_lr":
         groups.add("backbone")
     elif spec.backbone == "lora":
@@ -77,7 +82,7 @@ def configure_trainable(model: nn.Module, spec: TrainModules, lr: float) -> list
         raise ValueError(f"the model carries LoRA weights but train.backbone is {spec.backbone!r}")
     by_group: dict[str, list[nn.Parameter]] = {g: [] for g in GROUPS}
     for name, param in model.named_parameters():
-        group = parameter_group(name)
+        group = parameter_group(name, spec.patch_embed)
         param.requires_grad_(group in groups)
         by_group[group].append(param)
     out = []

@@ -7,12 +7,21 @@ schedule -> EMA -> accelerate.prepare -> resume -> validation clips -> tracking 
 Distributed semantics: `batch_size` is the global batch of one micro-step; accelerate splits each
 batch across processes (split_batches), DDP averages gradients, and every sample's random draws come
 from its own generator keyed by (seed, micro-step, global index), so N processes reproduce one
-process's loss curve and a resumed run continues exactly. Outputs under `out/`:
+process's loss curve and a resumed run continues exactly. The image condition gets noise
+augmentation per sample when `image_noise.enabled` (encoded per step from the cached clean canvas;
+see clip_encoding.py); validation and sampling use the clean canvas.
+
+Validation clips come from `--val-manifest` (held-out clips) or, without one, from the training
+manifest, and every validation number says which: the `split` column of val_log.csv, the MLflow
+metric prefix (`heldout/val_loss`, `train_clips/routing_acc`, ...), the validation image names and
+`validation` in model/training_info.json (manifest, split, clip ids). `heldout` needs a separate
+manifest whose chosen clips come from videos the training manifest does not use; anything else is
+`train_clips`, with a warning. Outputs under `out/`:
     model/            the final model folder (base components + trained transformer), loadable by
                       ingredients.model_folder.load_pipeline; model/training_info.json describes it
     checkpoints/      step-XXXXXXXX/ folders (see checkpoint.py)
     train_log.csv     one row per optimizer step (DVC plots); val_log.csv one row per validation
-    validation/       step-XXXXXXXX_sample.png (frame strip) and _routing.png (routing maps)
+    validation/       step-XXXXXXXX_<split>_sample.png (frame strip) and _<split>_routing.png (routing maps)
     cache/            encoded clips when precompute is on (unless precompute.cache_dir is set)
 """
 
@@ -44,16 +53,17 @@ from torch.utils.data import DataLoader
 
 from ingredients.files.atomic import atomic_dir, remove_stale_temps, write_json
 from ingredients.data.dataset import IdentityCountBatchSampler, IngredientsVideoDataset, collate_ingredients
+from ingredients.data.manifest import read_manifest
 from ingredients.model_folder.folder import load_face_conditioner, load_pipeline
 from ingredients.mlflow_run import TrackingParams, git_revision, start_run
 
 from ingredients.training import checkpoint as ckpt
-from ingredients.training.clip_encoding import ClipEncoder
+from ingredients.training.clip_encoding import CanvasNoise, ClipEncoder
 from ingredients.training.encoding_cache import EncodingCache
 from ingredients.training.metrics_file import MetricsFile, peak_memory_mb
-from ingredients.training.sample_randomness import sample_generators
+from ingredients.training.sample_randomness import IMAGE_NOISE_STREAM, sample_generators
 from ingredients.training.stage_spec import StageSpec
-from ingredients.training.step import build_step_inputs, compute_losses, identity_permutations, permute_identities
+from ingredients.training.step import StepInputs, build_step_inputs, compute_losses, identity_permutations, permute_identities
 from ingredients.training.trainable import add_backbone_lora, configure_trainable, load_trainable_state_dict, merge_backbone_lora, trainable_state_dict
 from ingredients.files.frames import frame_strip
 from ingredients.training.validation import ValidationClip, evaluate, routing_map_image, sample_clip
@@ -63,7 +73,10 @@ logger = logging.getLogger(__name__)
 TRAINING_INFO = "training_info.json"
 TRAIN_COLUMNS = ["step", "epoch", "loss", "diffusion_loss", "routing_loss", "lr", "grad_norm", "samples_per_s",
                  "peak_memory_mb", "elapsed_s"]
-VAL_COLUMNS = ["step", "val_loss", "val_diffusion_loss", "val_routing_loss", "routing_acc"]
+VAL_COLUMNS = ["step", "split", "val_loss", "val_diffusion_loss", "val_routing_loss", "routing_acc"]
+# what validation numbers were measured on (val_log.csv `split`, MLflow metric prefix, image names)
+HELDOUT = "heldout"
+TRAIN_CLIPS = "train_clips"
 # keys of the resolved spec a resumed run may change (length, bookkeeping, logging)
 RESUME_MAY_DIFFER = {"steps", "checkpoint", "validation", "log_every", "log_mlflow",
                      "data.num_workers", "precompute"}
@@ -78,7 +91,7 @@ class RunPaths:
     manifest: Path
     init: Path
     out: Path
-    val_manifest: Path | None = None
+    val_manifest: Path | None = None  # held-out clips to validate on (None: training clips, labelled so)
     resume: str | None = None
     data_root: Path | None = None  # where manifest videos may live (default: the folder above the manifest's)
 
@@ -337,13 +350,33 @@ class Trainer:
         logger.info("resumed from %s at step %d", path, self.step)
 
     def prepare_validation(self) -> None:
-        spec = self.spec
-        manifest = self.paths.val_manifest or self.paths.manifest
-        dataset = self.dataset if manifest == self.paths.manifest else self._dataset(manifest)
+        """The first validation.num_clips clips of the stage's identity range, and what they are
+        (`self.val_info`: manifest, split, clip ids; see the module docstring)."""
+        spec, acc = self.spec, self.accelerator
+        given = self.paths.val_manifest
+        manifest = given or self.paths.manifest
         self.val_clips: list[ValidationClip] = []
-        if not self.accelerator.is_main_process:
+        split, reason = HELDOUT, None
+        if given is None or given == self.paths.manifest:
+            dataset = self.dataset
+            split, reason = TRAIN_CLIPS, ("no --val-manifest given" if given is None else "--val-manifest is the training manifest")
+        else:
+            dataset = self._validation_dataset(manifest)
+        chosen = range(min(spec.validation.num_clips, len(dataset))) if dataset is not None else range(0)
+        if split == HELDOUT and dataset is not None:
+            train_videos = {_clip_video(self.dataset, i) for i in range(len(self.dataset))}
+            shared = sorted({_clip_video(dataset, i) for i in chosen} & train_videos)
+            if shared:
+                split, reason = TRAIN_CLIPS, f"validation clips come from training videos ({', '.join(p.name for p in shared)})"
+        self.val_info = {"manifest": str(manifest), "split": split,
+                         "clips": [dataset.clips[i].clip_id for i in chosen] if dataset is not None else []}
+        if acc.is_main_process and split == TRAIN_CLIPS:
+            logger.warning("validation runs on training clips (%s): its numbers are labelled %r, not held-out; pass "
+                           "--val-manifest with clips of held-out videos (e.g. data/curated_heldout/manifest.jsonl)",
+                           reason, TRAIN_CLIPS)
+        if not acc.is_main_process or dataset is None:
             return
-        for i in range(min(spec.validation.num_clips, len(dataset))):
+        for i in chosen:
             item = dataset[i]
             self.val_clips.append(ValidationClip(
                 clip_id=item["clip_id"], frames=item["frames"], index_mask=item["index_mask"], prompt=item["prompt"],
@@ -354,6 +387,17 @@ class Trainer:
                                    + [f"routing_acc/{n}" for n in range(len(self.transformer.router))]
                                    + [f"routing_acc_t{t}" for t in spec.validation.timesteps])
         self.val_log.resume(self.step)
+
+    def _validation_dataset(self, manifest: Path) -> IngredientsVideoDataset | None:
+        """The held-out manifest's clips in the stage's identity range; None (warned) when it has none."""
+        ids = self.spec.identities
+        counts = sorted({c.num_identities for c in read_manifest(manifest, self.paths.data_root)})
+        if not any(ids.min <= k and (ids.max is None or k <= ids.max) for k in counts):
+            if self.accelerator.is_main_process:
+                logger.warning("%s has no clip with %d..%s identities (identity counts present: %s): no validation "
+                               "metrics for train.%s", manifest, ids.min, ids.max, counts, self.spec.stage)
+            return None
+        return self._dataset(manifest)
 
     @contextlib.contextmanager
     def prepare_tracking(self):
@@ -373,7 +417,9 @@ class Trainer:
         t = self.tracking
         with start_run(self.spec.stage, self.spec.resolved(), t.uri, t.experiment, tags=tags, fallback_to_local=t.fallback_to_local):
             mlflow.log_params({"paths.manifest": str(self.paths.manifest), "paths.init": str(self.paths.init),
+                               "paths.val_manifest": self.val_info["manifest"],
                                "num_processes": self.accelerator.num_processes})
+            mlflow.set_tag("validation_split", self.val_info["split"])
             self.mlflow = mlflow
             yield
 
@@ -430,20 +476,29 @@ class Trainer:
             self.train_log.flush()
 
     def training_step(self, batch: dict, micro: int):
+        spec = self.spec
+        return compute_losses(self.model, self.step_inputs(batch, micro), self.noise_scheduler, self.image_rotary_emb,
+                              self.patch_size, spec.loss.diffusion_weight, spec.routing.weight, spec.routing.kind,
+                              spec.loss.face_weight)
+
+    def step_inputs(self, batch: dict, micro: int) -> StepInputs:
+        """This process's share of a global batch -> model inputs: identity order, encodings (the
+        canvas noise-augmented when image_noise is on), then the step's draws (see step.py)."""
         spec, acc = self.spec, self.accelerator
         first = acc.process_index * self.local_batch
         indices = range(first, first + len(batch["prompt"]))
         if spec.data.shuffle_identities and batch["num_identities"] > 1:
             batch = permute_identities(batch, identity_permutations(spec.seed, micro, indices, batch["num_identities"]))
-        generators = sample_generators(spec.seed, micro, indices)
-        encoded = self.encoder.encode_batch(batch)
-        inputs = build_step_inputs(
-            encoded, batch["index_mask"], generators, self.noise_scheduler, self.pipe.vae_scaling_factor_image,
-            self.empty_prompt, spec.dropout.text, spec.dropout.identity,
+        noise, canvas_noise = spec.image_noise, None
+        if noise.enabled:
+            canvas_noise = [CanvasNoise(g, noise.log_mean, noise.log_std)
+                            for g in sample_generators(spec.seed, micro, indices, IMAGE_NOISE_STREAM)]
+        encoded = self.encoder.encode_batch(batch, canvas_noise)
+        return build_step_inputs(
+            encoded, batch["index_mask"], sample_generators(spec.seed, micro, indices), self.noise_scheduler,
+            self.pipe.vae_scaling_factor_image, self.empty_prompt, spec.dropout.text, spec.dropout.identity,
             invert_scale_latents=bool(self.pipe.vae.config.invert_scale_latents), device=acc.device,
         )
-        return compute_losses(self.model, inputs, self.noise_scheduler, self.image_rotary_emb, self.patch_size,
-                              spec.loss.diffusion_weight, spec.routing.weight, spec.routing.kind, spec.loss.face_weight)
 
     def _clip_gradients(self) -> torch.Tensor:
         if self.spec.max_grad_norm is not None:
@@ -494,19 +549,21 @@ class Trainer:
                 bool(self.pipe.vae.config.invert_scale_latents), acc.device, acc.autocast,
             )
             result = res.metrics
-            self.val_log.append({"step": self.step, **result})
+            split = self.val_info["split"]
+            self.val_log.append({"step": self.step, "split": split, **result})
             self.val_log.flush()
             if self.mlflow is not None:
-                self.mlflow.log_metrics(result, step=self.step)
+                self.mlflow.log_metrics({f"{split}/{k}": x for k, x in result.items()}, step=self.step)
             self._validation_images(res)
-            logger.info("validation at step %d: %s", self.step, {k: round(x, 4) for k, x in result.items()})
+            logger.info("validation on %s clips at step %d: %s", split, self.step,
+                        {k: round(x, 4) for k, x in result.items()})
         acc.wait_for_everyone()
         return result
 
     def _validation_images(self, res) -> None:
         v, clip = self.spec.validation, res.map_clip
         folder = self.paths.validation_dir
-        stem = f"step-{self.step:08d}"
+        stem = f"step-{self.step:08d}_{self.val_info['split']}"
         written = []
         if res.routing_argmax is not None and clip.num_identities > 1:
             image = routing_map_image(clip.frames, res.routing_argmax, clip.index_mask, self.vae_spatial,
@@ -554,7 +611,8 @@ class Trainer:
             state = {
                 "step": self.step, "micro_step": self.step * spec.grad_accum, "stage": spec.stage,
                 "params": spec.resolved(), "git_revision": code_revision(), "init": str(self.paths.init),
-                "manifest": str(self.paths.manifest), "num_processes": acc.num_processes, "ema": ema_state,
+                "manifest": str(self.paths.manifest), "validation": self.val_info, "num_processes": acc.num_processes,
+                "ema": ema_state,
             }
             ckpt.write_checkpoint_files(temp, trainable, None if self.sharded else self.optimizer.state_dict(),
                                         self.lr_scheduler.state_dict(), state, ema_shadow)
@@ -607,12 +665,16 @@ class Trainer:
             model.save_pretrained(temp / "transformer", safe_serialization=True)
             write_json(temp / TRAINING_INFO, {
                 "stage": self.spec.stage, "step": self.step, "init": str(self.paths.init),
-                "manifest": str(self.paths.manifest), "params": self.spec.resolved(), "git_revision": code_revision(),
-                "ema": self.ema is not None, "num_processes": acc.num_processes,
+                "manifest": str(self.paths.manifest), "validation": self.val_info, "params": self.spec.resolved(),
+                "git_revision": code_revision(), "ema": self.ema is not None, "num_processes": acc.num_processes,
             })
         logger.info("model folder written to %s", final)
         if self.mlflow is not None:
             self.mlflow.log_artifact(str(self.paths.out / "train_log.csv"))
+
+
+def _clip_video(dataset: IngredientsVideoDataset, i: int) -> Path:
+    return (dataset.root / dataset.clips[i].video).resolve()
 
 
 def code_revision() -> str:

@@ -8,6 +8,10 @@ picks the identity whose face region the token lies in (chance: 1/K), pooled ove
 timesteps, per injection point (`routing_acc/<n>`) and averaged over points (`routing_acc`); also
 per timestep (`routing_acc_t<t>`, mean over points): at high noise (zero-terminal-SNR schedule:
 SNR 0.06 at t = 700) the video tokens carry little of the faces, so accuracy falls with t.
+A number that cannot be computed is missing, never 0: `val_routing_loss` without a multi-identity
+clip with labelled tokens, and then `val_loss` too when the stage's routing weight is > 0. The image
+condition is the clean canvas (no noise augmentation), as at sampling. Which clips these are (held
+out or training) is the trainer's `split` label.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ IDENTITY_COLOURS = np.array(
 
 @dataclass
 class ValidationClip:
-    """A held-out clip with its encodings: frames [F, 3, H, W] in [-1, 1], index_mask [N]."""
+    """A validation clip with its encodings: frames [F, 3, H, W] in [-1, 1], index_mask [N]."""
 
     clip_id: str
     frames: torch.Tensor
@@ -140,8 +144,9 @@ def evaluate(
                                             routing_weight, routing_kind, face_weight)
                 diff.append(float(losses.diffusion))
                 if losses.routing_logits and clip.num_identities > 1:
-                    rout.append(float(losses.routing))
                     h, n = routing_hits(losses.routing_logits, inputs.index_mask)
+                    if n > 0:  # without a labelled token the routing loss is undefined (training counts it as 0)
+                        rout.append(float(losses.routing))
                     hits = h if hits is None else hits + h
                     labelled += n
                     hits_at_t[t][0] += float(h.double().mean())
@@ -156,8 +161,8 @@ def evaluate(
     if rout:
         metrics["val_routing_loss"] = float(np.mean(rout))
     else:
-        missing["val_routing_loss"] = "no multi-identity validation clip or no router"
-    metrics["val_loss"] = diffusion_weight * metrics["val_diffusion_loss"] + routing_weight * metrics.get("val_routing_loss", 0.0)
+        missing["val_routing_loss"] = "no multi-identity validation clip with a labelled token, or no router"
+    metrics.update(validation_total(metrics, missing, diffusion_weight, routing_weight))
     if hits is not None and labelled > 0:
         per_point = (hits.double() / labelled).tolist()
         metrics.update({f"routing_acc/{n}": a for n, a in enumerate(per_point)})
@@ -166,6 +171,20 @@ def evaluate(
     else:
         missing["routing_acc"] = "no labelled token in a multi-identity validation clip"
     return ValidationResult(metrics=metrics, routing_argmax=routing_argmax, map_clip=map_clip, missing=missing)
+
+
+def validation_total(metrics: dict[str, float], missing: dict[str, str], diffusion_weight: float,
+                     routing_weight: float) -> dict[str, float]:
+    """{"val_loss": ...} as the training total (the routing term enters only at weight > 0), or {} with
+    the reason in `missing` when that total needs a routing loss that was not measured."""
+    total = diffusion_weight * metrics["val_diffusion_loss"]
+    if routing_weight > 0:
+        if "val_routing_loss" not in metrics:
+            missing["val_loss"] = f"routing.weight is {routing_weight} but the routing loss is missing: " + missing.get(
+                "val_routing_loss", "not measured")
+            return {}
+        total += routing_weight * metrics["val_routing_loss"]
+    return {"val_loss": total}
 
 
 @torch.no_grad()

@@ -39,7 +39,7 @@ def _params(cache: Path) -> dict:
     return train_params(
         common={"precompute": {"enabled": True, "cache_dir": str(cache)},
                 "validation": {"num_clips": 1, "timesteps": [500], "inference_steps": 0},
-                "dropout": {"text": 0.2, "identity": 0.2}},
+                "dropout": {"text": 0.2, "identity": 0.2}, "image_noise": {"enabled": True}},
         stage2={"steps": 8, "batch_size": 2, "init_from": "model"},
     )
 

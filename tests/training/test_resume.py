@@ -25,7 +25,7 @@ def _params(cache: Path) -> dict:
     return train_params(
         common={"precompute": {"enabled": True, "cache_dir": str(cache)},
                 "validation": {"num_clips": 1, "timesteps": [500], "inference_steps": 0},
-                "dropout": {"text": 0.3, "identity": 0.3}},
+                "dropout": {"text": 0.3, "identity": 0.3}, "image_noise": {"enabled": True}},
         stage1={"steps": STEPS, "grad_accum": 2, "batch_size": 1, "lr": 2e-3,
                 "train": {"backbone": "lora", "lora_rank": 2}, "ema": {"enabled": True, "decay": 0.9},
                 "lr_schedule": {"name": "cosine", "warmup_steps": 3},

@@ -59,7 +59,7 @@ def test_stage_overrides_common_deeply():
     ("section", "values", "expected"),
     [
         ("stage1", {"train": {"backbone": "lorra"}}, r"train\.stage1\.train\.backbone: Input should be 'frozen', 'scaled_lr' or 'lora' \(got 'lorra'\)"),
-        ("stage1", {"train": {"projektor": True}}, r"train\.stage1\.train\.projektor: unknown key; allowed keys here: backbone, backbone_lr_scale, injectors, lora_alpha, lora_rank, projector, routers"),
+        ("stage1", {"train": {"projektor": True}}, r"train\.stage1\.train\.projektor: unknown key; allowed keys here: backbone, backbone_lr_scale, injectors, lora_alpha, lora_rank, patch_embed, projector, routers"),
         ("stage1", {"routing": {"kind": "l1"}}, r"train\.stage1\.routing\.kind: Input should be 'ce' or 'mse'"),
         ("common", {"mixed_precision": "fp8"}, r"train\.stage1\.mixed_precision: Input should be 'no', 'bf16', 'fp16' or 'auto'"),
         ("stage1", {"lr_schedule": {"name": "cosine_annealing"}}, r"train\.stage1\.lr_schedule\.name: Input should be"),
@@ -125,6 +125,27 @@ def test_scaled_lr_backbone_gets_its_own_learning_rate():
     assert groups["projector"]["lr"] == spec.lr
     assert sum(p.numel() for p in groups["backbone"]["params"]) == sum(
         p.numel() for n, p in model.named_parameters() if parameter_group(n) == "backbone")
+
+
+def test_patch_embed_switch_trains_the_patch_embedding_at_the_stage_lr():
+    patch = {"patch_embed.proj.weight", "patch_embed.proj.bias", "patch_embed.text_proj.weight", "patch_embed.text_proj.bias"}
+    model = small_transformer()
+    spec = build_stage_spec(train_params(stage1={"train": {"patch_embed": True}}), "stage1")
+    groups = {g["name"]: g for g in configure_trainable(model, spec.train, spec.lr)}
+    assert list(groups) == ["projector", "injectors", "patch_embed"] and groups["patch_embed"]["lr"] == spec.lr
+    assert _grad_names(model) == _names(model, "projector", "injectors") | patch
+    # a scaled-lr backbone keeps its scale; the patch embedding trains at the stage's lr
+    model = small_transformer()
+    spec = build_stage_spec(train_params(stage1={"train": {"patch_embed": True, "backbone": "scaled_lr"}}), "stage1")
+    groups = {g["name"]: g for g in configure_trainable(model, spec.train, spec.lr)}
+    assert groups["patch_embed"]["lr"] == spec.lr and groups["backbone"]["lr"] == pytest.approx(spec.lr * 0.1)
+    name_of = {id(p): n for n, p in model.named_parameters()}
+    assert {name_of[id(p)] for p in groups["patch_embed"]["params"]} == patch
+    assert not patch & {name_of[id(p)] for p in groups["backbone"]["params"]}
+    # off (the default): patch_embed is backbone, frozen with it
+    assert "patch_embed" not in {g["name"] for g in configure_trainable(small_transformer(), build_stage_spec(train_params(), "stage1").train, 1e-3)}
+    assert parameter_group("patch_embed.proj.weight") == "backbone"
+    build_stage_spec(train_params(stage1={"train": {"projector": False, "injectors": False, "patch_embed": True}}), "stage1")
 
 
 def test_lora_trains_only_adapters_on_backbone_attention():

@@ -54,6 +54,7 @@ def test_stage1_validation_loss_falls(stage1):
     out, _, _ = stage1
     val = _rows(out / "val_log.csv")
     assert [int(r["step"]) for r in val] == [0, 10]
+    assert [r["split"] for r in val] == ["train_clips"] * 2  # no --val-manifest: labelled, never held-out
     start, end = float(val[0]["val_loss"]), float(val[1]["val_loss"])
     assert end < (1 - STAGE1_MIN_DROP) * start, (start, end)
     assert val[0]["routing_acc"] == ""  # single-identity clips: routing accuracy is not measurable
@@ -75,6 +76,7 @@ def test_stage1_model_folder_loads_and_only_trained_modules_changed(stage1, smal
     out, model_dir, _ = stage1
     info = json.loads((model_dir / "training_info.json").read_text())
     assert info["stage"] == "stage1" and info["step"] == 10 and info["params"]["lr"] == 2e-3
+    assert info["validation"]["split"] == "train_clips" and info["validation"]["manifest"] == info["manifest"]
     trained = load_pipeline(model_dir).transformer.state_dict()
     base = load_pipeline(small_model).transformer.state_dict()
     assert set(trained) == set(base)
@@ -95,11 +97,11 @@ def test_stage1_checkpoints_and_images(stage1):
     assert {p.name for p in (out / "checkpoints" / "step-00000005").iterdir()} == names
     state = json.loads((out / "checkpoints" / "step-00000005" / "state.json").read_text())
     assert state["step"] == 5 and state["params"]["stage"] == "stage1" and state["git_revision"] != "unknown"
-    strip = Image.open(out / "validation" / "step-00000010_sample.png")
+    strip = Image.open(out / "validation" / "step-00000010_train_clips_sample.png")
     # frames side by side; the CogVideoX VAE decodes an even number of latent frames (here 2) to
     # twice as many frames (its causal first-frame rule applies to odd counts only): 8, not 5
     assert strip.size == (8 * 64, 64)
-    assert not (out / "validation" / "step-00000010_routing.png").exists()  # K = 1: nothing to route
+    assert not list((out / "validation").glob("*_routing.png"))  # K = 1: nothing to route
 
 
 def test_stage1_logged_to_mlflow(stage1):
@@ -109,10 +111,11 @@ def test_stage1_logged_to_mlflow(stage1):
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{out.parent}/mlflow.db")
     (run,) = client.search_runs([client.get_experiment_by_name("test-training").experiment_id])
     assert run.data.tags["stage"] == "stage1" and run.data.params["lr"] == "0.002"
-    assert {"loss", "diffusion_loss", "lr", "grad_norm", "samples_per_s", "peak_memory_mb", "val_loss"} <= set(run.data.metrics)
+    assert {"loss", "diffusion_loss", "lr", "grad_norm", "samples_per_s", "peak_memory_mb", "train_clips/val_loss"} <= set(run.data.metrics)
+    assert "val_loss" not in run.data.metrics and run.data.tags["validation_split"] == "train_clips"
     assert len(client.get_metric_history(run.info.run_id, "loss")) == 10
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "validation")}
-    assert "validation/step-00000010_sample.png" in artifacts
+    assert "validation/step-00000010_train_clips_sample.png" in artifacts
 
 
 def test_stage2_routing_loss_falls_and_is_logged_separately(stage2):
@@ -126,7 +129,7 @@ def test_stage2_routing_loss_falls_and_is_logged_separately(stage2):
     assert float(end["val_routing_loss"]) < (1 - STAGE2_MIN_ROUTING_DROP) * float(start["val_routing_loss"])
     assert float(end["routing_acc"]) > float(start["routing_acc"]) + 0.2
     assert {"routing_acc/0", "routing_acc/1"} <= set(end)
-    routing_map = Image.open(out / "validation" / "step-00000020_routing.png")
+    routing_map = Image.open(out / "validation" / "step-00000020_train_clips_routing.png")
     assert routing_map.size == (5 * 64, 2 * 64)  # labels over predicted routing
     assert json.loads((model_dir / "training_info.json").read_text())["stage"] == "stage2"
     load_pipeline(model_dir)
