@@ -53,7 +53,7 @@ from ingredients.data.reference_crop import choose_reference, crop_reference, fa
 from ingredients.data.scoring import pool_scores, score_video
 from ingredients.data.shots import detect_shots
 from ingredients.data.tracking import Track, track_faces
-from ingredients.data.sources import DataParams, VideoItem, collect_items
+from ingredients.data.sources import DataParams, VideoItem, collect_items, is_validation
 from ingredients.files.video_io import VideoReadError, probe_video, read_video
 
 logger = logging.getLogger(__name__)
@@ -361,12 +361,18 @@ def curate(raw: str | os.PathLike | DataParams, out_dir: str | os.PathLike, para
     wall = time.perf_counter() - wall0
     ordered = [results[v.key] for v in videos]
     clips = [ManifestClip.model_validate(c) for r in ordered for c in r["clips"]]
-    write_manifest(out_dir / "manifest.jsonl", clips)
+    held = {v.key for v in videos if is_validation(v.key, source.val_fraction, source.val_seed)}
+    val_clips = [ManifestClip.model_validate(c) for v, r in zip(videos, ordered) if v.key in held for c in r["clips"]]
+    write_manifest(out_dir / "manifest.jsonl", [c for c in clips if c not in val_clips])
+    if source.val_fraction > 0:  # held out by video: no clip of a validation video is trained on
+        write_manifest(out_dir / "val.jsonl", val_clips)
     report = build_report(ordered, params, wall_seconds=wall, videos_this_run=[v.key for v in todo])
     if skipped_before:  # list lines that named no usable clip: counted with the videos skipped
         report["videos"]["total"] += sum(skipped_before.values())
         report["videos"]["skipped"] = dict(sorted((Counter(report["videos"]["skipped"]) + skipped_before).items()))
     report["source"] = {"source": source.source, "path": source.path}
+    report["split"] = {"val_fraction": source.val_fraction, "val_videos": sorted(held), "val_clips": len(val_clips),
+                       "train_clips": len(clips) - len(val_clips)}
     report["throughput"]["engine"] = compute.engine if compute is not None else "local"
     if any(r.get("score") for r in ordered):
         report["ground_truth"] = pool_scores([r["score"] for r in ordered if r.get("score")])

@@ -20,6 +20,7 @@ skipped and counted with the reason, never fatal.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 from collections import Counter
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from ingredients.config import ParamsError
 
@@ -37,12 +38,27 @@ VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm")
 
 
 class DataParams(BaseModel):
-    """The `data:` section: which raw videos curation reads."""
+    """The `data:` section: which raw videos curation reads, and the validation clips training gets.
+
+    `val_fraction` of the videos (chosen by a hash of their key and `val_seed`, so adding videos
+    never moves others between the splits) go to `val.jsonl` beside the training manifest: held out
+    by video. `val_manifest` is the manifest the training stages validate on: that file, or (tiny
+    profile) the separately curated videos of people held out of training altogether.
+    """
 
     model_config = ConfigDict(extra="forbid")
     source: Literal["synth", "videos", "list"] = "synth"
     path: str = "data/raw"
     captions_file: str | None = None  # videos: CSV or JSONL of (path, caption), instead of sidecars
+    val_fraction: float = Field(0.0, ge=0.0, lt=1.0)
+    val_seed: int = 0
+    val_manifest: str = "data/curated_heldout/manifest.jsonl"
+
+
+def is_validation(key: str, fraction: float, seed: int) -> bool:
+    """Whether the video `key` is held out for validation (a stable hash of key and seed < fraction)."""
+    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
 
 
 @dataclass(frozen=True)

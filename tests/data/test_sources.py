@@ -95,3 +95,20 @@ def test_a_clip_list_picks_exactly_its_frames(layouts, tmp_path):
     assert report["videos"]["skipped"] == {"bad_range": 1, "missing_video": 1}
     with pytest.raises(ParamsError, match="data.captions_file"):
         collect_items(DataParams(source="list", path=str(clips), captions_file="c.csv"))
+
+
+def test_validation_videos_are_held_out_by_video(layouts, tmp_path):
+    from ingredients.data.sources import is_validation
+
+    keys = [f"clip_{i:03d}" for i in range(400)]
+    held = [k for k in keys if is_validation(k, 0.25, seed=0)]
+    assert 70 < len(held) < 130 and held == [k for k in keys if is_validation(k, 0.25, seed=0)]
+    assert set(held) != {k for k in keys if is_validation(k, 0.25, seed=1)}
+    _, flat, _ = layouts
+    data = DataParams(source="videos", path=str(flat), val_fraction=0.5, val_seed=0)
+    report = curate(data, tmp_path / "out", CurationParams(contact_sheet_clips=0))
+    train = [json.loads(line) for line in (tmp_path / "out" / "manifest.jsonl").read_text().splitlines()]
+    val = [json.loads(line) for line in (tmp_path / "out" / "val.jsonl").read_text().splitlines()]
+    assert {Path(r["video"]).stem for r in train}.isdisjoint({Path(r["video"]).stem for r in val})
+    assert report["split"]["val_clips"] == len(val) and report["split"]["train_clips"] == len(train)
+    assert sorted(report["split"]["val_videos"]) == sorted(k for k in VIDEOS if is_validation(k, 0.5, 0)) == ["vid_001"]
