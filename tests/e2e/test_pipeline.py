@@ -19,36 +19,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ingredients.config import deep_merge, load_params
+from ingredients.config import load_params
+from tests.e2e.project import ROOT, dvc, env, make_project
 
-ROOT = Path(__file__).resolve().parents[2]
 OVERRIDE = Path(__file__).with_name("smaller_than_tiny.yaml")
-
-
-def _env(project: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    env["MLFLOW_DISABLE_TELEMETRY"] = "true"
-    env["DVC_NO_ANALYTICS"] = "1"
-    env["PYTHONPATH"] = str(project)
-    return env
-
-
-def _dvc(project: Path, *args: str, timeout: int = 1200) -> subprocess.CompletedProcess:
-    return subprocess.run([str(Path(sys.executable).parent / "dvc"), *args], cwd=project, env=_env(project),
-                          capture_output=True, text=True, timeout=timeout)
+_env, _dvc = env, dvc
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
-    project = tmp_path_factory.mktemp("project")
-    for name in ("ingredients", "eval"):
-        shutil.copytree(ROOT / name, project / name, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(ROOT / "dvc.yaml", project / "dvc.yaml")
-    params = deep_merge(load_params(ROOT / "params.yaml"), load_params(OVERRIDE))
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    subprocess.run(["git", "init", "-q"], cwd=project, check=True)
-    assert _dvc(project, "init", "-q").returncode == 0
+    project = make_project(tmp_path_factory.mktemp("project"), (OVERRIDE,))
     start = time.monotonic()
     run = _dvc(project, "repro")
     (project / "repro.log").write_text(run.stdout + run.stderr)
@@ -65,7 +45,7 @@ def test_pipeline_produces_every_stage_output(project):
     assert (project / "outputs/report/index.html").is_file()
     assert (project / "models/stage2/model/model_index.json").is_file()
     assert (project / "models/stage2/train_log.csv").read_text().count("\n") == 3  # header + 2 steps
-    cases = (project / "data/benchmark/tiny.jsonl").read_text().splitlines()
+    cases = (project / "data/benchmark/benchmark.jsonl").read_text().splitlines()
     assert len(list((project / "outputs/samples/ours").glob("*.mp4"))) == len(cases) == 3
 
 

@@ -1,0 +1,48 @@
+"""A temporary DVC project made of this repository's packages, dvc.yaml and a merged params.yaml, with
+`python` resolving to this environment's interpreter: what the end-to-end tests run `dvc repro` in."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from ingredients.config import load_merged
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("ingredients", "eval", "experiments")
+
+
+def env(project: Path) -> dict[str, str]:
+    out = dict(os.environ)
+    out["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{out['PATH']}"
+    out["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    out["DVC_NO_ANALYTICS"] = "1"
+    out["PYTHONPATH"] = str(project)
+    return out
+
+
+def dvc(project: Path, *args: str, timeout: int = 1200) -> subprocess.CompletedProcess:
+    return subprocess.run([str(Path(sys.executable).parent / "dvc"), *args], cwd=project, env=env(project),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def make_project(project: Path, overrides: tuple[Path, ...], extra: dict | None = None) -> Path:
+    """Copy the packages and dvc.yaml into `project`, write params.yaml (params.yaml + `overrides` +
+    `extra`, merged in order), `git init` and `dvc init` there."""
+    for name in PACKAGES:
+        shutil.copytree(ROOT / name, project / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "dvc.yaml", project / "dvc.yaml")
+    params = load_merged(ROOT / "params.yaml", overrides)
+    if extra:
+        from ingredients.config import deep_merge
+
+        params = deep_merge(params, extra)
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    subprocess.run(["git", "init", "-q"], cwd=project, check=True)
+    assert dvc(project, "init", "-q").returncode == 0
+    return project
