@@ -73,11 +73,17 @@ def read_routing(path: Path, n_refs: int) -> dict[int, tuple[np.ndarray, np.ndar
     return out
 
 
-@register("routing_acc")
-def compute(ctx: VideoContext) -> MetricResult:
+def routing_file(ctx: VideoContext) -> Path:
+    """The video's routing file; MetricUnavailable when the method wrote none."""
     path = ctx.routing_path
     if not path.is_file():
         raise MetricUnavailable(f"no routing maps for this method ({path.name} not in {path.parent})")
+    return path
+
+
+@register("routing_acc")
+def compute(ctx: VideoContext) -> MetricResult:
+    path = routing_file(ctx)
     if not has_truth(path):
         raise MetricUnavailable(
             f"{path.name} holds no ground-truth index mask (a generated video has none); see routing_consistency "

@@ -18,7 +18,7 @@ import torch
 from safetensors.numpy import load_file
 
 from eval.context import VideoContext
-from eval.metrics.routing_acc import routing_accuracy, routing_points
+from eval.metrics.routing_acc import routing_accuracy, routing_file, routing_points
 from eval.registry import MetricResult, MetricUnavailable, register
 from eval.video_faces import VideoFaces
 from ingredients.data.index_mask import index_mask_from_masks
@@ -44,9 +44,7 @@ def matched_face_masks(faces: VideoFaces, num_frames: int, height: int, width: i
 
 @register("routing_consistency")
 def compute(ctx: VideoContext) -> MetricResult:
-    path = ctx.routing_path
-    if not path.is_file():
-        raise MetricUnavailable(f"no routing maps for this method ({path.name} not in {path.parent})")
+    path = routing_file(ctx)
     tensors = load_file(str(path))
     if GEOMETRY_KEY not in tensors or tensors[GEOMETRY_KEY].shape != (3,):
         raise MetricUnavailable(f"{path.name}: no '{GEOMETRY_KEY}' [spatial, temporal, patch] tensor: cannot map tokens to pixels")
