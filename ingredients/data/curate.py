@@ -354,6 +354,8 @@ def curate(raw: str | os.PathLike | DataParams, out_dir: str | os.PathLike, para
         else:
             results[v.key] = res
     logger.info("%d videos: %d done before, %d to curate", len(videos), len(results), len(todo))
+    if todo:  # a configuration error (a missing weights file, a bad option) stops the run here, not once per video
+        _components(params)
     wall0 = time.perf_counter()
     work = functools.partial(_run_one, out_dir=out_dir, params=params)
     for video, result in run_map(work, todo, compute, workers=params.num_workers, desc="curate"):
@@ -401,7 +403,14 @@ def main(argv: list[str] | None = None) -> None:
         source = validate_model(DataParams, section(load_params(args.params), "data", args.params), "data")
     else:
         parser.error("give --raw DIR or --params with a `data:` section")
-    report = curate(source, args.out, params, compute_params(args.params))
+    try:
+        report = curate(source, args.out, params, compute_params(args.params))
+    except (OSError, ValueError, ImportError) as err:  # the source or the face stack cannot be set up
+        raise SystemExit(f"curation cannot start: {type(err).__name__}: {err}") from None
+    if not report["clips"]["kept"]:
+        raise SystemExit(f"curation kept no clip from {report['videos']['total']} videos (skipped: "
+                         f"{report['videos']['skipped']}, dropped clips: {report['clips']['dropped']}); see "
+                         f"{Path(args.out) / 'report.json'}")
     logger.info("kept %d clips from %d videos; dropped %s; skipped videos %s; %.1f frames/s",
                 report["clips"]["kept"], report["videos"]["total"], report["clips"]["dropped"], report["videos"]["skipped"], report["throughput"]["frames_per_second"] or 0.0)
 

@@ -112,3 +112,11 @@ def test_validation_videos_are_held_out_by_video(layouts, tmp_path):
     assert {Path(r["video"]).stem for r in train}.isdisjoint({Path(r["video"]).stem for r in val})
     assert report["split"]["val_clips"] == len(val) and report["split"]["train_clips"] == len(train)
     assert sorted(report["split"]["val_videos"]) == sorted(k for k in VIDEOS if is_validation(k, 0.5, 0)) == ["vid_001"]
+
+
+def test_a_face_stack_that_cannot_be_built_stops_curation_before_any_video(layouts, tmp_path):
+    _, flat, _ = layouts
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        curate(DataParams(source="videos", path=str(flat)), tmp_path / "out",
+               CurationParams(analyzer_options={"model_dir": str(tmp_path / "nowhere")}))
+    assert not (tmp_path / "out" / "work").exists() or not any((tmp_path / "out" / "work").iterdir())

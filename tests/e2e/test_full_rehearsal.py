@@ -77,7 +77,7 @@ STUDY = {
     "data": {"source": "videos", "path": "data/videos", "val_fraction": 0.34, "val_seed": VAL_SEED,
              "val_manifest": "data/curated/val.jsonl"},
     "benchmark": {"source": "jsonl", "path": "data/bench/cases.jsonl", "max_identities": 2},
-    "curate": {"analyzer": "dlib", "analyzer_options": {"upsample": 1}, "min_face_size": 40.0, "masker": "landmarks"},
+    "curate": {"analyzer": "dlib", "analyzer_options": {"upsample": 1, "model_dir": None}, "min_face_size": 40.0, "masker": "landmarks"},
     "train": {"stage2": {"identities": {"min": 1, "max": 2}}},
     "baselines": {"num_frames": 9, "size": 96},
 }
