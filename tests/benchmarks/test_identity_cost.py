@@ -1,11 +1,16 @@
 """Identity cost per forward against the bare CogVideoX backbone (pytest-benchmark).
 
 Default suite: the reduced size, run once (benchmarks disabled) so the code cannot rot.
+Slow: `test_identity_cost_ratio_full_width` holds issue 2's goal (identity modules <= 1.09x the bare
+backbone at the full-width size), `.venv/bin/python -m pytest tests/benchmarks/test_identity_cost.py -m slow -k ratio -s`.
 Measure: `.venv/bin/python -m pytest tests/benchmarks/test_identity_cost.py -m slow --benchmark-enable`
 or `python -m ingredients.speed.identity_cost identity-cost --size full` (numbers in docs/benchmarks.md).
 """
 
 from __future__ import annotations
+
+import os
+import statistics
 
 import pytest
 import torch
@@ -41,3 +46,32 @@ def test_identity_cost_reduced(benchmark):
 @pytest.mark.slow
 def test_identity_cost_full_width(benchmark):
     _measure(benchmark, "full", rounds=3)
+
+
+# issue 2's goal for one forward with precomputed ID tokens (the sampling path), against the bare backbone
+MAX_RATIO = 1.09
+
+
+@pytest.mark.slow
+def test_identity_cost_ratio_full_width():
+    """At issue 2's size (full width, 2 layers, 1,650 video tokens, K = 2, float32, 2 threads) one
+    forward with the identity modules costs <= 1.09x the bare transformer.
+
+    Rounds are interleaved (bare, ours) after a warm-up; each round's ratio compares two adjacent
+    forwards, so load drift hits both alike, and the median of the rounds' ratios is held to the goal
+    (docs/benchmarks.md: 1.054x idle). Minutes on 2 cores.
+    """
+    torch.set_num_threads(2)
+    size = SIZES["full"]
+    bare, ours = build_models(size)
+    fns = identity_cost_callables(bare, ours, make_inputs(size, ours))
+    times = time_interleaved({"bare": fns["bare"], "ours": fns["ours_precomputed"]}, rounds=5, warmup=1)
+    ratios = [o / b for o, b in zip(times["ours"], times["bare"])]
+    ratio = statistics.median(ratios)
+    report = (
+        f"identity cost at full width: median ratio {ratio:.3f} (per round {', '.join(f'{r:.3f}' for r in ratios)}; "
+        f"bare median {statistics.median(times['bare']):.2f} s, ours {statistics.median(times['ours']):.2f} s; "
+        f"load average {os.getloadavg()[0]:.2f})"
+    )
+    print(report)  # noqa: T201 - the measurement is the test's output (-s)
+    assert ratio <= MAX_RATIO, report
