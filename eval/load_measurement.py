@@ -14,10 +14,11 @@ process's wall time and peak RSS are recorded (its VmHWM, read inside the child 
 `ingredients.peak_memory`; see `measure_main`); the merged per_video.jsonl, metrics.json,
 missing.json and per-video face files must equal the single run's byte for byte.
 
-fid_face only runs once a method has enough face crops (2 x 128 for dlib: ~155 of these cases), and
-its first use imports torchmetrics' FID (~250 MiB of RSS), so peak RSS steps up once between a small
-and a large run. `fid_probe`, measured the same way, gives that step; the report states the growth
-both raw and beyond it.
+fid_face only runs once a method has enough samples on both sides (2 x 128 for dlib), counted
+honestly: distinct reference photos, and at most one generated face per identity per video. The
+few photos of this benchmark never reach that, so fid_face stays missing here; its first use would
+import torchmetrics' FID (~250 MiB of RSS). `fid_probe`, measured the same way, gives that step; the
+report states the growth both raw and beyond it (beyond it only when the large run computed FID).
 
 Writes DIR/load_report.json (atomically); exits with status 1 when the runs differ. Layout:
 DIR/bench/ (refs/, load.jsonl, load_first<n>.jsonl), DIR/videos/oracle/, DIR/runs/<run>/,

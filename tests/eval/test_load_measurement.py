@@ -20,8 +20,8 @@ from eval.load_measurement import (
 from eval.run_layout import read_records
 
 # Peak RSS of the 200-video run may exceed the 50-video run's by at most this much (MiB), beyond
-# fid_face's one-time step (torchmetrics' FID import, ~250 MiB, measured by fid_probe; fid_face runs
-# at 200 videos, not at 50). Kept per video: one record and its face embeddings (~kB); frames kept
+# fid_face's one-time step (torchmetrics' FID import, ~250 MiB, measured by fid_probe), subtracted
+# only when the large run computed fid_face (with distinct reference photos counted once, it does not). Kept per video: one record and its face embeddings (~kB); frames kept
 # would add 150 x 0.44 MB (9 x 128 x 128 x 3 B), analyses or decoder state more.
 RSS_GROWTH_LIMIT_MIB = 16.0
 
@@ -87,7 +87,9 @@ def test_200_videos_bounded_memory_and_four_shards_equal(tmp_path):
     report = run_load_measurement(tmp_path, videos=200, shards=4, compare=(50,))
     _check_report(report, tmp_path, 200, 4)
     assert report["videos_without_face"] == 20
-    assert [(s["videos"], s["fid_face_computed"]) for s in report["scaling"]] == [(50, False), (200, True)]
+    # distinct reference photos are few here: fid_face is missing at every size (it was computed from
+    # 49 near-copies per identity per video before the honest count of #16)
+    assert [(s["videos"], s["fid_face_computed"]) for s in report["scaling"]] == [(50, False), (200, False)]
     assert report["rss_growth_beyond_fid_mib"] <= RSS_GROWTH_LIMIT_MIB, report
     # 50-video shards (no fid_face either) peak like the 50-video run
     small = report["scaling"][0]["peak_rss_mib"]
