@@ -22,10 +22,12 @@ from safetensors.torch import load_file
 from tests.training.conftest import REPO_ROOT, run_cli, train_params
 
 # per-process gradients averaged by DDP vs one batch: equal up to float32 rounding. Measured over 8
-# steps (seed 0): losses and grad norms differ by at most ~3e-6 relative; weights by ~5e-5
-# (Adam divides by sqrt(v), so rounding in small gradients shows up as fractions of an lr step).
+# steps (seed 0, image noise on): losses and grad norms differ by at most 4.6e-6 relative; weights by
+# 2.5e-4 in one projector tensor (local_facial_extractor.mapping_3.0.weight), 8e-5 elsewhere (2.9e-5
+# with image noise off): Adam divides by sqrt(v), so rounding in small gradients shows up as
+# fractions of an lr step (here 2e-3).
 LOSS_RTOL = 1e-4
-WEIGHT_ATOL = 2e-4
+WEIGHT_ATOL = 5e-4
 # The router's LayerNorm bias on the ID tokens shifts every identity's key equally, which the
 # softmax over identities cancels: its true gradient is 0, and Adam turns the rounding noise of that
 # zero into +-lr steps, so those two tensors differ at the lr scale in any two runs. They do not
