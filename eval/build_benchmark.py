@@ -14,7 +14,6 @@ error naming the case (the sampling stage checks the model's own limit again).
 
 from __future__ import annotations
 
-import argparse
 import logging
 from collections import Counter
 from pathlib import Path
@@ -24,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from eval.opens2v import OPENS2V_FILES, import_opens2v
 from eval.tiny_benchmark import build_tiny_benchmark
-from ingredients.config import load_params, section, validate_model
+from ingredients.config import load_params, section, stage_parser, validate_model
 from ingredients.sampling.benchmark import BenchmarkError, check_identity_counts, read_benchmark, write_benchmark
 
 logger = logging.getLogger(__name__)
@@ -72,9 +71,7 @@ def build_benchmark(params: BenchmarkParams, out: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m eval.build_benchmark", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser = stage_parser("eval.build_benchmark", __doc__)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

@@ -14,6 +14,7 @@ stage and has one typed schema, kept beside the stage that reads it (`TrackingPa
 
 from __future__ import annotations
 
+import argparse
 import copy
 import json
 from collections.abc import Mapping
@@ -143,3 +144,12 @@ def apply_overrides(params: Mapping[str, Any], overrides: Mapping[str, Any]) -> 
 def param_text(value: Any) -> str:
     """A parameter value as text (MLflow params): JSON for lists and mappings, str otherwise."""
     return json.dumps(value) if isinstance(value, (list, tuple, Mapping)) else str(value)
+
+
+def stage_parser(module: str, doc: str | None) -> argparse.ArgumentParser:
+    """The command line of a stage module (`python -m MODULE`): its docstring as help, and `--params`
+    (the params file whose sections the stage reads)."""
+    parser = argparse.ArgumentParser(prog=f"python -m {module}", description=doc,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: params.yaml)")
+    return parser

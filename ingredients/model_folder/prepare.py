@@ -14,7 +14,6 @@ that the next stage would take for a finished model.
 
 from __future__ import annotations
 
-import argparse
 import inspect
 import json
 import logging
@@ -29,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tqdm import tqdm
 
 from ingredients.files.atomic import atomic_dir, write_json
-from ingredients.config import ParamsError, load_params, section, validate_model
+from ingredients.config import ParamsError, load_params, section, stage_parser, validate_model
 from ingredients.faces.reference import FaceSettings
 
 logger = logging.getLogger(__name__)
@@ -314,9 +313,7 @@ def prepare_full(params: PrepareParams, out: Path, faces: Mapping[str, Any] | No
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m ingredients.model_folder.prepare", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser = stage_parser("ingredients.model_folder.prepare", __doc__)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--raw", type=Path, help="tiny raw videos to fit the tiny VAE on")
     args = parser.parse_args(argv)

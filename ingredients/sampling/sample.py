@@ -18,7 +18,6 @@ resumes per rank, and the files equal a one-process run's.
 
 from __future__ import annotations
 
-import argparse
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ from tqdm import tqdm
 
 from ingredients.files.atomic import remove_stale_temps, write_json
 from ingredients.files.frames import to_uint8
-from ingredients.config import load_params, section, validate_model
+from ingredients.config import load_params, section, stage_parser, validate_model
 from ingredients.model_folder.folder import load_face_conditioner, load_pipeline
 from ingredients.models import IdentityBatch
 from ingredients.files.video_io import write_video
@@ -159,9 +158,7 @@ def sample_benchmark(params: SampleParams, benchmark: Path, model: Path, out: Pa
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m ingredients.sampling.sample", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser = stage_parser("ingredients.sampling.sample", __doc__)
     parser.add_argument("--benchmark", type=Path, required=True)
     parser.add_argument("--model", type=Path, required=True, help="model folder (e.g. the stage-2 output)")
     parser.add_argument("--out", type=Path, required=True, help="one sub-folder per method is written here")
