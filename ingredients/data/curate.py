@@ -140,8 +140,10 @@ def _filter_clip(num_frames: int, boxes_by_identity: list[list], params: Curatio
 
 def item_fingerprint(item: VideoItem) -> str:
     """The video file's fingerprint plus what the source says about it (range, caption)."""
-    extra = json.dumps([item.start, item.end, item.seconds, item.caption])
-    return file_fingerprint(item.path) + ("" if extra == "[0, null, null, null]" else hashlib.sha1(extra.encode()).hexdigest()[:8])
+    extra = [item.start, item.end, item.seconds, item.caption]
+    if extra == [0, None, None, None]:  # a whole video with the captioner's caption: the file alone
+        return file_fingerprint(item.path)
+    return file_fingerprint(item.path) + hashlib.sha1(json.dumps(extra).encode()).hexdigest()[:8]
 
 
 def curate_video(item: VideoItem | Path, out_dir: Path, params: CurationParams, comp: Components) -> dict:

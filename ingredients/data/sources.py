@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 import logging
 from collections import Counter
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ingredients.config import ParamsError
+from ingredients.files.jsonl import jsonl_lines
 
 logger = logging.getLogger(__name__)
 
@@ -104,12 +104,10 @@ def read_captions_file(path: Path, root: Path) -> dict[Path, str]:
         with path.open(newline="", encoding="utf-8") as f:
             rows = list(csv.DictReader(f))
     else:
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"{path}:{n}: invalid JSON ({err.msg})") from None
+        for where, row, error in jsonl_lines(path):
+            if error:
+                raise ValueError(f"{where}: {error} (data.captions_file)")
+            rows.append(row)
     out = {}
     for n, row in enumerate(rows, 1):
         if not isinstance(row, dict) or not row.get("path") or not isinstance(row.get("caption"), str):
@@ -123,14 +121,9 @@ def read_clip_list(path: Path) -> tuple[list[VideoItem], Counter]:
     if not path.is_file():
         raise FileNotFoundError(f"clip list not found: {path} (data.path with data.source: list)")
     items, skipped = [], Counter()
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        where = f"{path}:{n}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            logger.warning("%s: skipped, invalid JSON (%s)", where, err.msg)
+    for where, row, error in jsonl_lines(path):
+        if error or not isinstance(row, dict):
+            logger.warning("%s: skipped, %s", where, error or f"expected a JSON object, got {type(row).__name__}")
             skipped["bad_list_line"] += 1
             continue
         video = Path(str(row.get("video", "")))

@@ -8,13 +8,13 @@ leave that folder (`../` is refused) so a benchmark cannot read files outside it
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from ingredients.files.atomic import write_jsonl
+from ingredients.files.jsonl import jsonl_lines
 
 CASE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 REQUIRED_KEYS = ("case_id", "prompt", "references", "seed")
@@ -104,21 +104,16 @@ def read_benchmark(path: str | os.PathLike) -> list[Case]:
         raise FileNotFoundError(f"benchmark file not found: {path}")
     root = path.parent.resolve()
     cases: list[Case] = []
-    seen: dict[str, int] = {}
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{lineno}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise BenchmarkError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from exc
+    seen: dict[str, str] = {}
+    for where, obj, error in jsonl_lines(path):
+        if error:
+            raise BenchmarkError(f"{where}: {error}")
         case = parse_case(obj, root, where)
         if case.case_id in seen:
             raise BenchmarkError(
                 f"{where}: duplicate case_id {case.case_id!r} (first on line {seen[case.case_id]})"
             )
-        seen[case.case_id] = lineno
+        seen[case.case_id] = where.rsplit(":", 1)[1]
         cases.append(case)
     if not cases:
         raise BenchmarkError(f"{path}: the benchmark has no cases")

@@ -9,6 +9,7 @@ or `python -m ingredients.speed.identity_cost identity-cost --size full` (number
 
 from __future__ import annotations
 
+import logging
 import os
 import statistics
 
@@ -16,6 +17,8 @@ import pytest
 import torch
 
 from ingredients.speed.identity_cost import SIZES, build_models, identity_cost_callables, make_inputs, time_interleaved
+
+logger = logging.getLogger(__name__)
 
 
 def _measure(benchmark, size_name: str, rounds: int):
@@ -73,5 +76,5 @@ def test_identity_cost_ratio_full_width():
         f"bare median {statistics.median(times['bare']):.2f} s, ours {statistics.median(times['ours']):.2f} s; "
         f"load average {os.getloadavg()[0]:.2f})"
     )
-    print(report)  # noqa: T201 - the measurement is the test's output (-s)
+    logger.warning("%s", report)  # the measurement: shown in the test's output (pytest -m slow -rA)
     assert ratio <= MAX_RATIO, report

@@ -120,3 +120,12 @@ def test_a_face_stack_that_cannot_be_built_stops_curation_before_any_video(layou
         curate(DataParams(source="videos", path=str(flat)), tmp_path / "out",
                CurationParams(analyzer_options={"model_dir": str(tmp_path / "nowhere")}))
     assert not (tmp_path / "out" / "work").exists() or not any((tmp_path / "out" / "work").iterdir())
+
+
+def test_a_list_line_that_is_not_an_object_is_skipped_and_counted(tmp_path):
+    from ingredients.data.sources import read_clip_list
+
+    clips = tmp_path / "clips.jsonl"
+    clips.write_text('["not", "an", "object"]\n{broken\n')
+    items, skipped = read_clip_list(clips)
+    assert items == [] and skipped == {"bad_list_line": 2}
