@@ -64,6 +64,8 @@ def _check_report(report: dict, out, videos: int, shards: int) -> None:
     assert all(r["metrics"]["face_sim/dlib"] == 0.0 for i, r in enumerate(records.values()) if i % 10 == 9)
 
 
+# slow: keeps the default suite within 15 minutes on 2 idle cores (measured 17 min 25 s with it, fresh clone)
+@pytest.mark.slow
 def test_small_load_single_run_equals_four_shards_merged(tmp_path):
     report = run_load_measurement(tmp_path, videos=12, shards=4, compare=(), frames=3, jobs=2)
     _check_report(report, tmp_path, 12, 4)
