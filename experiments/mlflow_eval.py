@@ -17,7 +17,7 @@ from pathlib import Path
 from eval.aggregate import flat_items
 from eval.run_layout import RunLayout
 from ingredients.config import flatten, load_params, param_text
-from ingredients.mlflow_run import git_revision, resolve_tracking_uri, tracking_params
+from ingredients.mlflow_run import ensure_experiment, git_revision, resolve_tracking_uri, tracking_params
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ def log_to_mlflow(out_dir: str | os.PathLike, tracking_uri: str, experiment: str
                   tags: dict[str, str] | None = None, artifact_location: str | None = None) -> dict[str, str]:
     """Log every method of the evaluation in `out_dir`; returns {method: MLflow run id}.
 
-    `artifact_location` is used when the experiment is created (default: `out_dir/mlflow-artifacts`,
+    `artifact_location` is used when the experiment is created (default: the project root's `mlruns/`,
     so logging from a repo does not scatter ./mlruns folders).
     """
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -42,11 +42,10 @@ def log_to_mlflow(out_dir: str | os.PathLike, tracking_uri: str, experiment: str
 
     client = MlflowClient(tracking_uri=tracking_uri)
     found = client.get_experiment_by_name(experiment)
-    if found is None:
-        location = artifact_location or (layout.root.resolve() / "mlflow-artifacts").as_uri()
-        experiment_id = client.create_experiment(experiment, artifact_location=location)
+    if found is None and artifact_location:
+        experiment_id = client.create_experiment(experiment, artifact_location=artifact_location)
     else:
-        experiment_id = found.experiment_id
+        experiment_id = ensure_experiment(client, experiment)
     base_tags = {
         "stage": "evaluate",
         "eval_dir": str(layout.root.resolve()),

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from ingredients.config import load_params
-from ingredients.mlflow_run import DEFAULT_TRACKING_URI, TrackingParams, numeric_leaves, start_run, tracking_params
+from ingredients.mlflow_run import TrackingParams, absolute_uri, numeric_leaves, start_run, tracking_params
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def ui_command(params_file: Path, host: str = "127.0.0.1", port: int = 5000) -> 
     """
     import sys
 
-    uri = tracking_of(params_file).uri or DEFAULT_TRACKING_URI
+    uri = absolute_uri(tracking_of(params_file).uri)
     if uri.startswith(("http://", "https://")):
         raise ValueError(f"tracking.uri in {params_file} is the server {uri}: open it in a browser instead")
     return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port),

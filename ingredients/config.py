@@ -21,8 +21,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
 from pydantic import BaseModel, ValidationError
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -31,14 +32,20 @@ class ParamsError(ValueError):
     """An invalid params file or section; the message names the key, the value and what is allowed."""
 
 
+def parse_yaml(text: str) -> Any:
+    """YAML 1.2, as DVC reads and writes params files (`dvc exp run -S` rewrites params.yaml with
+    ruamel): `mixed_precision: no` is the string 'no' here as there, never YAML 1.1's boolean false."""
+    return YAML(typ="safe", pure=True).load(text)  # pure: ruamel's C loader is YAML 1.1
+
+
 def load_params(path: str | Path) -> dict[str, Any]:
-    """Read a params YAML file (a mapping of sections)."""
+    """Read a params YAML file (a mapping of sections), as YAML 1.2 (see `parse_yaml`)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"params file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as err:
+        data = parse_yaml(path.read_text(encoding="utf-8")) or {}
+    except YAMLError as err:
         raise ParamsError(f"{path}: not valid YAML ({err})") from None
     if not isinstance(data, dict):
         raise ParamsError(f"{path}: expected a mapping of sections, got {type(data).__name__}")

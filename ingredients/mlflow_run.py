@@ -5,6 +5,11 @@ Runs are tagged with the stage, the DVC experiment name (`DVC_EXP_NAME`, set by 
 git revision, so the MLflow UI compares stages, methods and ablations. The default store is a SQLite
 file in the repository; an `http(s)://` URI points at a server, which is checked before any work is
 done (an unreachable server fails fast, or falls back to the local store when configured).
+
+One store per project: the local store and its artifacts live in the DVC project's root, which DVC
+names in `$DVC_ROOT` for every stage it runs; for a queued or temp-dir experiment (run in a temporary
+copy under `.dvc/tmp/exps/`, deleted afterwards) that is the project that queued it. So workspace,
+queued and temp-dir runs all land where `mlflow ui` looks.
 """
 
 from __future__ import annotations
@@ -23,8 +28,34 @@ from ingredients.config import flatten, param_text, section, validate_model
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # relative to the project root (`project_root`)
 DEFAULT_EXPERIMENT = "ingredients"
+ARTIFACTS_DIR = "mlruns"
+
+
+def project_root() -> Path:
+    """The DVC project whose store runs log to: `$DVC_ROOT` (set by DVC for every stage it runs; the
+    queuing project for a queued or temp-dir experiment), else the working directory."""
+    return Path(os.environ.get("DVC_ROOT") or os.getcwd()).resolve()
+
+
+def absolute_uri(uri: str | None) -> str:
+    """`uri` (default: the local store) with a relative SQLite path resolved against `project_root()`;
+    servers and absolute paths are returned as they are."""
+    uri = uri or DEFAULT_TRACKING_URI
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri[len(prefix):].startswith("/"):
+        return prefix + str(project_root() / uri[len(prefix):])
+    return uri
+
+
+def ensure_experiment(client: Any, name: str) -> str:
+    """The id of experiment `name`, created with its artifacts in the project root (`mlruns/`) when
+    new: MLflow's default is relative to the working directory, a temporary copy in a queued run."""
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    return client.create_experiment(name, artifact_location=(project_root() / ARTIFACTS_DIR).as_uri())
 
 
 class TrackingParams(BaseModel):
@@ -74,15 +105,17 @@ def check_server(uri: str, timeout: float = 3.0) -> None:
 
 
 def resolve_tracking_uri(uri: str | None, fallback_to_local: bool = False, timeout: float = 3.0) -> str:
-    """The URI to log to: `uri` (default: the repo's SQLite store), checked; optionally falls back."""
-    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    """The URI to log to: `uri` (default: the project's SQLite store, `absolute_uri`), checked;
+    optionally falls back to the local store."""
+    uri = absolute_uri(uri or os.environ.get("MLFLOW_TRACKING_URI"))
     try:
         check_server(uri, timeout)
     except TrackingUnavailable:
         if not fallback_to_local:
             raise
-        logger.warning("tracking server %s unreachable: logging to the local store %s instead", uri, DEFAULT_TRACKING_URI)
-        uri = DEFAULT_TRACKING_URI
+        local = absolute_uri(None)
+        logger.warning("tracking server %s unreachable: logging to the local store %s instead", uri, local)
+        uri = local
     return uri
 
 
@@ -102,7 +135,7 @@ def start_run(
 
     uri = resolve_tracking_uri(tracking_uri, fallback_to_local)
     mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment(experiment)
+    mlflow.set_experiment(experiment_id=ensure_experiment(mlflow.MlflowClient(uri), experiment))
     all_tags = {
         "stage": stage,
         "dvc_experiment": os.environ.get("DVC_EXP_NAME", "workspace"),

@@ -117,3 +117,26 @@ def test_failed_evaluation_logging_keeps_the_metrics_file(tmp_path):
     assert "is unreachable" in proc.stderr and "set tracking.uri to a local store" in proc.stderr
     assert (out / "metrics.json").read_text() == content
     assert sorted(p.name for p in out.iterdir()) == ["metrics.json"]
+
+
+def test_a_stage_in_a_queued_experiments_temporary_copy_logs_to_the_projects_store(tmp_path, monkeypatch):
+    """A queued experiment runs in DVC's temporary copy `.dvc/tmp/exps/<tmp>/`, deleted afterwards; DVC
+    names the queuing project in $DVC_ROOT. The run, and its artifacts, must land in that project."""
+    import mlflow
+
+    project = tmp_path / "project"
+    copy = project / ".dvc" / "tmp" / "exps" / "tmpabc123"
+    copy.mkdir(parents=True)
+    monkeypatch.chdir(copy)
+    monkeypatch.setenv("DVC_ROOT", str(project))
+    monkeypatch.setenv("DVC_EXP_NAME", "no_routing_loss")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    artifact = copy / "report.json"
+    artifact.write_text("{}")
+    run_id = log_stage("curate", _params(copy), ["sample"], [], [artifact])
+    assert not (copy / "mlflow.db").exists() and not (copy / "mlruns").exists()
+    run = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}").get_run(run_id)
+    assert run.data.tags["dvc_experiment"] == "no_routing_loss" and run.data.tags["stage"] == "curate"
+    assert run.info.artifact_uri.startswith((project / "mlruns").as_uri())
+    assert list((project / "mlruns").rglob("report.json"))
+    assert ui_command(_params(copy))[5] == f"sqlite:///{project / 'mlflow.db'}"
