@@ -14,7 +14,9 @@ import json
 import logging
 import shlex
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from experiments.params import validate_params
 from ingredients.config import deep_merge, flatten, load_params
@@ -22,15 +24,30 @@ from ingredients.config import deep_merge, flatten, load_params
 logger = logging.getLogger(__name__)
 
 
+def _has_key(params: Mapping[str, Any], dotted: str) -> bool:
+    node: Any = params
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
 def override_args(paths: Path | list[Path], base: Path = Path("params.yaml")) -> list[str]:
-    """`-S key=value` arguments for override files (merged in order), after validating the merged params."""
+    """`-S` arguments for override files (merged in order), after validating the merged params.
+
+    DVC applies `-S` with Hydra's grammar on a struct config: `key=value` may only change a key that
+    `base` has, and `+key=value` only add one it lacks ("Key 'full' is not in struct" otherwise), so
+    each key gets the form its presence in `base` asks for.
+    """
     override: dict = {}
     for path in [paths] if isinstance(paths, Path) else paths:
         override = deep_merge(override, load_params(path))
-    validate_params(deep_merge(load_params(base), override))
+    base_params = load_params(base)
+    validate_params(deep_merge(base_params, override))
     args = []
     for key, value in flatten(override).items():
-        args += ["-S", f"{key}={json.dumps(value)}"]
+        args += ["-S", f"{'' if _has_key(base_params, key) else '+'}{key}={json.dumps(value)}"]
     return args
 
 
