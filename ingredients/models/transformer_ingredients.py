@@ -241,16 +241,28 @@ class IngredientsTransformer3DModel(CogVideoXTransformer3DModel):
             raise ValueError(f"id_cond has width {cond.shape[-1]}, the model expects id_embed_dim={self.config.id_embed_dim}")
         if len(vit) != self.config.num_vit_scales:
             raise ValueError(f"id_vit_hidden has {len(vit)} scales, the model expects num_vit_scales={self.config.num_vit_scales}")
-        dtype = self.local_facial_extractor.latents.dtype
-        flat_cond = cond[mask].to(dtype)  # [N_valid, D]
-        flat_vit = [v[mask].to(dtype) for v in vit]  # scales x [N_valid, T, Dv]
-        tokens = cond.new_zeros(*mask.shape, self.config.num_queries, self.config.id_token_dim, dtype=dtype)
-        if flat_cond.shape[0] > 0:
-            tokens = tokens.index_put((mask,), self.local_facial_extractor(flat_cond, flat_vit))
+        tokens = self.project_identities(cond, vit, mask)
         if batch_size is not None and tokens.shape[0] == 1 and batch_size > 1:
             tokens = tokens.expand(batch_size, -1, -1, -1)
             mask = mask.expand(batch_size, -1)
         return IdentityBatch(tokens=tokens, mask=mask)
+
+    def project_identities(self, cond: torch.Tensor, vit: list[torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+        """cond [B, K, D], vit scales x [B, K, T, Dv], mask [B, K] -> ID tokens [B, K, Q, D_id], zero where masked.
+
+        Static shapes: all B x K slots run through the projector (it treats each slot on its own) and
+        the absent ones are zeroed afterwards, so no shape depends on the mask's values (boolean
+        indexing would break a compiled graph and FakeTensorMode). Absent slots' inputs are zeroed
+        first, so whatever padding they hold (NaN included) cannot leak into the tokens or gradients.
+        """
+        dtype = self.local_facial_extractor.latents.dtype
+        b, k = mask.shape
+        # [B, K, D] -> [B*K, D]; scales x [B, K, T, Dv] -> scales x [B*K, T, Dv]
+        flat_cond = torch.where(mask[..., None], cond, 0).to(dtype).reshape(b * k, cond.shape[-1])
+        flat_vit = [torch.where(mask[..., None, None], v, 0).to(dtype).reshape(b * k, *v.shape[2:]) for v in vit]
+        tokens = self.local_facial_extractor(flat_cond, flat_vit)  # [B*K, Q, D_id]
+        tokens = tokens.reshape(b, k, *tokens.shape[1:])  # [B, K, Q, D_id]
+        return torch.where(mask[..., None, None], tokens, 0)
 
     # ------------------------------------------------------------------ forward
     @apply_lora_scale("attention_kwargs")
@@ -358,26 +370,47 @@ class IngredientsTransformer3DModel(CogVideoXTransformer3DModel):
         interval = self.config.cross_attn_interval
         all_logits: list[torch.Tensor] = []
         first = start - 1 if inject_before_start else start
+        tokens, mask = (None, None) if identities is None else (identities.tokens, identities.mask)
         for i in range(first, len(self.transformer_blocks)):
-            if i >= start:
-                block = self.transformer_blocks[i]
-                if torch.is_grad_enabled() and self.gradient_checkpointing:
-                    hidden_states, encoder_hidden_states = self._gradient_checkpointing_func(
-                        block, hidden_states, encoder_hidden_states, emb, image_rotary_emb, attention_kwargs
-                    )
-                else:
-                    hidden_states, encoder_hidden_states = block(
-                        hidden_states=hidden_states,
-                        encoder_hidden_states=encoder_hidden_states,
-                        temb=emb,
-                        image_rotary_emb=image_rotary_emb,
-                        attention_kwargs=attention_kwargs,
-                    )
-            if identities is not None and i % interval == 0:
-                hidden_states, logits = self._inject(i // interval, hidden_states, identities, ref_batch, routed)
-                if logits is not None:
-                    all_logits.append(logits)
+            run_block = i >= start
+            inject = identities is not None and i % interval == 0
+            if not (run_block or inject):
+                continue
+            args = (i, run_block, inject, ref_batch, routed, hidden_states, encoder_hidden_states, emb,
+                    image_rotary_emb, attention_kwargs, tokens, mask)
+            if torch.is_grad_enabled() and self.gradient_checkpointing:
+                # the injection is checkpointed with its block: its activations are recomputed in the
+                # backward like the block's, not kept (21 injection points at full size)
+                hidden_states, encoder_hidden_states, logits = self._gradient_checkpointing_func(self._block_step, *args)
+            else:
+                hidden_states, encoder_hidden_states, logits = self._block_step(*args)
+            if logits is not None:
+                all_logits.append(logits)
         return hidden_states, all_logits
+
+    def _block_step(
+        self, i: int, run_block: bool, inject: bool, ref_batch: bool, routed: bool, hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor, emb: torch.Tensor, image_rotary_emb, attention_kwargs,
+        tokens: torch.Tensor | None, mask: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Block i (if `run_block`) then its identity injection (if `inject`): one unit of gradient checkpointing.
+
+        ID tokens and mask come as tensors (not an IdentityBatch) so a checkpoint sees them as inputs.
+        """
+        if run_block:
+            hidden_states, encoder_hidden_states = self.transformer_blocks[i](
+                hidden_states=hidden_states,
+                encoder_hidden_states=encoder_hidden_states,
+                temb=emb,
+                image_rotary_emb=image_rotary_emb,
+                attention_kwargs=attention_kwargs,
+            )
+        logits = None
+        if inject:
+            hidden_states, logits = self._inject(
+                i // self.config.cross_attn_interval, hidden_states, IdentityBatch(tokens, mask), ref_batch, routed
+            )
+        return hidden_states, encoder_hidden_states, logits
 
     def unpatchify_output(self, hidden_states: torch.Tensor, emb: torch.Tensor, shape: tuple[int, int, int, int]) -> torch.Tensor:
         """Final norms and projection, then [B, F*H/p*W/p, C*p*p] -> [B, F, C, H, W]."""

@@ -219,3 +219,65 @@ def test_from_backbone_keeps_cogvideox_weights_and_adds_identity_modules(tmp_pat
     # without identities the model is exactly the backbone it was built from
     torch.testing.assert_close(_run(model, **inputs), backbone(**inputs).sample.detach(), rtol=0, atol=1e-6)
     assert len(model.router) == 4 and model.config.id_embed_dim == 160
+
+
+def test_identity_path_has_static_shapes_under_fake_tensors(model):
+    """encode_identities and the forward with a mixed-K mask run under FakeTensorMode: no shape depends
+    on the mask's values (boolean indexing raised DynamicOutputShapeException here)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        id_cond = torch.randn(B, 3, 160)
+        id_vit = [torch.randn(B, 3, 65, 64) for _ in range(5)]
+        id_mask = torch.tensor([[True, False, False], [True, True, True]])
+        ids = model.encode_identities(id_cond, id_vit, id_mask)
+        out = model(**_inputs(), identities=ids)
+    assert ids.tokens.shape == (B, 3, model.config.num_queries, model.config.id_token_dim)
+    assert out.sample.shape == (B, FRAMES, 4, H, W)
+
+
+def test_padded_identity_slots_give_zero_tokens_even_with_nan_padding(model):
+    id_cond, id_vit = _ids(B, 3)
+    id_mask = torch.tensor([[True, False, False], [True, True, False]])
+    id_cond[~id_mask] = float("nan")
+    for v in id_vit:
+        v[~id_mask] = float("nan")
+    with torch.no_grad():
+        ids = model.encode_identities(id_cond, id_vit, id_mask)
+        alone = model.encode_identities(id_cond[1:, :2], [v[1:, :2] for v in id_vit])
+    assert torch.isfinite(ids.tokens).all()
+    assert (ids.tokens[~id_mask] == 0).all() and (ids.tokens[id_mask].abs().sum(-1) > 0).all()
+    torch.testing.assert_close(ids.tokens[1:, :2], alone.tokens, rtol=0, atol=1e-6)
+
+
+def test_gradient_checkpointing_recomputes_the_identity_injections():
+    """Each injection runs inside its block's checkpoint: its forward runs again in the backward
+    (so its activations are not kept), and the gradients are those of the plain run."""
+    calls = {"n": 0}
+
+    def count(*_args):
+        calls["n"] += 1
+
+    grads, forward_calls = [], []
+    for checkpointing in (False, True):
+        model = _model(cross_attn_interval=2)
+        model.train()
+        if checkpointing:
+            model.enable_gradient_checkpointing()
+        handles = [m.norm2.register_forward_hook(count) for m in model.perceiver_cross_attention]
+        id_cond, id_vit = _ids(B, 2)
+        index_mask = torch.randint(-1, 2, (B, TOKENS), generator=torch.Generator().manual_seed(5))
+        out = model(**_inputs(), id_cond=id_cond, id_vit_hidden=id_vit, index_mask=index_mask)
+        before = calls["n"]
+        (out.sample.square().mean() + out.routing_loss).backward()
+        forward_calls.append((before, calls["n"] - before))
+        calls["n"] = 0
+        for h in handles:
+            h.remove()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    points = len(model.perceiver_cross_attention)
+    assert forward_calls[0] == (points, 0)  # plain: one forward per injection point, none in the backward
+    assert forward_calls[1] == (points, points)  # checkpointed: each injection recomputed once
+    assert grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-4, atol=1e-6)
