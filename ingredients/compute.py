@@ -16,9 +16,11 @@ state a worker builds once (a face analyzer) belongs in a per-process cache insi
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import re
+import socket
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
@@ -34,6 +36,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")
 
+RAY_VERSION = "2.60.0"  # pyproject.toml's pin
 ADDRESS_PATTERN = re.compile(r"^(auto|ray://[^\s:/]+:\d+|[^\s:/]+:\d+)$")
 MIB = 1024 * 1024
 
@@ -51,12 +54,17 @@ class ComputeParams(BaseModel):
     task_gpus: float = Field(0.0, ge=0, description="GPUs one task reserves")
     task_memory_mb: int | None = Field(None, ge=1, description="memory one task reserves (MiB); null = no reservation")
     max_retries: int = Field(3, ge=0, description="reruns of a task whose worker died (exceptions are not retried)")
+    connect_timeout_s: float = Field(15.0, gt=0, description="seconds to reach `address` before the stage fails naming it")
 
     @field_validator("address")
     @classmethod
     def _address(cls, value: str | None) -> str | None:
         if value is not None and not ADDRESS_PATTERN.match(value):
             raise ValueError("expected null (local instance), 'auto', 'ray://host:port' or 'host:port'")
+        if value is not None and value.startswith("ray://") and importlib.util.find_spec("grpc") is None:
+            raise ValueError(f"{value!r} is a Ray Client address, which needs Ray's client extra: "
+                             f"pip install 'ray[client]=={RAY_VERSION}' (or join the cluster from one of its "
+                             "nodes with address: auto)")
         return value
 
     def model_post_init(self, _context: Any) -> None:
@@ -115,12 +123,32 @@ def ray_session(params: ComputeParams) -> Iterator[Any]:
                      object_store_memory=params.object_store_mb * MIB if params.object_store_mb else None,
                      include_dashboard=False, configure_logging=False)
         else:
-            ray.init(address=params.address, configure_logging=False)
+            check_reachable(params)
+            try:
+                ray.init(address=params.address, configure_logging=False)
+            except ConnectionError as err:
+                raise ConnectionError(f"compute.address: {params.address!r}: {err}") from err
     try:
         yield ray
     finally:
         if started:
             ray.shutdown()
+
+
+def check_reachable(params: ComputeParams) -> None:
+    """Fail within `connect_timeout_s` when nothing answers at `compute.address` (host:port or
+    ray://host:port): Ray's own connection attempt retries for minutes without naming the setting."""
+    address = params.address or "auto"
+    if address == "auto":  # Ray reads the local node's cluster file and fails at once without one
+        return
+    host, port = address.removeprefix("ray://").rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), timeout=params.connect_timeout_s).close()
+    except OSError as err:
+        raise ConnectionError(
+            f"compute.address: nothing answers at {address!r} within {params.connect_timeout_s:g} s "
+            f"({err.strerror or type(err).__name__}); start the cluster (`ray start --head`), fix the address, "
+            "or set compute.address: null to start a local Ray instance in the stage") from err
 
 
 def _run_ray(fn: Callable[[T], R], items: list[T], params: ComputeParams, desc: str) -> Iterator[tuple[T, R | BaseException]]:

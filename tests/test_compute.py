@@ -36,8 +36,37 @@ def test_schema_names_the_key(tmp_path):
     with pytest.raises(ParamsError, match="num_cpus and object_store_mb size a local Ray instance"):
         validate_model(ComputeParams, {"address": "auto", "num_cpus": 2}, "compute")
     params = tmp_path / "params.yaml"
-    params.write_text("compute:\n  engine: ray\n  address: ray://head:10001\n  task_gpus: 0.5\n")
-    assert compute_params(params) == ComputeParams(engine="ray", address="ray://head:10001", task_gpus=0.5)
+    params.write_text("compute:\n  engine: ray\n  address: head:6379\n  task_gpus: 0.5\n")
+    assert compute_params(params) == ComputeParams(engine="ray", address="head:6379", task_gpus=0.5)
+
+
+def test_a_ray_client_address_without_the_client_extra_is_refused_at_validation(monkeypatch):
+    """`ray://` needs `ray[client]` (grpcio), which the project does not install: refused when the
+    params are validated, naming the install command, not when the stage is half way."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "grpc" else real(name, *a))
+    with pytest.raises(ParamsError, match=r"compute\.address: .*pip install 'ray\[client\]==2\.60\.0'"):
+        validate_model(ComputeParams, {"engine": "ray", "address": "ray://head:10001"}, "compute")
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1:1", "ray://127.0.0.1:1"])
+def test_an_unreachable_address_fails_within_the_timeout_naming_the_key(address, monkeypatch):
+    """Ray's own connection attempt to a dead address retried for over 10 minutes, naming nothing."""
+    import importlib.util
+    import time
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: real("json") if name == "grpc" else real(name, *a))
+    params = ComputeParams(engine="ray", address=address, connect_timeout_s=2)
+    start = time.monotonic()
+    with pytest.raises(ConnectionError, match=rf"compute\.address: nothing answers at '{address}' within 2 s"):
+        dict(run_map(_square, range(2), params))
+    assert time.monotonic() - start < 10
+    import ray
+
+    assert not ray.is_initialized()
 
 
 @pytest.mark.parametrize("workers", [1, 2])
