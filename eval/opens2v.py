@@ -1,7 +1,7 @@
 """Import the multi-face cases of OpenS2V-Eval (arXiv 2505.20292) as a benchmark JSONL.
 
 Assumed layout (the Hugging Face dataset `BestWishYsh/OpenS2V-Eval`, fetched with
-`huggingface-cli download --repo-type dataset BestWishYsh/OpenS2V-Eval --local-dir OpenS2V-Eval`):
+`hf download --repo-type dataset BestWishYsh/OpenS2V-Eval --local-dir OpenS2V-Eval`):
 
     OpenS2V-Eval/
       Images/...                  reference images
@@ -82,7 +82,7 @@ def import_opens2v(dataset_root: str | os.PathLike, out_path: str | os.PathLike,
         if not path.is_file():
             raise FileNotFoundError(
                 f"OpenS2V-Eval case file not found: {path}; download the dataset with "
-                "`huggingface-cli download --repo-type dataset BestWishYsh/OpenS2V-Eval --local-dir <root>`"
+                "`hf download --repo-type dataset BestWishYsh/OpenS2V-Eval --local-dir <root>`"
             )
         with path.open(encoding="utf-8") as f:
             data = json.load(f)

@@ -2,9 +2,13 @@
 
     python -m experiments.ablations run experiments/no_routing_loss.yaml [--dry-run]
     python -m experiments.ablations queue experiments/*.yaml [--dry-run]   # then: dvc exp run --run-all
+    python -m experiments.ablations queue experiments/*.yaml --run         # queue, run all, fail on a failure
 
 A file's nested keys become `dvc exp run -n <file stem> -S key.path=value ...`, so DVC records the
 experiment with exactly those parameter changes and reruns only the stages that read them.
+`dvc exp run --run-all` exits 0 even when experiments fail (they are marked Failed in
+`dvc queue status`); `queue --run` runs the queue and exits 1 naming each experiment of these files
+that did not succeed, with the command that shows its log.
 """
 
 from __future__ import annotations
@@ -65,7 +69,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("command", choices=["run", "queue"])
     parser.add_argument("files", type=Path, nargs="+")
     parser.add_argument("--dry-run", action="store_true", help="print the dvc commands instead of running them")
+    parser.add_argument("--run", action="store_true",
+                        help="queue only: then run the queue (dvc exp run --run-all) and exit 1 if any of these experiments failed")
     args = parser.parse_args(argv)
+    if args.run and args.command != "queue":
+        parser.error("--run goes with queue (run starts its experiment itself)")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     # run: the files are merged into one experiment (e.g. a profile and your study's settings);
     # queue: one experiment per file
@@ -77,6 +85,28 @@ def main(argv: list[str] | None = None) -> None:
         else:
             logger.info("%s", shlex.join(cmd))
             subprocess.run(cmd, check=True)
+    if args.run and not args.dry_run:
+        names = ["+".join(p.stem for p in group) for group in groups]
+        subprocess.run(["dvc", "exp", "run", "--run-all"], check=False)
+        failed = {name: state for name, state in queue_states(names).items() if state != "Success"}
+        if failed:
+            raise SystemExit("experiments that did not succeed: " + ", ".join(f"{n} ({s})" for n, s in sorted(failed.items()))
+                             + "; see `dvc queue logs <name>`")
+        logger.info("all %d experiments succeeded; compare them: dvc exp show --only-changed", len(names))
+
+
+def queue_states(names: list[str]) -> dict[str, str]:
+    """{experiment name: its newest state in DVC's queue (Queued, Running, Success, Failed)}; a name the
+    queue does not know is 'Missing'."""
+    from dvc.repo import Repo
+
+    states: dict[str, tuple[Any, str]] = {}
+    with Repo() as repo:
+        for entry in repo.experiments.celery_queue.status():
+            name, when = entry.get("name"), entry.get("timestamp")
+            if name in names and (name not in states or (when and states[name][0] and when >= states[name][0])):
+                states[name] = (when, entry.get("status", "Unknown"))
+    return {name: states[name][1] if name in states else "Missing" for name in names}
 
 
 if __name__ == "__main__":

@@ -51,7 +51,7 @@ logger = logging.getLogger(__name__)
 
 WEIGHTS_FILE = "glint360k_curricular_face_r101_backbone.bin"
 FETCH_HINT = (
-    "get it with `huggingface-cli download BestWishYsh/ConsisID-preview "
+    "get it with `hf download BestWishYsh/ConsisID-preview "
     f"face_encoder/{WEIGHTS_FILE} --local-dir <dir>` and pass weights=<dir>/face_encoder/{WEIGHTS_FILE} "
     "(the original MS1MV2 release, CurricularFace_Backbone.pth from github.com/HuangYG123/CurricularFace, "
     "loads too)"

@@ -316,7 +316,7 @@ def convert_eva_original_visual(state: Mapping[str, torch.Tensor], trunk: nn.Mod
 def resolve_full_clip_file(path: str | Path) -> Path:
     """The weight file for the full model: `path` itself, or the first known file inside a folder."""
     path = Path(path)
-    fetch = (f"fetch the open_clip weights with `huggingface-cli download {FULL_HUB_ID} open_clip_model.safetensors "
+    fetch = (f"fetch the open_clip weights with `hf download {FULL_HUB_ID} open_clip_model.safetensors "
              f"--local-dir <folder>`, or use the authors' original {EVA_ORIGINAL_FILE} (hub repo QuanSun/EVA-CLIP)")
     if path.is_dir():
         for name in FULL_FILE_CANDIDATES:

@@ -30,7 +30,7 @@ RECOGNIZER_FILE = "glintr100.onnx"
 MODEL_PACK = "antelopev2"
 FETCH_HINT = ("these files come from insightface's antelopev2 model pack: download "
               "https://github.com/deepinsight/insightface/releases/download/v0.7/antelopev2.zip and unzip it "
-              "so that the folder holds the .onnx files, or `huggingface-cli download DIAMONIK7777/antelopev2 "
+              "so that the folder holds the .onnx files, or `hf download DIAMONIK7777/antelopev2 "
               "--local-dir <root>/models/antelopev2`")
 # Same-person cosine threshold for glintr100 on ArcFace crops. Tools built on insightface use values
 # between about 0.28 and 0.4; 0.3 is a common choice. NOT calibrated here: no real weights are

@@ -77,7 +77,7 @@ def required_full_files(params: PrepareParams) -> list[RequiredFile]:
     """Every file the full profile reads (CogVideoX-5B-I2V, antelopev2, EVA-CLIP, CurricularFace, CLIP)."""
     f = params.full
     backbone = Path(f.backbone)
-    fetch_backbone = f"huggingface-cli download THUDM/CogVideoX-5b-I2V --local-dir {backbone}"
+    fetch_backbone = f"hf download THUDM/CogVideoX-5b-I2V --local-dir {backbone}"
     files = [
         RequiredFile(backbone / "model_index.json", "CogVideoX-5B-I2V pipeline index", fetch_backbone),
         RequiredFile(backbone / "transformer" / "config.json", "CogVideoX-5B-I2V transformer config", fetch_backbone),
@@ -86,20 +86,20 @@ def required_full_files(params: PrepareParams) -> list[RequiredFile]:
         RequiredFile(backbone / "tokenizer" / "spiece.model", "T5 tokenizer", fetch_backbone),
         RequiredFile(backbone / "scheduler" / "scheduler_config.json", "scheduler config", fetch_backbone),
         RequiredFile(Path(f.antelopev2) / "scrfd_10g_bnkps.onnx", "insightface antelopev2 SCRFD detector",
-                     f"huggingface-cli download DIAMONIK7777/antelopev2 --local-dir {f.antelopev2}"),
+                     f"hf download DIAMONIK7777/antelopev2 --local-dir {f.antelopev2}"),
         RequiredFile(Path(f.antelopev2) / "glintr100.onnx", "insightface antelopev2 glintr100 recognizer",
-                     f"huggingface-cli download DIAMONIK7777/antelopev2 --local-dir {f.antelopev2}"),
+                     f"hf download DIAMONIK7777/antelopev2 --local-dir {f.antelopev2}"),
         RequiredFile(Path(f.eva_clip), "EVA02-CLIP-L-14-336 weights",
-                     f"huggingface-cli download QuanSun/EVA-CLIP EVA02_CLIP_L_336_psz14_s6B.pt --local-dir {Path(f.eva_clip).parent}"),
+                     f"hf download QuanSun/EVA-CLIP EVA02_CLIP_L_336_psz14_s6B.pt --local-dir {Path(f.eva_clip).parent}"),
         RequiredFile(Path(f.curricularface), "CurricularFace IR-101 weights (FaceSim-Cur metric)",
-                     f"huggingface-cli download BestWishYsh/ConsisID-preview face_encoder/glint360k_curricular_face_r101_backbone.bin "
+                     f"hf download BestWishYsh/ConsisID-preview face_encoder/glint360k_curricular_face_r101_backbone.bin "
                      f"--local-dir {Path(f.curricularface).parent}"),
         RequiredFile(Path(f.clip_score), "open_clip ViT-L-14 weights (clip_score metric)",
-                     f"huggingface-cli download laion/CLIP-ViT-L-14-laion2B-s32B-b82K open_clip_pytorch_model.bin "
+                     f"hf download laion/CLIP-ViT-L-14-laion2B-s32B-b82K open_clip_pytorch_model.bin "
                      f"--local-dir {Path(f.clip_score).parent}"),
     ]
     if f.ingredients is not None:
-        fetch = f"huggingface-cli download feizc/Ingredients --local-dir {f.ingredients}"
+        fetch = f"hf download feizc/Ingredients --local-dir {f.ingredients}"
         files.append(RequiredFile(Path(f.ingredients) / "transformer" / "config.json", "released Ingredients transformer", fetch))
     return files
 

