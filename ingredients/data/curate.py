@@ -30,304 +30,22 @@ from __future__ import annotations
 
 import argparse
 import functools
-import hashlib
-import json
 import logging
 import os
 import time
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
-
-from ingredients.files.atomic import remove_stale_temps
-from ingredients.files.atomic import write_json, write_npz, write_png
-from ingredients.data.captions import CaptionError, build_captioner
-from ingredients.data.clustering import cluster_tracks
 from ingredients.compute import ComputeParams, compute_params, run_map
 from ingredients.config import load_params, section, validate_model
 from ingredients.data.curation_params import CurationParams, params_from_mapping
 from ingredients.data.manifest import ManifestClip, write_manifest
-from ingredients.data.masks import build_masker
-from ingredients.data.reference_crop import choose_reference, crop_reference, face_quality
-from ingredients.data.scoring import pool_scores, score_video
-from ingredients.data.shots import detect_shots
-from ingredients.data.tracking import Track, track_faces
-from ingredients.data.sources import DataParams, VideoItem, collect_items, is_validation
-from ingredients.files.video_io import VideoReadError, probe_video, read_video
+from ingredients.data.scoring import pool_scores
+from ingredients.data.sources import DataParams, collect_items, is_validation
+from ingredients.data.video_curation import components, failed_result, load_result, result_path, run_one
+from ingredients.files.atomic import remove_stale_temps, write_json
 
 logger = logging.getLogger(__name__)
-
-RESULT_VERSION = 1
-# clip drop reasons, in the order the filters are applied
-CLIP_DROP_REASONS = ("too_short", "no_faces", "too_many_identities", "face_too_small", "briefly_visible")
-# video skip reasons
-VIDEO_SKIP_REASONS = ("empty_video", "corrupt_video", "missing_caption", "unreadable_sidecar", "no_faces", "failed")
-
-
-# ---------------------------------------------------------------------------------------------
-# components
-
-
-class Components:
-    """The face backend and plug-ins, built once per process from the settings."""
-
-    def __init__(self, params: CurationParams) -> None:
-        from ingredients.faces.registry import build_analyzer
-
-        self.analyzer = build_analyzer(params.analyzer, **params.analyzer_options)
-        self.masker = build_masker(params.masker)
-        self.captioner = build_captioner(params.captioner)
-        self.threshold = params.cluster_threshold if params.cluster_threshold is not None else float(self.analyzer.verification_threshold)
-
-    def embed(self, image: np.ndarray, face) -> np.ndarray:
-        if hasattr(self.analyzer, "embed_face"):  # dlib: its own chip extraction, the better path
-            return np.asarray(self.analyzer.embed_face(image, face), dtype=np.float64)
-        return np.asarray(self.analyzer.embed(self.analyzer.align(image, face, 112)), dtype=np.float64)
-
-
-def file_fingerprint(path: Path) -> str:
-    """Size + SHA-1 of the first and last MiB: detects replaced videos without hashing big files."""
-    size = path.stat().st_size
-    h = hashlib.sha1(str(size).encode())
-    with open(path, "rb") as f:
-        h.update(f.read(1 << 20))
-        if size > 2 << 20:
-            f.seek(-(1 << 20), os.SEEK_END)
-            h.update(f.read())
-    return h.hexdigest()[:16]
-
-
-# ---------------------------------------------------------------------------------------------
-# per-video processing (pure compute on decoded frames + thin writes)
-
-
-def _detect(frames: np.ndarray, shots: list[tuple[int, int]], params: CurationParams, comp: Components):
-    """Per shot: [(frame, faces)] at the detection stride, always including each shot's last frame."""
-    per_shot = []
-    for start, end in shots:
-        idx = list(range(start, end, params.detect_stride))
-        if idx[-1] != end - 1:
-            idx.append(end - 1)
-        per_shot.append([(t, comp.analyzer.detect(frames[t])) for t in idx])
-    return per_shot
-
-
-def _track_embedding(frames: np.ndarray, track: Track, samples: int, comp: Components) -> np.ndarray:
-    pick = np.unique(np.linspace(0, len(track.frames) - 1, min(samples, len(track.frames))).round().astype(int))
-    vecs = np.stack([comp.embed(frames[track.frames[i]], track.faces[i]) for i in pick])  # [S, D]
-    mean = vecs.mean(0)
-    return mean / max(float(np.linalg.norm(mean)), 1e-12)
-
-
-def _filter_clip(num_frames: int, boxes_by_identity: list[list], params: CurationParams) -> str | None:
-    """The first failing filter's reason, or None when the clip is kept."""
-    if num_frames < params.min_clip_frames:
-        return "too_short"
-    if not boxes_by_identity:
-        return "no_faces"
-    if len(boxes_by_identity) > params.max_identities:
-        return "too_many_identities"
-    for boxes in boxes_by_identity:
-        sizes = [float(np.sqrt(max(b[2] - b[0], 0) * max(b[3] - b[1], 0))) for b in boxes if b is not None]
-        if float(np.median(sizes)) < params.min_face_size:
-            return "face_too_small"
-    for boxes in boxes_by_identity:
-        if sum(b is not None for b in boxes) / num_frames < params.min_visible_fraction:
-            return "briefly_visible"
-    return None
-
-
-def item_fingerprint(item: VideoItem) -> str:
-    """The video file's fingerprint plus what the source says about it (range, caption)."""
-    extra = [item.start, item.end, item.seconds, item.caption]
-    if extra == [0, None, None, None]:  # a whole video with the captioner's caption: the file alone
-        return file_fingerprint(item.path)
-    return file_fingerprint(item.path) + hashlib.sha1(json.dumps(extra).encode()).hexdigest()[:8]
-
-
-def curate_video(item: VideoItem | Path, out_dir: Path, params: CurationParams, comp: Components) -> dict:
-    """Curate one video (or the frame range of it that its source names); returns its result record
-    (clips as manifest-row dicts with frames numbered in the source video, drop counts, timing)."""
-    t0 = time.perf_counter()
-    item = item if isinstance(item, VideoItem) else VideoItem(Path(item).stem, Path(item))
-    video_path, stem = item.path, item.key
-    result = {
-        "version": RESULT_VERSION,
-        "video": stem,
-        "params": params.fingerprint(),
-        "fingerprint": item_fingerprint(item),
-        "status": "ok",
-        "reason": None,
-        "message": None,
-        "num_frames": 0,
-        "num_shots": 0,
-        "clips": [],
-        "dropped": {},
-        "tracks": 0,
-        "short_tracks": 0,
-        "score": None,
-    }
-
-    def skip(reason: str, message: str) -> dict:
-        logger.warning("skipping %s: %s", video_path, message)
-        result.update(status="skipped", reason=reason, message=message, seconds=time.perf_counter() - t0)
-        return result
-
-    # 1. decode (the item's frame range; a range in seconds is turned into frames with the file's rate)
-    try:
-        first, last = item.start, item.end
-        if item.seconds is not None:
-            fps = probe_video(video_path).fps
-            first, last = int(round(item.seconds[0] * fps)), None if item.seconds[1] is None else int(round(item.seconds[1] * fps))
-        frames, fps = read_video(video_path, first, last)  # [T, H, W, 3]
-    except VideoReadError as e:
-        return skip("empty_video" if video_path.stat().st_size == 0 else "corrupt_video", str(e))
-    num_frames, height, width = int(frames.shape[0]), int(frames.shape[1]), int(frames.shape[2])
-    result["num_frames"] = num_frames
-    # 2. caption: the source's (a list line, a captions file), else the captioner's (sidecar)
-    try:
-        caption_of = (lambda a, b: item.caption) if item.caption else (lambda a, b: comp.captioner.caption(video_path, a, b))
-        caption_of(first, first + num_frames)
-    except CaptionError as e:
-        return skip(e.reason, str(e))
-    # 3. shots (frames numbered from `first` in the file; local numbering from here on)
-    shots = detect_shots(video_path, num_frames, params.shot_detector, params.shot_threshold, params.adaptive_threshold,
-                         params.min_scene_frames, start=first)
-    result["num_shots"] = len(shots)
-    # 4. detection, 5. tracking per shot
-    detections = _detect(frames, shots, params, comp)
-    tracks: list[tuple[int, Track]] = []
-    for s, dets in enumerate(detections):
-        for tr in track_faces(dets, params.track_iou, params.track_center_factor, params.track_max_gap):
-            if len(tr.frames) >= params.min_track_detections:
-                tracks.append((s, tr))
-            else:
-                result["short_tracks"] += 1
-    result["tracks"] = len(tracks)
-    if not tracks:
-        return skip("no_faces", f"no face track in {video_path} ({num_frames} frames, {len(shots)} shots)")
-    # 6. identities: cluster tracks over the whole video
-    emb = np.stack([_track_embedding(frames, tr, params.embed_samples_per_track, comp) for _, tr in tracks])  # [N, D]
-    n = len(tracks)
-    cannot = np.zeros((n, n), dtype=bool)
-    for i in range(n):
-        for j in range(n):
-            si, ti = tracks[i]
-            sj, tj = tracks[j]
-            cannot[i, j] = i != j and si == sj and ti.first <= tj.last and tj.first <= ti.last
-    labels = cluster_tracks(emb, cannot, comp.threshold)
-    # detections per cluster over the video: reference candidates
-    candidates: dict[int, list[tuple[int, object]]] = {}
-    for (_, tr), lab in zip(tracks, labels):
-        candidates.setdefault(int(lab), []).extend(zip(tr.frames, tr.faces))
-    # 7. clips per shot, filters
-    dropped: Counter = Counter()
-    gt_path = video_path.with_suffix(".gt.json") if first == 0 and item.end is None and item.seconds is None else Path("/nonexistent")
-    clip_masks: dict[str, np.ndarray] = {}
-    for s, (start, end) in enumerate(shots):
-        length = end - start
-        per_cluster: dict[int, list] = {}
-        for (ts, tr), lab in zip(tracks, labels):
-            if ts != s:
-                continue
-            seq = per_cluster.setdefault(int(lab), [None] * length)
-            for t, box in tr.interpolated_boxes().items():
-                seq[t - start] = [round(float(v), 2) for v in box]
-        # identities left to right by mean box centre (a stable, readable order)
-        order = sorted(per_cluster, key=lambda c: float(np.mean([(b[0] + b[2]) / 2 for b in per_cluster[c] if b is not None])))
-        boxes_by_identity = [per_cluster[c] for c in order]
-        reason = _filter_clip(length, boxes_by_identity, params)
-        if reason is not None:
-            dropped[reason] += 1
-            continue
-        clip_id = f"{stem}_s{s:02d}"
-        caption = caption_of(first + start, first + end)
-        identities = []
-        for k, c in enumerate(order):
-            cand = sorted(candidates[c], key=lambda fc: fc[0])
-            quals = [face_quality(frames[f], face) for f, face in cand]
-            best, outside = choose_reference([f for f, _ in cand], quals, (start, end), params.reference_outside_clip)
-            ref_frame, ref_face = cand[best]
-            ref_rel = f"refs/{clip_id}/{k}.png"
-            write_png(out_dir / ref_rel, crop_reference(frames[ref_frame], ref_face.box, params.reference_margin, params.reference_size))
-            identities.append({"cluster": c, "reference": ref_rel, "reference_frame": first + int(ref_frame),
-                               "reference_outside_clip": outside, "boxes": per_cluster[c]})
-        mask_rel = None
-        masks = comp.masker.masks(frames[start:end], [[None if b is None else np.asarray(b) for b in seq] for seq in boxes_by_identity])
-        if masks is not None:
-            mask_rel = f"masks/{clip_id}.npz"
-            write_npz(out_dir / mask_rel, masks=masks)
-            clip_masks[clip_id] = masks
-        row = ManifestClip(
-            clip_id=clip_id,
-            video=os.path.relpath(video_path.resolve(), out_dir.resolve()),
-            start_frame=first + start,
-            end_frame=first + end,
-            fps=fps,
-            width=width,
-            height=height,
-            caption=caption,
-            mask_kind=comp.masker.kind,
-            mask_path=mask_rel,
-            identities=identities,
-        )
-        result["clips"].append(row.model_dump())
-    result["dropped"] = dict(sorted(dropped.items()))
-    # 8. score against ground truth when present
-    if gt_path.is_file():
-        with open(gt_path, encoding="utf-8") as f:
-            gt = json.load(f)
-        result["score"] = score_video(result["clips"], gt, clip_masks if comp.masker.kind == "segmentation" else None)
-    result["seconds"] = time.perf_counter() - t0
-    return result
-
-
-# ---------------------------------------------------------------------------------------------
-# orchestration: pool, resume, manifest and report
-
-
-_COMPONENTS: dict[str, Components] = {}
-
-
-def _components(params: CurationParams) -> Components:
-    """The face backend and plug-ins of this process, built on its first video."""
-    key = params.model_dump_json()
-    if key not in _COMPONENTS:
-        _COMPONENTS.clear()
-        _COMPONENTS[key] = Components(params)
-    return _COMPONENTS[key]
-
-
-def _run_one(item: VideoItem, out_dir: Path, params: CurationParams) -> dict:
-    """Curate one video and write its result file (in whichever process or Ray worker runs it)."""
-    result = curate_video(item, out_dir, params, _components(params))
-    write_json(out_dir / "work" / f"{item.key}.json", result)
-    return result
-
-
-def _failed(item: VideoItem, params_fp: str, exc: BaseException) -> dict:
-    """The record of a video whose curation raised (or whose worker died): skipped, not saved,
-    so the next run tries it again."""
-    logger.error("curation of %s failed: %s: %s", item.path, type(exc).__name__, exc)
-    return {"version": RESULT_VERSION, "video": item.key, "params": params_fp, "fingerprint": None,
-            "status": "skipped", "reason": "failed", "message": f"{type(exc).__name__}: {exc}",
-            "num_frames": 0, "num_shots": 0, "clips": [], "dropped": {}, "tracks": 0, "short_tracks": 0, "score": None}
-
-
-def _load_result(path: Path, params_fp: str, item: VideoItem) -> dict | None:
-    """A finished per-video result that is still valid for these settings and this file."""
-    if not path.is_file():
-        return None
-    try:
-        with open(path, encoding="utf-8") as f:
-            res = json.load(f)
-    except (OSError, json.JSONDecodeError):
-        logger.warning("ignoring unreadable result file %s (will recompute)", path)
-        return None
-    if res.get("version") != RESULT_VERSION or res.get("params") != params_fp or res.get("fingerprint") != item_fingerprint(item):
-        return None
-    return res
 
 
 def curate(raw: str | os.PathLike | DataParams, out_dir: str | os.PathLike, params: CurationParams | None = None,
@@ -350,24 +68,28 @@ def curate(raw: str | os.PathLike | DataParams, out_dir: str | os.PathLike, para
     results: dict[str, dict] = {}
     todo = []
     for v in videos:
-        res = _load_result(out_dir / "work" / f"{v.key}.json", params_fp, v)
+        res = load_result(result_path(out_dir, v.key), params_fp, v)
         if res is None:
             todo.append(v)
         else:
             results[v.key] = res
     logger.info("%d videos: %d done before, %d to curate", len(videos), len(results), len(todo))
     if todo:  # a configuration error (a missing weights file, a bad option) stops the run here, not once per video
-        _components(params)
+        components(params)
     wall0 = time.perf_counter()
-    work = functools.partial(_run_one, out_dir=out_dir, params=params)
+    # run_one lives in an importable module: a pool or Ray pickles it by name, never this driver's state
+    work = functools.partial(run_one, out_dir=out_dir, params=params)
     for video, result in run_map(work, todo, compute, workers=params.num_workers, desc="curate"):
-        results[video.key] = _failed(video, params_fp, result) if isinstance(result, BaseException) else result
+        results[video.key] = failed_result(video, params_fp, result) if isinstance(result, BaseException) else result
     wall = time.perf_counter() - wall0
     ordered = [results[v.key] for v in videos]
+    # held out by video (every range of a video on the same side), looked up in a set
+    held = {v.split_key for v in videos if is_validation(v.split_key, source.val_fraction, source.val_seed)}
+    train_clips, val_clips = [], []
+    for v, r in zip(videos, ordered):
+        (val_clips if v.split_key in held else train_clips).extend(ManifestClip.model_validate(c) for c in r["clips"])
     clips = [ManifestClip.model_validate(c) for r in ordered for c in r["clips"]]
-    held = {v.key for v in videos if is_validation(v.key, source.val_fraction, source.val_seed)}
-    val_clips = [ManifestClip.model_validate(c) for v, r in zip(videos, ordered) if v.key in held for c in r["clips"]]
-    write_manifest(out_dir / "manifest.jsonl", [c for c in clips if c not in val_clips])
+    write_manifest(out_dir / "manifest.jsonl", train_clips)
     if source.val_fraction > 0:  # held out by video: no clip of a validation video is trained on
         write_manifest(out_dir / "val.jsonl", val_clips)
     report = build_report(ordered, params, wall_seconds=wall, videos_this_run=[v.key for v in todo])
@@ -376,7 +98,7 @@ def curate(raw: str | os.PathLike | DataParams, out_dir: str | os.PathLike, para
         report["videos"]["skipped"] = dict(sorted((Counter(report["videos"]["skipped"]) + skipped_before).items()))
     report["source"] = {"source": source.source, "path": source.path}
     report["split"] = {"val_fraction": source.val_fraction, "val_videos": sorted(held), "val_clips": len(val_clips),
-                       "train_clips": len(clips) - len(val_clips)}
+                       "train_clips": len(train_clips)}
     report["throughput"]["engine"] = compute.engine if compute is not None else "local"
     if any(r.get("score") for r in ordered):
         report["ground_truth"] = pool_scores([r["score"] for r in ordered if r.get("score")])
@@ -384,6 +106,27 @@ def curate(raw: str | os.PathLike | DataParams, out_dir: str | os.PathLike, para
     if params.contact_sheet_clips > 0 and clips:
         write_contact_sheet(out_dir / "contact_sheet.png", out_dir, clips, params.contact_sheet_clips, params.contact_sheet_frames)
     return report
+
+
+def refusals(report: dict, params: CurationParams) -> list[str]:
+    """Why a finished run's output must not be used (DVC would cache it): no clip, an empty training
+    or validation set, or more failed videos than `curate.max_failed_fraction`; empty when usable."""
+    out = []
+    videos, split = report["videos"], report["split"]
+    failed = videos["skipped"].get("failed", 0)
+    if videos["total"] and failed / videos["total"] > params.max_failed_fraction:
+        out.append(f"{failed} of {videos['total']} videos failed (more than curate.max_failed_fraction = "
+                   f"{params.max_failed_fraction}); their errors are under videos.skipped_files")
+    if not report["clips"]["kept"]:
+        out.append(f"no clip kept from {videos['total']} videos (skipped: {videos['skipped']}, dropped clips: "
+                   f"{report['clips']['dropped']})")
+    elif not split["train_clips"]:
+        out.append(f"the training set is empty: every kept clip is in a validation video ({split['val_videos']}); "
+                   f"lower data.val_fraction (now {split['val_fraction']}) or add videos")
+    elif split["val_fraction"] > 0 and not split["val_clips"]:
+        out.append(f"the validation set is empty: no video with kept clips drew validation at data.val_fraction = "
+                   f"{split['val_fraction']}; raise it, change data.val_seed, or set it to 0")
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -409,10 +152,9 @@ def main(argv: list[str] | None = None) -> None:
         report = curate(source, args.out, params, compute_params(args.params))
     except (OSError, ValueError, ImportError) as err:  # the source or the face stack cannot be set up
         raise SystemExit(f"curation cannot start: {type(err).__name__}: {err}") from None
-    if not report["clips"]["kept"]:
-        raise SystemExit(f"curation kept no clip from {report['videos']['total']} videos (skipped: "
-                         f"{report['videos']['skipped']}, dropped clips: {report['clips']['dropped']}); see "
-                         f"{Path(args.out) / 'report.json'}")
+    problems = refusals(report, params)
+    if problems:
+        raise SystemExit("curation output refused: " + "; ".join(problems) + f". See {Path(args.out) / 'report.json'}")
     logger.info("kept %d clips from %d videos; dropped %s; skipped videos %s; %.1f frames/s",
                 report["clips"]["kept"], report["videos"]["total"], report["clips"]["dropped"], report["videos"]["skipped"], report["throughput"]["frames_per_second"] or 0.0)
 

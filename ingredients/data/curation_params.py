@@ -7,9 +7,10 @@ import json
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from ingredients.config import validate_model
+from ingredients.faces.registry import available_backends, backend_options
 
 
 class CurationParams(BaseModel):
@@ -20,9 +21,11 @@ class CurationParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    # face backend (ingredients.faces.registry) and its constructor options
+    # face backend (ingredients.faces.registry) and constructor options per backend: only the entry of
+    # the selected `analyzer` is used, so a profile that switches backends never passes one backend's
+    # options to another
     analyzer: str = "dlib"
-    analyzer_options: dict[str, Any] = Field(default_factory=lambda: {"upsample": 1})
+    analyzer_options: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"dlib": {"upsample": 1}})
     # shot splitting with PySceneDetect
     shot_detector: Literal["content", "adaptive"] = "content"
     shot_threshold: float = Field(27.0, gt=0, description="ContentDetector threshold (content detector)")
@@ -50,12 +53,42 @@ class CurationParams(BaseModel):
     captioner: Literal["sidecar"] = "sidecar"
     # execution and outputs
     num_workers: int = Field(1, ge=1, description="process pool size over videos; 1 = in-process")
+    max_failed_fraction: float = Field(0.1, ge=0, le=1, description="fail the run (naming report.json) when more of the videos failed")
     contact_sheet_clips: int = Field(8, ge=0)
     contact_sheet_frames: int = Field(4, ge=1)
 
+    @field_validator("analyzer")
+    @classmethod
+    def _known_analyzer(cls, value: str) -> str:
+        if value not in available_backends():
+            raise ValueError(f"unknown face backend; allowed: {', '.join(available_backends())}")
+        return value
+
+    @field_validator("analyzer_options")
+    @classmethod
+    def _options_of_known_backends(cls, value: dict[str, dict[str, Any]], info: ValidationInfo) -> dict[str, dict[str, Any]]:
+        unknown = sorted(set(value) - set(available_backends()))
+        if unknown:
+            raise ValueError(f"keys are face backends ({', '.join(available_backends())}), each with its options "
+                             f"(e.g. {{dlib: {{upsample: 1}}}}); unknown: {', '.join(unknown)}")
+        analyzer = info.data.get("analyzer")
+        if analyzer in value:
+            allowed = backend_options(analyzer)
+            bad = sorted(set(value[analyzer]) - set(allowed))
+            if bad:
+                raise ValueError(f"{analyzer}: unknown option(s) {', '.join(bad)}; allowed: {', '.join(allowed)}")
+        return value
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The constructor options of the selected analyzer."""
+        return dict(self.analyzer_options.get(self.analyzer, {}))
+
     def fingerprint(self) -> str:
         """Hash of the settings that change per-video results (resumed runs must match it)."""
-        keys = {k: v for k, v in self.model_dump().items() if k not in ("num_workers", "contact_sheet_clips", "contact_sheet_frames")}
+        keys = {k: v for k, v in self.model_dump().items() if k not in ("num_workers", "contact_sheet_clips", "contact_sheet_frames",
+                                                                       "analyzer_options", "max_failed_fraction")}
+        keys["analyzer_options"] = self.options  # another backend's entry changes nothing
         return hashlib.sha1(json.dumps(keys, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

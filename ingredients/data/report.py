@@ -17,6 +17,16 @@ from ingredients.files.video_io import read_video
 IDENTITY_COLOURS = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240)]
 
 
+def video_outcome(result: dict) -> dict:
+    """One video's outcome: the clips it gave, or why it gave none (its skip reason and message, or
+    the filters that dropped each of its shots)."""
+    if result["status"] == "skipped":
+        return {"clips": 0, "why": result["reason"], "message": result["message"]}
+    if not result["clips"]:
+        return {"clips": 0, "why": "all_clips_dropped", "message": f"dropped clips by reason: {result.get('dropped', {})}"}
+    return {"clips": len(result["clips"])}
+
+
 def build_report(results: list[dict], params: CurationParams, wall_seconds: float, videos_this_run: list[str]) -> dict:
     """Aggregate per-video result records (in video order) into the report dict."""
     skipped = Counter(r["reason"] for r in results if r["status"] == "skipped")
@@ -37,6 +47,8 @@ def build_report(results: list[dict], params: CurationParams, wall_seconds: floa
             "curated": sum(r["status"] == "ok" for r in results),
             "skipped": dict(sorted(skipped.items())),
             "skipped_files": {r["video"]: r["message"] for r in results if r["status"] == "skipped"},
+            "outcomes": {r["video"]: video_outcome(r) for r in results},
+            "without_clips": sum(not r["clips"] for r in results),
         },
         "clips": {
             "shots": sum(r.get("num_shots", 0) for r in results),

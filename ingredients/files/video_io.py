@@ -60,6 +60,27 @@ def read_video(path: str | os.PathLike, start: int = 0, end: int | None = None) 
     return np.stack(frames), fps  # [T, H, W, 3]
 
 
+def video_rate(path: str | os.PathLike) -> float:
+    """Frame rate from the container's stream header (no frame decoded); VideoReadError naming the
+    file when it has no video stream or no rate."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"video file not found: {path}")
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise VideoReadError(f"no video stream in {path}")
+            stream = container.streams.video[0]
+            rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    except VideoReadError:
+        raise
+    except (av.error.FFmpegError, ValueError, OSError) as e:
+        raise VideoReadError(f"cannot open video {path}: {e}") from e
+    if not rate or float(rate) <= 0:
+        raise VideoReadError(f"video {path} reports no frame rate")
+    return float(rate)
+
+
 def probe_video(path: str | os.PathLike) -> VideoInfo:
     """Frame rate, frame count (by decoding) and size of a video."""
     frames, fps = read_video(path)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ingredients.config import ParamsError
+from ingredients.config import ParamsError, validate_model
 from ingredients.data.curate import curate
 from ingredients.data.curation_params import CurationParams
 from ingredients.data.sources import DataParams, collect_items
@@ -73,28 +73,30 @@ def test_captions_from_json_sidecar_and_from_a_captions_file(layouts, tmp_path):
     from ingredients.data.captions import SidecarCaptioner
 
     assert SidecarCaptioner().caption(folder / "a.mp4") == "a man talking"
-    captions = tmp_path / "captions.csv"
+    captions = folder / "captions.csv"
     captions.write_text("path,caption\na.mp4,from the file\n")
-    items, _ = collect_items(DataParams(source="videos", path=str(folder), captions_file=str(captions)))
+    items, _ = collect_items(DataParams(source="videos", path=str(folder), captions_file="captions.csv"))
     assert [(i.key, i.caption) for i in items] == [("a", "from the file")]
 
 
 def test_a_clip_list_picks_exactly_its_frames(layouts, tmp_path):
     _, flat, _ = layouts
-    clips = tmp_path / "clips.jsonl"
+    clips = flat / "clips.jsonl"
     clips.write_text("\n".join([
         json.dumps({"video": str(flat / "vid_000.mp4"), "start": 6, "end": 20, "caption": "one person"}),
         json.dumps({"video": "missing.mp4", "caption": "x"}),
         json.dumps({"video": str(flat / "vid_000.mp4"), "start": 9, "end": 3}),
     ]) + "\n")
-    report = curate(DataParams(source="list", path=str(clips)), tmp_path / "out", CurationParams(contact_sheet_clips=0))
+    report = curate(DataParams(source="list", path=str(flat), list_file="clips.jsonl"), tmp_path / "out",
+                    CurationParams(contact_sheet_clips=0))
     rows = [json.loads(line) for line in (tmp_path / "out" / "manifest.jsonl").read_text().splitlines()]
     assert [(r["start_frame"], r["end_frame"]) for r in rows] == [(6, 20)]  # one shot: exactly the listed frames
     assert all(len(i["boxes"]) == 14 for i in rows[0]["identities"])
     assert {r["caption"] for r in rows} == {"one person"}
     assert report["videos"]["skipped"] == {"bad_range": 1, "missing_video": 1}
-    with pytest.raises(ParamsError, match="data.captions_file"):
-        collect_items(DataParams(source="list", path=str(clips), captions_file="c.csv"))
+    clips.unlink()
+    with pytest.raises(ParamsError, match="data.captions_file: .*only for source 'videos' or 'synth'"):
+        validate_model(DataParams, {"source": "list", "path": str(flat), "list_file": "clips.jsonl", "captions_file": "c.csv"}, "data")
 
 
 def test_validation_videos_are_held_out_by_video(layouts, tmp_path):
@@ -118,7 +120,7 @@ def test_a_face_stack_that_cannot_be_built_stops_curation_before_any_video(layou
     _, flat, _ = layouts
     with pytest.raises(FileNotFoundError, match="nowhere"):
         curate(DataParams(source="videos", path=str(flat)), tmp_path / "out",
-               CurationParams(analyzer_options={"model_dir": str(tmp_path / "nowhere")}))
+               CurationParams(analyzer_options={"dlib": {"model_dir": str(tmp_path / "nowhere")}}))
     assert not (tmp_path / "out" / "work").exists() or not any((tmp_path / "out" / "work").iterdir())
 
 
@@ -129,3 +131,130 @@ def test_a_list_line_that_is_not_an_object_is_skipped_and_counted(tmp_path):
     clips.write_text('["not", "an", "object"]\n{broken\n')
     items, skipped = read_clip_list(clips)
     assert items == [] and skipped == {"bad_list_line": 2}
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 21: ids are names, the split is by video, every input is fingerprinted and under data.path
+
+
+def _write_list(folder: Path, rows: list[dict], name: str = "clips.jsonl") -> DataParams:
+    (folder / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return DataParams(source="list", path=str(folder), list_file=name)
+
+
+@pytest.mark.parametrize("bad_id", ["/abs/x", "../../x", "a/b", "..", "x.json"])
+def test_a_list_id_is_a_name_never_a_path(layouts, tmp_path, bad_id):
+    """Finding 1: an absolute `id` escaped OUT/work/ and overwrote the raw video's x.json sidecar."""
+    _, flat, _ = layouts
+    folder = tmp_path / "data"
+    folder.mkdir()
+    shutil.copyfile(flat / "vid_000.mp4", folder / "x.mp4")
+    sidecar = folder / "x.json"
+    sidecar.write_text('{"caption": "kept"}')
+    bad = bad_id if bad_id != "/abs/x" else str(folder / "x")
+    data = _write_list(folder, [{"video": "x.mp4", "end": 12, "caption": "one", "id": bad}])
+    with pytest.raises(ValueError, match=r"clips\.jsonl:1: 'id' .* must be a plain name"):
+        curate(data, tmp_path / "out", CurationParams(contact_sheet_clips=0))
+    assert sidecar.read_text() == '{"caption": "kept"}'
+    assert not (tmp_path / "out" / "work").exists() or not any((tmp_path / "out" / "work").iterdir())
+
+
+def test_the_list_source_splits_by_video(layouts, tmp_path):
+    """Finding 2: ranges of one video went to both sides of the split; val_videos held clip keys."""
+    _, flat, _ = layouts
+    rows = [{"video": f"{v}.mp4", "start": a, "end": b, "caption": "c"} for v in VIDEOS for a, b in ((0, 10), (10, 20))]
+    data = _write_list(flat, rows, "split.jsonl").model_copy(update={"val_fraction": 0.5})
+    report = curate(data, tmp_path / "out", CurationParams(contact_sheet_clips=0))
+    (flat / "split.jsonl").unlink()
+    train = [json.loads(line) for line in (tmp_path / "out" / "manifest.jsonl").read_text().splitlines()]
+    val = [json.loads(line) for line in (tmp_path / "out" / "val.jsonl").read_text().splitlines()]
+    assert report["split"]["val_videos"] == ["vid_001"]  # the video, not its clips
+    assert train and {Path(r["video"]).name for r in train} == {"vid_000.mp4"}
+    assert val and {Path(r["video"]).name for r in val} == {"vid_001.mp4"}
+
+
+def test_editing_a_sidecar_reruns_its_video(layouts, tmp_path):
+    """Finding 3: the resume fingerprint was the video file only: an edited .txt kept its old caption."""
+    _, flat, _ = layouts
+    folder = tmp_path / "v"
+    folder.mkdir()
+    shutil.copyfile(flat / "vid_000.mp4", folder / "vid_000.mp4")
+    (folder / "vid_000.txt").write_text("first caption")
+    params, data, out = CurationParams(contact_sheet_clips=0), DataParams(source="videos", path=str(folder)), tmp_path / "out"
+    curate(data, out, params)
+    (folder / "vid_000.txt").write_text("edited caption")
+    report = curate(data, out, params)
+    rows = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert report["throughput"]["run_videos"] == 1 and rows and {r["caption"] for r in rows} == {"edited caption"}
+
+
+def test_a_repaired_or_added_sidecar_changes_the_fingerprint(tmp_path):
+    """Finding 3: a repaired .json stayed unreadable_sidecar, a newly added .txt stayed missing_caption."""
+    from ingredients.data.sources import VideoItem
+    from ingredients.data.video_curation import item_fingerprint
+
+    video = tmp_path / "a.mp4"
+    video.write_bytes(b"the same video bytes")
+    item = VideoItem("a", video)
+    seen = [item_fingerprint(item)]
+    (tmp_path / "a.json").write_text("{broken")
+    seen.append(item_fingerprint(item))
+    (tmp_path / "a.json").write_text('{"caption": "repaired"}')
+    seen.append(item_fingerprint(item))
+    (tmp_path / "a.txt").write_text("added")
+    seen.append(item_fingerprint(item))
+    assert len(set(seen)) == 4 and item_fingerprint(item) == seen[-1]
+
+
+def test_inputs_outside_data_path_are_refused_naming_the_key(layouts, tmp_path):
+    """Finding 3: a captions file or list video outside data.path (the curate stage's only data dep)
+    was read, so editing it left `dvc repro` "up to date" over old clips."""
+    _, flat, _ = layouts
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    shutil.copyfile(flat / "vid_000.mp4", folder / "a.mp4")
+    (tmp_path / "captions.csv").write_text("path,caption\na.mp4,x\n")
+    with pytest.raises(ValueError, match=r"data.captions_file '\.\./captions\.csv' lies outside data.path"):
+        collect_items(DataParams(source="videos", path=str(folder), captions_file="../captions.csv"))
+    with pytest.raises(ValueError, match=r"clips\.jsonl:1: video .*vid_001\.mp4' lies outside data.path"):
+        collect_items(_write_list(folder, [{"video": str(flat / "vid_001.mp4")}]))
+
+
+def test_every_curation_input_is_a_dvc_dep_of_the_curate_stage(tmp_path):
+    """`dvc status` in a project whose curate stage has the repository's deps: editing the captions
+    file, a sidecar or a listed video marks the stage changed (its command here only copies)."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[2]
+    stage = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]["curate"]
+    data_deps = [d for d in stage["deps"] if "${" in d]
+    project = tmp_path / "p"
+    (project / "footage" / "sub").mkdir(parents=True)
+    (project / "footage" / "sub" / "a.mp4").write_bytes(b"video a")
+    (project / "footage" / "sub" / "a.txt").write_text("sidecar a")
+    (project / "footage" / "captions.csv").write_text("path,caption\nsub/a.mp4,x\n")
+    (project / "params.yaml").write_text(yaml.safe_dump({"data": {"source": "videos", "path": "footage",
+                                                                  "captions_file": "captions.csv"}}))
+    (project / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"curate": {
+        "cmd": "cp -r footage out", "deps": data_deps, "params": ["data"], "outs": ["out"]}}}))
+    dvc = [str(Path(sys.executable).parent / "dvc")]
+
+    def run(*args: str) -> str:
+        done = subprocess.run(dvc + list(args), cwd=project, capture_output=True, text=True, env={
+            **__import__("os").environ, "DVC_NO_ANALYTICS": "1"})
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    subprocess.run(["git", "init", "-q"], cwd=project, check=True)
+    run("init", "-q")
+    run("repro", "-q")
+    assert "up to date" in run("status")
+    for path in ("footage/captions.csv", "footage/sub/a.txt", "footage/sub/a.mp4"):
+        before = (project / path).read_bytes()
+        (project / path).write_bytes(before + b"\nedited")
+        assert "changed deps" in run("status"), path
+        (project / path).write_bytes(before)
+    assert "up to date" in run("status")
