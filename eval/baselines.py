@@ -4,6 +4,8 @@
   carphone clip, whose own driver is an extra, non-reference face) or onto a plain moving
   background. It shows each identity at every frame, so it is the sanity upper bound of the
   identity metrics.
+- target_oracle: the same, pasting each identity's first target photo (another photo of the person,
+  from the benchmark's `targets`) instead of its reference: the copy-paste metric's -1 end.
 - no_face: the moving background alone, the floor of the identity metrics.
 - generator baselines (bare backbone, canvas-only, no-router, ablations): `write_method_outputs`
   takes any `generate(case) -> frames` callable; the sampling code passes its pipelines here.
@@ -136,14 +138,32 @@ def write_method_outputs(cases: list[Case], out_dir: str | os.PathLike, generate
     return out
 
 
+def pasted_photos(case: Case, paste: str) -> list[Path]:
+    """The photo pasted per identity: its reference, or (paste='targets') its first target photo."""
+    if paste == "references":
+        return list(case.references)
+    if paste != "targets":
+        raise ValueError(f"paste must be 'references' or 'targets', got {paste!r}")
+    lacking = [k for k in range(len(case.references)) if not case.targets or not case.targets[k]]
+    if lacking:
+        raise ValueError(f"case {case.case_id!r}: identities {lacking} have no target photo in the benchmark; "
+                         "the target oracle needs one per identity")
+    return [per_id[0] for per_id in case.targets]
+
+
 def make_oracle(benchmark: str | os.PathLike, out_dir: str | os.PathLike, analyzer: FaceAnalyzer | None,
-                n_frames: int = 49, size: int = 256, background: str = "moving", fps: float = 8.0) -> Path:
-    """Oracle outputs for every case of a benchmark."""
+                n_frames: int = 49, size: int = 256, background: str = "moving", fps: float = 8.0,
+                paste: str = "references") -> Path:
+    """Oracle outputs for every case of a benchmark (paste='targets': the target oracle)."""
+    cases = read_benchmark(benchmark)
+    for case in cases:
+        pasted_photos(case, paste)  # every case checked before any video is written
+
     def generate(case: Case) -> np.ndarray:
-        refs = [load_rgb(p) for p in case.references]
+        refs = [load_rgb(p) for p in pasted_photos(case, paste)]
         return oracle_frames(refs, analyzer, n_frames, size, background, seed=case.seed)
 
-    return write_method_outputs(read_benchmark(benchmark), out_dir, generate, fps)
+    return write_method_outputs(cases, out_dir, generate, fps)
 
 
 def make_no_face(benchmark: str | os.PathLike, out_dir: str | os.PathLike, n_frames: int = 49,
@@ -167,11 +187,11 @@ class BaselineParams(BaseModel):
 
 
 def main(argv: list[str] | None = None) -> None:
-    """python -m eval.baselines {oracle,no_face} --benchmark FILE --out DIR [--params params.yaml]"""
+    """python -m eval.baselines {oracle,target_oracle,no_face} --benchmark FILE --out DIR [--params params.yaml]"""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m eval.baselines", description="write a baseline method folder")
-    parser.add_argument("kind", choices=("oracle", "no_face"))
+    parser.add_argument("kind", choices=("oracle", "target_oracle", "no_face"))
     parser.add_argument("--benchmark", required=True)
     parser.add_argument("--out", required=True)
     parser.add_argument("--params", type=Path, default=None, help="params file; its `baselines:` section (default: BaselineParams' defaults)")
@@ -179,10 +199,11 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO)
     p = (validate_model(BaselineParams, section(load_params(args.params), "baselines", args.params), "baselines")
          if args.params else BaselineParams())
-    if args.kind == "oracle":
+    if args.kind in ("oracle", "target_oracle"):
         from ingredients.faces.registry import build_analyzer
 
-        make_oracle(args.benchmark, args.out, build_analyzer(p.backend), p.num_frames, p.size, p.background, p.fps)
+        make_oracle(args.benchmark, args.out, build_analyzer(p.backend), p.num_frames, p.size, p.background, p.fps,
+                    paste="targets" if args.kind == "target_oracle" else "references")
     else:
         make_no_face(args.benchmark, args.out, p.num_frames, p.size, p.fps)
 

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ingredients.config import ParamsError, load_params, section, validate_model
 
 DEFAULT_METRICS = (
-    "face_sim", "face_sim_max", "face_sim_opens2v", "face_found", "id_confusion", "clip_score", "fid_face",
+    "face_sim", "face_sim_max", "face_sim_opens2v", "copy_paste", "face_found", "id_confusion", "clip_score", "fid_face",
     "dynamic_degree", "flow_magnitude", "flicker", "routing_acc", "routing_consistency",
 )
 

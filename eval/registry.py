@@ -19,6 +19,7 @@ METRIC_MODULES = (
     "eval.metrics.face_sim",
     "eval.metrics.face_sim_max",
     "eval.metrics.face_sim_opens2v",
+    "eval.metrics.copy_paste",
     "eval.metrics.face_found",
     "eval.metrics.id_confusion",
     "eval.metrics.clip_score",

@@ -9,7 +9,9 @@ DIR/missing.json computed from those records alone. Each (method, case) is cache
 keyed by a fingerprint of the video, routing file, references, prompt and params, so a rerun
 resumes and only recomputes what changed (temp files a killed run left in DIR are removed first).
 The videos run on the `compute:` engine of the params (`ingredients.compute`: this process, or one
-Ray task each, which writes its cache files itself); a video whose evaluation raises, or whose
+Ray task each, which writes its cache files itself; the work is `eval.video_job.evaluate_job`, an
+importable module, since under `python -m eval.run` this module is `__main__` and cloudpickle would
+ship its functions by value with their globals); a video whose evaluation raises, or whose
 worker dies past the retries, has every metric missing with the reason and is not cached.
 `--shard I/N` evaluates every N-th case starting at I;
 `python -m eval.merge` combines shard or per-method runs into the same aggregates.
@@ -33,8 +35,9 @@ from eval.context import VideoContext
 from eval.face_backends import AnalyzerPool
 from ingredients.files.hashing import file_sha256
 from eval.params import EvalParams, eval_params
-from eval.registry import MetricResult, MetricUnavailable, get_metric
-from eval.run_layout import RunLayout, read_records, save_faces
+from eval.registry import get_metric
+from eval.run_layout import RunLayout, read_records
+from eval.video_job import evaluate_job, evaluate_video  # noqa: F401 (evaluate_video: the per-video API)
 from ingredients.files.atomic import remove_stale_temps
 from ingredients.files.video_io import VideoReadError
 
@@ -118,7 +121,8 @@ def fingerprint(ctx: VideoContext) -> str:
     payload = {
         "version": CACHE_VERSION,
         "case": {"case_id": case.case_id, "prompt": case.prompt, "seed": case.seed,
-                 "references": [file_sha256(p) for p in case.references]},
+                 "references": [file_sha256(p) for p in case.references],
+                 "targets": [[file_sha256(p) for p in per_id] for per_id in case.targets]},
         "video": file_sha256(ctx.video_path),
         "routing": routing,
         "params": ctx.params.to_dict(),
@@ -126,59 +130,6 @@ def fingerprint(ctx: VideoContext) -> str:
         "code": code_digest(),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
-
-
-def evaluate_video(ctx: VideoContext) -> dict:
-    """Run every configured metric on one video; returns its per-video record.
-
-    An unreadable video (corrupt, empty) is not fatal: every metric is missing with the reason.
-    """
-    result = MetricResult()
-    try:
-        ctx.frames  # decoded once here; every metric reads them
-    except VideoReadError as exc:
-        logger.warning("%s/%s: %s; its metrics are reported missing", ctx.method, ctx.case.case_id, exc)
-        result.missing.update({name: f"unreadable video: {exc}" for name in ctx.params.metrics})
-    else:
-        for name in ctx.params.metrics:
-            spec = get_metric(name)
-            try:
-                if spec.level == "video":
-                    result.update(spec.compute(ctx))
-                elif spec.prepare is not None:
-                    spec.prepare(ctx)
-            except MetricUnavailable as exc:
-                result.missing[name] = str(exc)
-    return {
-        "method": ctx.method,
-        "case_id": ctx.case.case_id,
-        "metrics": dict(sorted(result.values.items())),
-        "missing": dict(sorted(result.missing.items())),
-    }
-
-
-_ANALYZERS: dict[str, AnalyzerPool] = {}
-
-
-def _worker_analyzers(params: EvalParams) -> AnalyzerPool:
-    """The face analyzers of this worker process, built on its first video."""
-    key = json.dumps(params.face_backend_options, sort_keys=True, default=str)
-    if key not in _ANALYZERS:
-        _ANALYZERS.clear()
-        _ANALYZERS[key] = AnalyzerPool(params.face_backend_options)
-    return _ANALYZERS[key]
-
-
-def _evaluate_job(job: tuple[str, Path, Case, str], layout: RunLayout, params: EvalParams,
-                  analyzers: AnalyzerPool | None) -> dict:
-    """Evaluate one (method, case) and write its cache record and face analysis (in whichever
-    process or Ray worker runs it); returns the record."""
-    method, folder, case, key = job
-    ctx = VideoContext(method, folder, case, params, analyzers or _worker_analyzers(params))
-    record = evaluate_video(ctx)
-    save_faces(layout.cache_faces(method, case.case_id), ctx.face_analyses)
-    write_json(layout.cache_record(method, case.case_id), {"fingerprint": key, "record": record})
-    return record
 
 
 def failed_record(method: str, case_id: str, params: EvalParams, exc: BaseException) -> dict:
@@ -237,7 +188,7 @@ def evaluate(benchmark: str | os.PathLike, methods: dict[str, Path], out_dir: st
     reused = len(records)
     compute = compute or ComputeParams()
     # in this process the analyzers are shared; a Ray worker builds its own once
-    work = functools.partial(_evaluate_job, layout=layout, params=params,
+    work = functools.partial(evaluate_job, layout=layout, params=params,
                              analyzers=analyzers if compute.engine == "local" else None)
     for (method, _, case, _), record in run_map(work, todo, compute, desc="evaluate"):
         records.append(failed_record(method, case.case_id, params, record) if isinstance(record, BaseException) else record)

@@ -1,10 +1,22 @@
-"""face_sim_max/R: the reference code's FaceSim variant, kept to compare with published numbers.
+"""face_sim_max/R: FaceSim in the authors' protocol (feizc/Ingredients `metric/face_sim_fid.py`,
+`get_face_sim_and_fid`), kept to set numbers beside the paper's.
 
-As the authors' evaluation script does: per frame, the maximum cosine similarity over all
-(reference, detected face) pairs, clamped at 0; frames without a detected face are skipped; the
-mean over the remaining frames. When no frame has a face the value is missing with that reason
-(the authors' script writes 0 there). One well-rendered identity hides a missing or blended
-second one, which is why face_sim is primary.
+Exactly as that script does it, line by line:
+- frames: `np.linspace(0, total_frames - 1, 24, dtype=int)` (`sample_video_frames`, lines 27-39;
+  total = the frames read here, which eval.max_frames caps; a short video repeats frames).
+- references: the largest face of each reference photo, retried on the grey-padded photo
+  (`process_image`, lines 41-67), the same embedding as face_sim's references.
+- per frame: all detected faces sorted by box area, the 2 largest kept (`get_face_keypoints2`,
+  `sorted(...)[-2:]`, lines 70-74; a stable sort, so among equal areas the later detections), no
+  padded retry for frames.
+- frame score: the maximum cosine over all (reference, kept face) pairs, not clamped
+  (`cosine_similarity`, lines 152-160); the video's score: the plain mean over the 24 frames
+  (line 241).
+Where the script has no value: a sampled frame without a face makes it raise (`len(None)` at line
+113, then `max([])`), so here such a video's face_sim_max is missing with that reason rather than a
+number the script never produces. Detector and recognizer are backend R (the script: insightface's
+FaceAnalysis at det_size 320 with its ArcFace embedding). One well-rendered identity hides a missing or
+blended second one: face_sim (one-to-one matching) is primary.
 """
 
 from __future__ import annotations
@@ -12,19 +24,90 @@ from __future__ import annotations
 import numpy as np
 
 from eval.context import VideoContext
-from eval.face_matching import max_pair_similarity
-from eval.metrics.face_common import for_each_backend
+from eval.face_matching import cosine_matrix
 from eval.registry import MetricResult, MetricUnavailable, register
-from eval.video_faces import VideoFaces
+from eval.video_faces import VideoFaces, embed_face
+
+NAME = "face_sim_max"
+NUM_FRAMES = 24  # sample_video_frames(video_path, num_frames=24)
+FACES_PER_FRAME = 2  # get_face_keypoints2: sorted(face_info, key=area)[-2:]
+
+
+def sample_indices(total: int, num: int = NUM_FRAMES) -> np.ndarray:
+    """The script's frame indices: np.linspace(0, total - 1, num, dtype=int)."""
+    if total < 1:
+        raise ValueError(f"sample_indices: a video needs at least 1 frame, got {total}")
+    return np.linspace(0, total - 1, num, dtype=int)
+
+
+def largest_two(boxes: np.ndarray) -> np.ndarray:
+    """Indices of the FACES_PER_FRAME largest boxes [N, 4] by area, as `sorted(..., key=area)[-2:]`
+    (stable ascending sort, the last two)."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return np.argsort(area, kind="stable")[-FACES_PER_FRAME:]
+
+
+def protocol_score(refs: np.ndarray, frames: list[tuple[np.ndarray, np.ndarray]]) -> float:
+    """Mean over frames of the max cosine between refs [K, D] and the frame's 2 largest faces;
+    frames: per sampled frame (boxes [N, 4], embeddings [N, D]). ValueError naming the first frame
+    without a face (the script raises there)."""
+    scores = []
+    for i, (boxes, embs) in enumerate(frames):
+        if len(boxes) == 0:
+            raise ValueError(f"sampled frame {i} of {len(frames)} has no face")
+        keep = largest_two(boxes)
+        scores.append(float(cosine_matrix(refs, np.asarray(embs)[keep]).max()))
+    return float(np.mean(scores))
+
+
+def faceless_reason(exc: ValueError) -> str:
+    return f"{exc}: the authors' script raises on a faceless frame (len(None)), so it has no value"
 
 
 def summarize(faces: VideoFaces) -> dict[str, float]:
-    scores = [s for s in (max_pair_similarity(m) for m in faces.matches) if s is not None]
-    if not scores:
-        raise MetricUnavailable(f"no face found by {faces.backend!r} in any of the {faces.n_frames} analysed frames")
-    return {"": float(np.mean(scores))}
+    """{'': the protocol score} over a face analysis that covered every frame (stride 1);
+    MetricUnavailable where a sampled frame has no face."""
+    frames = []
+    for i in sample_indices(faces.n_frames).tolist():
+        idx = faces.face_indices(i)
+        frames.append((faces.boxes[idx], faces.embeddings[idx]))
+    try:
+        return {"": protocol_score(faces.refs, frames)}
+    except ValueError as exc:
+        raise MetricUnavailable(faceless_reason(exc)) from exc
 
 
-@register("face_sim_max")
+def sampled_frame_faces(ctx: VideoContext, backend: str, faces: VideoFaces) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(boxes, embeddings) of every face in each of the 24 sampled frames: from the face analysis
+    where it covered the frame (every eval.face_frame_stride-th), else detected here."""
+    stride = ctx.params.face_frame_stride
+    found: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    for i in sample_indices(len(ctx.frames)).tolist():
+        if i in found:
+            continue
+        if i % stride == 0 and i // stride < faces.n_frames:
+            idx = faces.face_indices(i // stride)
+            found[i] = (faces.boxes[idx], faces.embeddings[idx])
+        else:
+            analyzer = ctx.analyzers.get(backend)
+            detected = analyzer.detect(ctx.frames[i])
+            boxes = np.array([f.box for f in detected], dtype=np.float32).reshape(-1, 4)
+            embs = np.array([embed_face(analyzer, ctx.frames[i], f) for f in detected], dtype=np.float32)
+            found[i] = (boxes, embs.reshape(len(detected), -1))
+    return [found[i] for i in sample_indices(len(ctx.frames)).tolist()]
+
+
+@register(NAME)
 def compute(ctx: VideoContext) -> MetricResult:
-    return for_each_backend(ctx, "face_sim_max", summarize)
+    result = MetricResult()
+    for backend in ctx.params.face_backends:
+        name = f"{NAME}/{backend}"
+        try:
+            faces = ctx.faces(backend)
+            result.values[name] = protocol_score(faces.refs, sampled_frame_faces(ctx, backend, faces))
+        except MetricUnavailable as exc:
+            result.missing[name] = str(exc)
+        except ValueError as exc:
+            result.missing[name] = faceless_reason(exc)
+    return result

@@ -1,7 +1,9 @@
 """Benchmarks: a JSONL file, one case per line.
 
-Each line is `{"case_id": str, "prompt": str, "references": [image path, ...], "seed": int}`.
-Reference paths are relative to the benchmark file's folder (or absolute); a relative path may not
+Each line is `{"case_id": str, "prompt": str, "references": [image path, ...], "seed": int}`, with
+an optional `"targets": [[image path, ...], ...]`: per identity (in reference order), other photos of
+the same person than its reference (the copy-paste metric's targets; an identity may have none, and a
+case without the key has none). Reference and target paths are relative to the benchmark file's folder (or absolute); a relative path may not
 leave that folder (`../` is refused) so a benchmark cannot read files outside its own tree.
 `case_id` names the method's output video `{case_id}.mp4`, so it must be a plain file name.
 """
@@ -18,6 +20,7 @@ from ingredients.files.jsonl import jsonl_lines
 
 CASE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 REQUIRED_KEYS = ("case_id", "prompt", "references", "seed")
+OPTIONAL_KEYS = ("targets",)
 
 
 class BenchmarkError(ValueError):
@@ -26,22 +29,25 @@ class BenchmarkError(ValueError):
 
 @dataclass(frozen=True)
 class Case:
-    """One benchmark case. `references` are resolved absolute paths, in identity order."""
+    """One benchmark case. `references` are resolved absolute paths, in identity order; `targets`:
+    () or, per identity, a tuple of other photos of that person (resolved paths, maybe empty)."""
 
     case_id: str
     prompt: str
     references: tuple[Path, ...]
     seed: int
+    targets: tuple[tuple[Path, ...], ...] = ()
 
     def to_json(self, root: Path | None = None) -> dict:
         """The case as a JSON line; paths relative to `root` when given and inside it."""
-        refs = []
-        for ref in self.references:
-            if root is not None and ref.is_relative_to(root):
-                refs.append(ref.relative_to(root).as_posix())
-            else:
-                refs.append(str(ref))
-        return {"case_id": self.case_id, "prompt": self.prompt, "references": refs, "seed": self.seed}
+        def rel(path: Path) -> str:
+            return path.relative_to(root).as_posix() if root is not None and path.is_relative_to(root) else str(path)
+
+        out = {"case_id": self.case_id, "prompt": self.prompt, "references": [rel(r) for r in self.references],
+               "seed": self.seed}
+        if self.targets:
+            out["targets"] = [[rel(t) for t in per_id] for per_id in self.targets]
+        return out
 
 
 def _resolve_reference(root: Path, raw: object, where: str) -> Path:
@@ -74,9 +80,9 @@ def parse_case(obj: object, root: Path, where: str) -> Case:
     missing = [k for k in REQUIRED_KEYS if k not in obj]
     if missing:
         raise BenchmarkError(f"{where}: missing key(s) {missing}; each line needs {list(REQUIRED_KEYS)}")
-    unknown = sorted(set(obj) - set(REQUIRED_KEYS))
+    unknown = sorted(set(obj) - set(REQUIRED_KEYS) - set(OPTIONAL_KEYS))
     if unknown:
-        raise BenchmarkError(f"{where}: unknown key(s) {unknown}; allowed: {list(REQUIRED_KEYS)}")
+        raise BenchmarkError(f"{where}: unknown key(s) {unknown}; allowed: {list(REQUIRED_KEYS + OPTIONAL_KEYS)}")
     case_id, prompt, refs, seed = (obj[k] for k in REQUIRED_KEYS)
     if not isinstance(case_id, str) or not CASE_ID_PATTERN.match(case_id):
         raise BenchmarkError(
@@ -90,7 +96,15 @@ def parse_case(obj: object, root: Path, where: str) -> Case:
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise BenchmarkError(f"{where}: seed must be an integer, got {seed!r}")
     references = tuple(_resolve_reference(root, r, where) for r in refs)
-    return Case(case_id=case_id, prompt=prompt, references=references, seed=seed)
+    raw_targets = obj.get("targets", [])
+    if not isinstance(raw_targets, list) or (raw_targets and (
+            len(raw_targets) != len(refs) or not all(isinstance(t, list) for t in raw_targets))):
+        raise BenchmarkError(
+            f"{where}: targets must be a list with one list of image paths per reference ({len(refs)}), "
+            f"e.g. [[\"a_2.png\"], []], got {raw_targets!r}"
+        )
+    targets = tuple(tuple(_resolve_reference(root, t, where) for t in per_id) for per_id in raw_targets)
+    return Case(case_id=case_id, prompt=prompt, references=references, seed=seed, targets=targets)
 
 
 def read_benchmark(path: str | os.PathLike) -> list[Case]:

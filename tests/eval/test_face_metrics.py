@@ -37,8 +37,10 @@ def test_face_sim_per_identity_and_missing_identity_scores_zero():
     assert out["/id0"] == pytest.approx(2 / 3)
     assert out["/id1"] == pytest.approx(1 / 3)
     assert out[""] == pytest.approx(0.5)
-    # the reference code's variant skips the empty frame and takes the best pair: perfect
-    assert face_sim_max.summarize(vf)[""] == pytest.approx(1.0)
+    # the authors' script raises on the faceless frame: no value (was 1.0, skipping the frame)
+    with pytest.raises(MetricUnavailable, match="sampled frame 23 of 24 has no face"):
+        face_sim_max.summarize(vf)
+    assert face_sim_max.summarize(hand_made([[(E[0], LEFT), (E[1], RIGHT)], [(E[0], LEFT)]]))[""] == pytest.approx(1.0)
     assert face_found.summarize(vf)[""] == pytest.approx(1 / 3)
 
 
@@ -54,7 +56,9 @@ def test_a_dissimilar_matched_face_scores_zero_not_below_no_face():
 def test_no_face_in_the_video_is_missing_not_zero():
     """face_sim_max and id_confusion have no value for a faceless video: missing with the reason."""
     faceless = hand_made([[], [], []])
-    for metric in (face_sim_max, id_confusion):
+    with pytest.raises(MetricUnavailable, match="sampled frame 0 of 24 has no face"):
+        face_sim_max.summarize(faceless)
+    for metric in (id_confusion,):
         with pytest.raises(MetricUnavailable, match="no face found by 'fake' in any of the 3 analysed frames"):
             metric.summarize(faceless)
         ctx = SimpleNamespace(params=SimpleNamespace(face_backends=("fake",)), faces=lambda backend: faceless)

@@ -9,6 +9,7 @@ import yaml
 from safetensors.numpy import save_file
 
 import eval.run as run_module
+import eval.video_job as video_job
 from eval.baselines import make_no_face, make_oracle
 from eval.face_backends import AnalyzerPool
 from eval.merge import merge_runs
@@ -111,8 +112,8 @@ def test_rerun_resumes_from_the_cache(setup, tmp_path, monkeypatch):
     out = tmp_path / "resume"
     shutil.copytree(setup["root"] / "full", out)
     calls = []
-    real = run_module.evaluate_video
-    monkeypatch.setattr(run_module, "evaluate_video", lambda ctx: calls.append(ctx.case.case_id) or real(ctx))
+    real = video_job.evaluate_video
+    monkeypatch.setattr(video_job, "evaluate_video", lambda ctx: calls.append(ctx.case.case_id) or real(ctx))
     assert evaluate(setup["bench"], setup["methods"], out, PARAMS, analyzers=setup["pool"]) == setup["full"]
     assert calls == []
     # a changed video is re-evaluated, nothing else

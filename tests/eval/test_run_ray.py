@@ -32,3 +32,35 @@ def test_ray_engine_gives_the_local_engine_files(tmp_path, make_benchmark, dlib_
             assert b.cache_faces(method, case).read_bytes() == a.cache_faces(method, case).read_bytes()
     # a rerun on Ray reuses every cached record (no task runs)
     assert evaluate(bench, methods, tmp_path / "ray", PARAMS, compute=ray_env) == local
+
+
+def test_ray_engine_through_the_stage_command(tmp_path, make_benchmark, dlib_analyzer, ray_env):
+    """`python -m eval.run` exactly as dvc.yaml runs it, with `compute.engine: ray`: eval.run is
+    `__main__` there, and cloudpickle ships `__main__`'s functions by value with their globals; the
+    work Ray runs must live in an importable module. Same metrics as the local engine."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    bench = make_benchmark(tmp_path / "bench", {"pair_a": ("astronaut", "grace")})
+    oracle = make_oracle(bench, tmp_path / "oracle", dlib_analyzer, n_frames=N_FRAMES)
+    eval_section = {"max_frames": N_FRAMES, "face_frame_stride": 3, "metrics": list(PARAMS.metrics)}
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"eval": eval_section, "compute": ray_env.model_dump(mode="json")}))
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run(
+        [sys.executable, "-m", "eval.run", "--benchmark", str(bench), "--params", str(params),
+         "--out", str(tmp_path / "ray"), "--method", f"oracle={oracle}"],
+        cwd=root, env=dict(os.environ), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    failed = [line for line in proc.stderr.splitlines() if "evaluation of" in line and "failed" in line]
+    assert not failed, failed
+    local = evaluate(bench, {"oracle": oracle}, tmp_path / "local", PARAMS,
+                     analyzers=AnalyzerPool(analyzers={"dlib": dlib_analyzer}))
+    on_ray = json.loads((tmp_path / "ray" / "metrics.json").read_text())
+    assert on_ray == local
+    assert on_ray["oracle"]["face_sim/dlib"] > 0.5

@@ -73,3 +73,26 @@ def test_write_then_read_round_trips_with_relative_paths(root):
     path = write_benchmark(root / "out.jsonl", cases)
     assert json.loads(path.read_text())["references"] == ["refs/a.png"]
     assert read_benchmark(path) == cases
+
+
+def test_optional_targets_per_identity_round_trip(root):
+    """`targets`: per identity, other photos of the person (copy-paste); an identity may have none."""
+    bench = write_lines(root / "b.jsonl", [line("c0", targets=[["refs/b.png"], []]), line("c1")])
+    with_targets, without = read_benchmark(bench)
+    assert with_targets.targets == (((root / "refs" / "b.png").resolve(),), ())
+    assert without.targets == ()
+    assert write_benchmark(root / "again.jsonl", [with_targets, without]) and read_benchmark(root / "again.jsonl") == [
+        with_targets, without]
+    assert json.loads((root / "again.jsonl").read_text().splitlines()[0])["targets"] == [["refs/b.png"], []]
+    assert "targets" not in json.loads((root / "again.jsonl").read_text().splitlines()[1])
+
+
+@pytest.mark.parametrize("targets, message", [
+    ([["refs/b.png"]], "one list of image paths per reference \\(2\\)"),
+    (["refs/b.png", []], "one list of image paths per reference"),
+    ([["refs/nope.png"], []], "reference image not found"),
+])
+def test_bad_targets_are_named(root, targets, message):
+    bench = write_lines(root / "b.jsonl", [line("c0", targets=targets)])
+    with pytest.raises(BenchmarkError, match=f"b.jsonl:1: .*{message}"):
+        read_benchmark(bench)
