@@ -27,6 +27,7 @@ from ingredients.files.atomic import atomic_path, write_text
 from ingredients.sampling.benchmark import Case, read_benchmark
 from ingredients.faces.image_io import load_rgb
 from eval.aggregate import split_by_k
+from eval.leaderboard import leaderboard_csv
 from eval.params import params_from_dict
 from eval.run_layout import RunLayout, load_faces, read_records
 from ingredients.files.video_io import read_video
@@ -224,6 +225,45 @@ def training_section(out: Path, train_logs: dict[str, Path], images: list[Path])
     return parts
 
 
+def copy_paste_plot(path: Path, metrics: dict, backend: str) -> Path | None:
+    """Scatter of face_sim against copy_paste, one point per method (overall means); None when no
+    method has both. The trade-off: a high face_sim reached by copying the photo sits on the right."""
+    x_name, y_name = f"copy_paste/{backend}", f"face_sim/{backend}"
+    points = {m: (v[x_name], v[y_name]) for m, e in metrics.items() if x_name in (v := split_by_k(e)[0]) and y_name in v}
+    if not points:
+        return None
+    fig = Figure(figsize=(5.5, 4.5))
+    ax = fig.add_subplot()
+    for method, (x, y) in sorted(points.items()):
+        ax.scatter([x], [y])
+        ax.annotate(method, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.axvline(0.0, color="grey", lw=0.5)
+    ax.set_xlim(-1.2, 1.2)
+    ax.set_xlabel(f"{x_name}  (-1: matches other photos of the person, +1: copies the reference)")
+    ax.set_ylabel(y_name)
+    ax.set_title("identity similarity vs copy-paste")
+    _save(fig, path)
+    return path
+
+
+def comparability_section(out: Path, metrics: dict, backend: str | None) -> list[str]:
+    """face_sim vs copy_paste per method, and the OpenS2V-Eval leaderboard CSV (eval/leaderboard.py)."""
+    if not backend:
+        return []
+    parts = ["<h2>Copy-paste and leaderboard comparability</h2>"]
+    png = copy_paste_plot(out / "face_sim_vs_copy_paste.png", metrics, backend)
+    if png is not None:
+        parts.append(f"<img src='{png.name}' alt='face_sim against copy_paste per method'>")
+    else:
+        parts.append("<p>No method has both face_sim and copy_paste (copy_paste needs benchmark targets).</p>")
+    csv_path = out / "opens2v_leaderboard.csv"
+    write_text(csv_path, leaderboard_csv(metrics, backend))
+    parts.append(f"<p><a href='{csv_path.name}'>{csv_path.name}</a>: the OpenS2V-Eval leaderboard's columns; only "
+                 "FaceSim is filled, in OpenS2V's aggregation (face_sim_opens2v/&lt;R&gt;/faceless_as_0: a faceless "
+                 "video counts 0), beside our face_sim_opens2v (faceless missing) in the tables above.</p>")
+    return parts
+
+
 def render_report(eval_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None,
                   benchmark: str | os.PathLike | None = None, methods: dict[str, Path] | None = None,
                   n_columns: int = 6, max_cases: int | None = 12, train_logs: dict[str, Path] | None = None,
@@ -277,6 +317,7 @@ def render_report(eval_dir: str | os.PathLike, out_dir: str | os.PathLike | None
                           params.max_frames, params.face_frame_stride, n_columns)
         parts.append(f"<div class='strip'><h3>{html.escape(case.case_id)}</h3><img src='{png.name}' "
                      f"alt='frames of {html.escape(case.case_id)}'></div>")
+    parts += comparability_section(out, metrics, backend)
     parts += training_section(out, train_logs or {}, list(train_images or []))
     gaps = []
     for m, d in sorted(missing.items()):

@@ -14,8 +14,11 @@ Differences, stated: detector and recognizer are backend R of eval.face_backends
 OpenS2V's "Cur", where configured; dlib here), not OpenS2V's insightface detector + IR-101 with its
 224 -> 112 crop; a face found only after padding is embedded from the padded frame (OpenS2V aligns
 the unpadded frame with shifted keypoints, so its out-of-frame border is black, not grey). Where
-no frame is kept OpenS2V writes 0.0; here the value is missing with the reason (count such videos
-as 0 to compare with the leaderboard, whose mean includes them; missing.json says how many).
+no frame is kept OpenS2V writes 0.0; here the value is missing with the reason (ours: faceless
+missing), and beside it `face_sim_opens2v/R/faceless_as_0` is OpenS2V's own aggregation: the same
+value, and 0.0 where OpenS2V writes 0.0 (no kept frame), so its mean over the videos is the number
+their leaderboard averages (`eval/leaderboard.py` writes it in their CSV layout). Labelled, never the
+primary score.
 Frames the face analysis already covered (every eval.face_frame_stride-th) reuse it; the others
 are analysed here.
 
@@ -37,6 +40,7 @@ from eval.video_faces import VideoFaces, largest_box_index, largest_face_embeddi
 
 NUM_FRAMES = 32
 NAME = "face_sim_opens2v"
+OPENS2V_AGGREGATION = "/faceless_as_0"  # suffix of the value in OpenS2V's aggregation (no kept frame = 0.0)
 
 
 def sample_indices(total: int, num: int = NUM_FRAMES) -> np.ndarray:
@@ -100,6 +104,7 @@ def summarize(refs: np.ndarray, largest: list[np.ndarray | None], name: str) -> 
         result.values[name] = result.values[f"{name}/id0"]
     else:
         result.missing[name] = result.missing[f"{name}/id0"]
+    result.values[name + OPENS2V_AGGREGATION] = result.values.get(name, 0.0)  # OpenS2V writes 0.0 there
     return result
 
 

@@ -29,13 +29,14 @@ def test_clipped_scores_skip_faceless_frames_and_drop_zeros():
     assert s1 == pytest.approx(0.8)  # only MIX scores above 0 for E1
     result = opens2v.summarize(E[:2], largest, "face_sim_opens2v/fake")
     assert result.values == pytest.approx({"face_sim_opens2v/fake": 0.8, "face_sim_opens2v/fake/id0": 0.8,
-                                           "face_sim_opens2v/fake/id1": 0.8})
+                                           "face_sim_opens2v/fake/id1": 0.8, "face_sim_opens2v/fake/faceless_as_0": 0.8})
     # the protocol value is the first reference's: missing with the reason when it has no kept frame
     result = opens2v.summarize(E[:2], [E[1], None], "face_sim_opens2v/fake")
-    assert result.values == {"face_sim_opens2v/fake/id1": 1.0}
+    # OpenS2V's aggregation writes 0.0 where ours is missing
+    assert result.values == {"face_sim_opens2v/fake/id1": 1.0, "face_sim_opens2v/fake/faceless_as_0": 0.0}
     assert "cosine <= 0 with reference 0" in result.missing["face_sim_opens2v/fake"]
     result = opens2v.summarize(E[:2], [None] * 32, "face_sim_opens2v/fake")
-    assert result.values == {}
+    assert result.values == {"face_sim_opens2v/fake/faceless_as_0": 0.0}
     assert result.missing["face_sim_opens2v/fake"].startswith("no face in any of the 32 sampled frames")
 
 
@@ -86,4 +87,20 @@ def test_compute_names_values_per_backend():
                           faces=lambda backend: faces, analyzers=SimpleNamespace(get=lambda backend: None))
     result = opens2v.compute(ctx)
     expected = np.mean([1.0 if i == 0 else 0.6 for i in opens2v.sample_indices(2)])
-    assert result.values == pytest.approx({"face_sim_opens2v/fake": expected, "face_sim_opens2v/fake/id0": expected})
+    assert result.values == pytest.approx({"face_sim_opens2v/fake": expected, "face_sim_opens2v/fake/id0": expected,
+                                           "face_sim_opens2v/fake/faceless_as_0": expected})
+
+
+def test_opens2v_aggregation_counts_a_faceless_video_as_zero(tmp_path):
+    """Over one video with a face (0.8) and one without: ours averages 0.8 over the 1 video that has a
+    value; OpenS2V's aggregation averages (0.8 + 0) / 2 = 0.4, as its leaderboard does."""
+    from eval.aggregate import aggregate_video_metrics
+
+    records = []
+    for case_id, largest in (("a", [MIX] * 32), ("b", [None] * 32)):
+        r = opens2v.summarize(E[:2], largest, "face_sim_opens2v/fake")
+        records.append({"case_id": case_id, "metrics": r.values, "missing": r.missing})
+    values, missing = aggregate_video_metrics(records)
+    assert values["face_sim_opens2v/fake"] == pytest.approx(0.6)  # MIX is 0.6 E0 + 0.8 E1
+    assert values["face_sim_opens2v/fake/faceless_as_0"] == pytest.approx(0.3)
+    assert "averaged over 1 of 2 videos" in missing["face_sim_opens2v/fake"]
