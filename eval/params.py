@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ingredients.config import ParamsError, load_params, section, validate_model
 
 DEFAULT_METRICS = (
-    "face_sim", "face_sim_max", "face_sim_opens2v", "copy_paste", "face_found", "id_confusion", "clip_score", "fid_face",
+    "face_sim", "face_sim_max", "face_sim_opens2v", "copy_paste", "face_found", "id_confusion", "clip_score", "fid_face", "kid_face",
     "dynamic_degree", "flow_magnitude", "flicker", "routing_acc", "routing_consistency",
 )
 
@@ -54,7 +54,8 @@ class EvalParams(_Frozen):
     face_sim/R etc. face_backend_options: keyword arguments per backend for build_analyzer.
     max_frames: read at most this many frames per video (None: all). face_frame_stride: run face
     metrics on every n-th frame. fid_min_samples_factor: fid_face needs at least this many x D
-    crops (D = embedding size) on each side.
+    crops (D = embedding size) on each side. kid_min_samples: kid_face needs at least this many
+    samples on each side (2: the unbiased estimator's minimum).
     """
 
     face_backends: tuple[str, ...] = ("dlib",)
@@ -63,6 +64,7 @@ class EvalParams(_Frozen):
     max_frames: int | None = Field(None, ge=2)
     face_frame_stride: int = Field(1, ge=1)
     fid_min_samples_factor: float = Field(2.0, ge=1)
+    kid_min_samples: int = Field(2, ge=2)
     clip: ClipParams = ClipParams()
     flow: FlowParams = FlowParams()
 

@@ -24,6 +24,7 @@ METRIC_MODULES = (
     "eval.metrics.id_confusion",
     "eval.metrics.clip_score",
     "eval.metrics.fid_face",
+    "eval.metrics.kid_face",
     "eval.metrics.dynamic_degree",
     "eval.metrics.flow_magnitude",
     "eval.metrics.flicker",
