@@ -1,0 +1,89 @@
+"""The configs of the models a profile runs, written in code so a plan needs no weights and no download.
+
+Full profile: CogVideoX-5B-I2V's transformer (IngredientsTransformer3DModel's defaults are its
+config, plus the identity modules), its VAE (diffusers AutoencoderKLCogVideoX, vae/config.json of
+CogVideoX-5b-I2V) and its text encoder (transformers T5EncoderModel, google/t5-v1_1-xxl, as in
+text_encoder/config.json). Tiny profile: the tiny model's configs (`model_folder.tiny`) and the
+MiniLM text encoder's config shipped in its package. `prepare.transformer` overrides apply to both.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from ingredients.model_folder.tiny import TINY_FRAMES, TINY_HEIGHT, TINY_WIDTH, text_encoder_folder, tiny_transformer_config, tiny_vae_config
+
+# CogVideoX-5b-I2V vae/config.json (diffusers AutoencoderKLCogVideoX)
+FULL_VAE_CONFIG: dict[str, Any] = {
+    "in_channels": 3,
+    "out_channels": 3,
+    "down_block_types": ["CogVideoXDownBlock3D"] * 4,
+    "up_block_types": ["CogVideoXUpBlock3D"] * 4,
+    "block_out_channels": [128, 256, 256, 512],
+    "latent_channels": 16,
+    "layers_per_block": 3,
+    "act_fn": "silu",
+    "norm_eps": 1e-6,
+    "norm_num_groups": 32,
+    "temporal_compression_ratio": 4,
+    "sample_height": 480,
+    "sample_width": 720,
+    "scaling_factor": 0.7,
+    "force_upcast": True,
+    "use_quant_conv": False,
+    "use_post_quant_conv": False,
+    "invert_scale_latents": True,
+}
+
+# CogVideoX-5b-I2V text_encoder/config.json: T5 v1.1 XXL encoder (transformers T5EncoderModel)
+FULL_T5_CONFIG: dict[str, Any] = {
+    "d_model": 4096,
+    "d_ff": 10240,
+    "d_kv": 64,
+    "num_heads": 64,
+    "num_layers": 24,
+    "vocab_size": 32128,
+    "feed_forward_proj": "gated-gelu",
+    "relative_attention_num_buckets": 32,
+    "relative_attention_max_distance": 128,
+    "layer_norm_epsilon": 1e-6,
+    "dropout_rate": 0.1,
+    "is_encoder_decoder": True,
+    "tie_word_embeddings": False,
+}
+
+# EVA02-CLIP-L-14-336 hidden states: (336 / 14)^2 patches + the class token; tiny CLIP: (64 / 8)^2 + 1
+FULL_VIT_TOKENS = 577
+TINY_VIT_TOKENS = 65
+
+
+@dataclass(frozen=True)
+class ProfileModels:
+    """What one profile builds: configs, the text encoder's class ('t5' or 'bert'), default video size."""
+
+    transformer: dict[str, Any]
+    vae: dict[str, Any]
+    text_encoder_kind: str
+    text_encoder: dict[str, Any]
+    vit_tokens: int
+    num_frames: int
+    height: int
+    width: int
+
+
+def profile_models(prepare: dict[str, Any]) -> ProfileModels:
+    """The models of the params' `prepare:` section (profile tiny or full, transformer overrides)."""
+    profile = prepare.get("profile", "tiny")
+    overrides = dict(prepare.get("transformer") or {})
+    if profile == "full":
+        return ProfileModels(transformer=overrides, vae=dict(FULL_VAE_CONFIG), text_encoder_kind="t5",
+                             text_encoder=dict(FULL_T5_CONFIG), vit_tokens=FULL_VIT_TOKENS,
+                             num_frames=49, height=480, width=720)
+    if profile != "tiny":
+        raise ValueError(f"prepare.profile: {profile!r} is not a profile the plan knows (tiny, full)")
+    bert = json.loads((text_encoder_folder() / "config.json").read_text())
+    return ProfileModels(transformer=tiny_transformer_config(**overrides), vae=tiny_vae_config(), text_encoder_kind="bert",
+                         text_encoder=bert, vit_tokens=TINY_VIT_TOKENS, num_frames=TINY_FRAMES, height=TINY_HEIGHT,
+                         width=TINY_WIDTH)

@@ -1,0 +1,63 @@
+"""Live tensor memory as a device allocator sees it: bytes of every storage alive, and the peak.
+
+A `TorchDispatchMode` sees every op's outputs; each new untyped storage is counted once and a weakref
+finalizer subtracts it when it dies, so views, in-place ops and aliases cost nothing and freed
+activations leave the count. Works on fake and meta tensors (no memory is touched), unlike
+`torch.distributed._tools.mem_tracker.MemTracker`, which hooks every parameter's gradient and
+refuses frozen parameters. Storages made before the mode was entered are not counted (`track`
+adds them).
+"""
+
+from __future__ import annotations
+
+import weakref
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_iter
+
+
+class LiveStorageCounter(TorchDispatchMode):
+    """`live` and `peak` bytes of the storages created while the mode is on (or passed to `track`).
+
+    `reset_peak()` sets the peak to the current live bytes (to measure one phase).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live = 0
+        self.peak = 0
+        self._seen: dict[int, int] = {}  # id of a live storage -> its bytes
+
+    def track(self, *tensors: torch.Tensor) -> None:
+        """Count tensors that already exist (e.g. made outside the mode)."""
+        for t in tensors:
+            if isinstance(t, torch.Tensor):
+                self._add(t)
+
+    def reset_peak(self) -> None:
+        self.peak = self.live
+
+    def _add(self, t: torch.Tensor) -> None:
+        try:
+            storage = t.untyped_storage()
+        except (NotImplementedError, RuntimeError):  # e.g. sparse or storage-less tensors
+            return
+        key = id(storage)
+        if key in self._seen:
+            return
+        nbytes = storage.nbytes()
+        self._seen[key] = nbytes
+        self.live += nbytes
+        self.peak = max(self.peak, self.live)
+        weakref.finalize(storage, self._free, key)
+
+    def _free(self, key: int) -> None:
+        self.live -= self._seen.pop(key, 0)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_iter(out):
+            if isinstance(t, torch.Tensor):
+                self._add(t)
+        return out
