@@ -243,8 +243,8 @@ def read_clip_list(path: Path, root: Path | None = None) -> tuple[list[VideoItem
             skipped["bad_range"] += 1
             continue
         video_key = _key(video, root)
-        suffix = "s" if unit == "seconds" else ""
-        key = clip_id or f"{video_key}__{start}{suffix}-{end if end is not None else 'end'}{suffix}".replace(".", "_")
+        mark = "s" if unit == "seconds" else ""  # seconds 1-2 and frames 1-2 are distinct clips
+        key = clip_id or f"{video_key}__{start:g}{mark}-{'end' if end is None else f'{end:g}{mark}'}".replace(".", "_")
         if unit == "seconds":
             items.append(VideoItem(key, video, caption=caption, seconds=(float(start), None if end is None else float(end)),
                                    video_key=video_key, where=where))

@@ -97,3 +97,39 @@ def test_heldout_videos_hold_only_heldout_people_and_curate(tmp_path):
     report = curate(tmp_path / "raw" / "heldout" / "videos", tmp_path / "heldout_curated", CurationParams())
     assert report["clips"]["kept"] == 3 and report["identity_histogram"] == {"1": 1, "2": 2}
     assert report["ground_truth"]["identity_accuracy"] >= MIN_IDENTITY_ACCURACY
+
+
+def test_real_containers_curate_to_the_clips_of_their_mp4_and_seconds_ranges(tiny_raw, tmp_path):
+    """Issue 21, finding 7: H.264 in .mkv and .mov, VP9 in .webm and MPEG-4 Part 2 in .avi, written by
+    PyAV (not MP4 bytes renamed), each give the clips of the same frames in .mp4; a `unit: seconds`
+    range reads exactly its frames (0.5 s to 1.5 s at 8 fps: frames [4, 12))."""
+    from ingredients.data.curate import curate
+    from ingredients.data.curation_params import CurationParams
+    from ingredients.data.sources import DataParams
+    from ingredients.faces.base import box_iou
+    from ingredients.files.video_io import read_video
+    from tests.files.test_video_io import CONTAINERS, encode
+
+    frames, fps = read_video(tiny_raw / "vid_000.mp4", 0, 12)  # one identity, 12 frames at 8 fps
+    root = tmp_path / "data"
+    root.mkdir()
+    lines = []
+    for suffix, (codec, _) in {".mp4": ("libx264", None), **CONTAINERS}.items():
+        encode(root / f"v{suffix}", frames, int(fps), codec)
+        lines.append({"video": f"v{suffix}", "caption": "a person", "id": f"v_{suffix[1:]}"})
+    lines.append({"video": "v.mp4", "caption": "a person", "start": 0.5, "end": 1.5, "unit": "seconds", "id": "v_seconds"})
+    (root / "clips.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    report = curate(DataParams(source="list", path=str(root), list_file="clips.jsonl"), tmp_path / "out",
+                    CurationParams(contact_sheet_clips=0))
+    rows = {r.clip_id.rsplit("_s", 1)[0]: r for r in read_manifest(tmp_path / "out" / "manifest.jsonl", root)}
+    assert report["videos"]["skipped"] == {} and sorted(rows) == ["v_avi", "v_mkv", "v_mov", "v_mp4", "v_seconds", "v_webm"]
+    ref = rows["v_mp4"]
+    assert (ref.start_frame, ref.end_frame, ref.num_identities) == (0, 12, 1)
+    for name in ("v_mkv", "v_mov", "v_webm", "v_avi"):
+        clip = rows[name]
+        assert (clip.start_frame, clip.end_frame, clip.num_identities) == (0, 12, 1), name
+        ious = box_iou(np.array(clip.identities[0].boxes, float), np.array(ref.identities[0].boxes, float)).diagonal()
+        assert ious.min() >= 0.7, (name, ious)  # dlib's scale pyramid: a lossy codec may move a box one step
+    seconds = rows["v_seconds"]
+    assert (seconds.start_frame, seconds.end_frame) == (4, 12)
+    assert seconds.identities[0].boxes == ref.identities[0].boxes[4:12]

@@ -6,14 +6,17 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 
 import psutil
+import yaml
 
 from ingredients.data.curate import curate
 from ingredients.data.curation_params import CurationParams
-from tests.ray_helpers import ray_shared  # noqa: F401 (fixture)
+from tests.ray_helpers import RAY_PARAMS, ray_shared, ray_test_env  # noqa: F401 (fixture)
 
 
 def _report_without_timing(path) -> dict:
@@ -33,6 +36,24 @@ def assert_same_outputs(out, ref_out) -> None:
         p.relative_to(out) for p in (out / "masks").rglob("*.npz")) == refs
     for rel in refs:
         assert (out / rel).read_bytes() == (ref_out / rel).read_bytes(), rel
+
+
+def test_the_stage_command_runs_on_ray(tiny_raw, tiny_curated):
+    """Issue 20: `compute.engine: ray` through the curate stage's own command, `python -m
+    ingredients.data.curate`: the work Ray pickles must live in an importable module, not `__main__`
+    (whose globals the driver fills with dlib models: "cannot pickle '_dlib_pybind11...'"). Its own
+    local instance (before this module's shared one starts), stopped with the stage."""
+    ref_out, _ = tiny_curated
+    out = tiny_raw.parent / "ray_cli"  # same depth as the reference: same relative video paths
+    params = tiny_raw.parent / "params_ray.yaml"
+    params.write_text(yaml.safe_dump({"data": {"source": "synth", "path": str(tiny_raw)}, "curate": {},
+                                      "compute": RAY_PARAMS.model_dump(exclude_defaults=True)}))
+    with ray_test_env():
+        run = subprocess.run([sys.executable, "-m", "ingredients.data.curate", "--params", str(params), "--out", str(out)],
+                             capture_output=True, text=True, timeout=600, env=dict(os.environ))
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert json.loads((out / "report.json").read_text())["throughput"]["engine"] == "ray"
+    assert_same_outputs(out, ref_out)
 
 
 def test_ray_engine_gives_the_local_engine_files(tiny_raw, tiny_curated, ray_shared):

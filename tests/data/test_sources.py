@@ -258,3 +258,91 @@ def test_every_curation_input_is_a_dvc_dep_of_the_curate_stage(tmp_path):
         assert "changed deps" in run("status"), path
         (project / path).write_bytes(before)
     assert "up to date" in run("status")
+
+
+def test_symlinked_folders_are_followed_once(tmp_path):
+    """Finding 4: `rglob` did not follow symlinked subfolders (Python 3.11): their videos were skipped."""
+    root = tmp_path / "videos"
+    (root / "real").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "b.mp4").write_bytes(b"b")
+    (root / "real" / "a.mp4").write_bytes(b"a")
+    (root / "linked").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (root / "real" / "loop").symlink_to(root, target_is_directory=True)  # a loop: visited once
+    items, _ = collect_items(DataParams(source="videos", path=str(root)))
+    assert [i.key for i in items] == ["linked__b", "real__a"]
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ({"video": "a.mp4", "strat": 5, "stop": 9}, r"clips\.jsonl:2: unknown key\(s\) \['stop', 'strat'\]"),
+    ({"video": "a.mp4", "start": 0, "end": 12.5}, r"clips\.jsonl:2: 'end': 12\.5 is not a whole frame number"),
+    ({"video": "a.mp4", "caption": 7}, r"clips\.jsonl:2: 'caption' must be text"),
+    ({"video": "a.mp4", "unit": "minutes"}, r"clips\.jsonl:2: 'unit' must be"),
+])
+def test_a_bad_list_line_stops_the_run_naming_its_line(tmp_path, line, message):
+    """Findings 4 and 8: unknown keys were ignored (`strat`/`stop` curated the whole video), fractional
+    frames truncated, a non-string caption failed later with pydantic's text and no line."""
+    (tmp_path / "a.mp4").write_bytes(b"a")
+    data = _write_list(tmp_path, [{"video": "a.mp4", "end": 4}, line])
+    with pytest.raises(ValueError, match=message):
+        collect_items(data)
+
+
+def test_colliding_list_lines_are_named_and_distinct_units_do_not_collide(tmp_path):
+    """Finding 8: duplicates were refused with "rename them" and no line numbers; frames 1-2 and
+    seconds 1-2 of one video got the same key."""
+    (tmp_path / "a.mp4").write_bytes(b"a")
+    rows = [{"video": "a.mp4", "start": 1, "end": 2}, {"video": "a.mp4", "start": 1, "end": 2, "unit": "seconds"}]
+    items, _ = collect_items(_write_list(tmp_path, rows))
+    assert [i.key for i in items] == ["a__1-2", "a__1s-2s"] and {i.split_key for i in items} == {"a"}
+    with pytest.raises(ValueError, match=r"key 'a__1-2' from .*clips\.jsonl:1, .*clips\.jsonl:3"):
+        collect_items(_write_list(tmp_path, rows + [rows[0]]))
+
+
+def test_a_spreadsheet_csv_and_a_row_naming_no_video(tmp_path):
+    """Finding 8: a CSV saved with a BOM was refused as '\\ufeffpath'; a row with a path typo was ignored
+    and its video then reported "or set data.captions_file" although it was set."""
+    (tmp_path / "a.mp4").write_bytes(b"a")
+    (tmp_path / "captions.csv").write_bytes("path,caption\r\na.mp4,from excel\r\n".encode("utf-8-sig"))
+    data = DataParams(source="videos", path=str(tmp_path), captions_file="captions.csv")
+    assert [(i.key, i.caption) for i in collect_items(data)[0]] == [("a", "from excel")]
+    (tmp_path / "captions.csv").write_text("path,caption\na.mp4,x\nb.mp4,typo\n")
+    with pytest.raises(ValueError, match=r"captions\.csv:3: no video 'b\.mp4' under .*fix the path"):
+        collect_items(data)
+
+
+def test_a_range_past_the_end_is_named_not_counted_corrupt(layouts, tmp_path):
+    """Findings 4 and 8: an `end` past the video was cut while the clip id kept the asked range, and a
+    range starting past the end was counted `corrupt_video`; report.json now says per video why it
+    gave no clip."""
+    _, flat, _ = layouts
+    folder = tmp_path / "d"
+    folder.mkdir()
+    shutil.copyfile(flat / "vid_000.mp4", folder / "v.mp4")  # 24 frames
+    data = _write_list(folder, [{"video": "v.mp4", "start": 10, "end": 100, "caption": "c"},
+                                {"video": "v.mp4", "start": 50, "end": 60, "caption": "c"}])
+    report = curate(data, tmp_path / "out", CurationParams(contact_sheet_clips=0))
+    assert report["videos"]["skipped"] == {"range_past_end": 2}
+    outcomes = report["videos"]["outcomes"]
+    assert outcomes["v__10-100"]["why"] == "range_past_end" and "clips.jsonl:1" in outcomes["v__10-100"]["message"]
+    assert "set end <= 24" in outcomes["v__10-100"]["message"]
+    assert outcomes["v__50-60"]["why"] == "range_past_end" and "clips.jsonl:2" in outcomes["v__50-60"]["message"]
+    assert report["videos"]["without_clips"] == 2
+
+
+def test_an_unusable_split_or_too_many_failures_refuse_the_output():
+    """Findings 4 and 5: val_fraction 0.99 with 2 videos wrote an empty training manifest and exited 0;
+    a run with failed videos exited 0 with a partial manifest that DVC cached."""
+    from ingredients.data.curate import refusals
+
+    def report(train: int, val: int, fraction: float, failed: int = 0) -> dict:
+        return {"videos": {"total": 10, "skipped": {"failed": failed} if failed else {}},
+                "clips": {"kept": train + val, "dropped": {}},
+                "split": {"val_fraction": fraction, "val_videos": ["b"] if val else [], "train_clips": train, "val_clips": val}}
+
+    params = CurationParams()
+    assert refusals(report(5, 2, 0.2), params) == [] and refusals(report(5, 0, 0.0, failed=1), params) == []
+    assert "training set is empty" in refusals(report(0, 7, 0.99), params)[0]
+    assert "validation set is empty" in refusals(report(7, 0, 0.1), params)[0]
+    assert "2 of 10 videos failed (more than curate.max_failed_fraction = 0.1)" in refusals(report(5, 0, 0.0, failed=2), params)[0]
+    assert refusals(report(5, 0, 0.0, failed=2), CurationParams(max_failed_fraction=0.2)) == []
