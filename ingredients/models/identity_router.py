@@ -160,6 +160,13 @@ def routing_weights(logits: torch.Tensor, id_mask: torch.Tensor) -> torch.Tensor
     return weights * id_mask.any(-1)[:, None, None]
 
 
+def _tracing(t: torch.Tensor) -> bool:
+    """True while `t` has shapes but no values: under torch.compile or as a fake tensor."""
+    from torch._subclasses.fake_tensor import is_fake
+
+    return torch.compiler.is_compiling() or is_fake(t)
+
+
 def routing_loss(
     logits: list[torch.Tensor], index_mask: torch.Tensor, id_mask: torch.Tensor, kind: str = "ce"
 ) -> torch.Tensor:
@@ -175,7 +182,9 @@ def routing_loss(
     if index_mask.shape[0] != id_mask.shape[0]:
         raise ValueError(f"index_mask has batch {index_mask.shape[0]} but the identities have batch {id_mask.shape[0]}")
     k_valid = id_mask.sum(-1)  # [B]
-    if bool((index_mask >= k_valid[:, None]).any()):
+    # a check on the values: only where there are values (not while torch.compile or a FakeTensorMode
+    # traces shapes; the data pipeline labels 0..K-1 by construction)
+    if not _tracing(index_mask) and bool((index_mask >= k_valid[:, None]).any()):
         raise ValueError(
             f"index_mask labels must be -1 or < the sample's number of identities {k_valid.tolist()}, "
             f"got max {int(index_mask.max())}"

@@ -124,3 +124,20 @@ def load_trainable_state_dict(model: nn.Module, tensors: dict[str, torch.Tensor]
             if value.shape != param.shape:
                 raise ValueError(f"{source}: {name} has shape {tuple(value.shape)}, the model has {tuple(param.shape)}")
             param.copy_(value.to(param.device, param.dtype))
+
+
+def cast_frozen_parameters(model: nn.Module, dtype: torch.dtype) -> int:
+    """Hold every parameter that does not train in `dtype` (the mixed-precision weight dtype); returns
+    how many were cast.
+
+    Under mixed precision the forward runs in `dtype` anyway (autocast), so frozen fp32 weights only
+    cost memory: the 5B backbone is about 24 GB in fp32 and 12 GB in bf16. Trainable parameters stay
+    in float32 for the optimizer. Call after `configure_trainable` (which decides what trains).
+    """
+    cast = 0
+    with torch.no_grad():
+        for param in model.parameters():
+            if not param.requires_grad and param.is_floating_point() and param.dtype != dtype:
+                param.data = param.data.to(dtype)
+                cast += 1
+    return cast
