@@ -25,6 +25,7 @@ from ingredients.data.synth import SynthParams
 from ingredients.faces.reference import FaceSettings
 from ingredients.mlflow_run import TrackingParams
 from ingredients.model_folder.prepare import PrepareParams
+from ingredients.plan.plan_params import PlanParams
 from ingredients.sampling.sample import SampleParams
 from ingredients.training.stage_spec import COMMON_SECTION, build_stage_spec
 
@@ -50,6 +51,7 @@ SECTIONS: dict[str, Callable[[Mapping[str, Any], str], Any]] = {
     "baselines": _model(BaselineParams),
     "sample": _model(SampleParams),
     "eval": _model(EvalParams),
+    "plan": _model(PlanParams),
 }
 
 

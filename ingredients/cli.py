@@ -180,7 +180,22 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--cache-dir", dest="cache_dir", default=".ingredients_cache/references",
                    help="cache of processed reference photos")
     g.set_defaults(func=cmd_generate)
+
+    from ingredients.plan.plan import add_plan_arguments
+
+    c = sub.add_parser("plan", help="memory, FLOPs, time and GPU-hours of every GPU stage, on CPU in seconds (no weights)")
+    c.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: params.yaml)")
+    add_plan_arguments(c)
+    c.set_defaults(func=cmd_plan)
     return parser
+
+
+def cmd_plan(args: argparse.Namespace) -> None:
+    import sys
+
+    from ingredients.plan.plan import markdown_table, run
+
+    sys.stdout.write(markdown_table(run(args)))  # the table is the command's output (JSON and .md written too)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -21,7 +21,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("ingredients.model_folder",),
     ("ingredients.speed",),
     ("ingredients.training",),
-    ("ingredients.sampling", "ingredients.cli"),
+    ("ingredients.sampling", "ingredients.plan", "ingredients.cli"),
     ("eval",),
     ("experiments",),
 )
