@@ -73,7 +73,8 @@ logger = logging.getLogger(__name__)
 TRAINING_INFO = "training_info.json"
 TRAIN_COLUMNS = ["step", "epoch", "loss", "diffusion_loss", "routing_loss", "lr", "grad_norm", "samples_per_s",
                  "peak_memory_mb", "elapsed_s"]
-VAL_COLUMNS = ["step", "split", "val_loss", "val_diffusion_loss", "val_routing_loss", "routing_acc"]
+VAL_COLUMNS = ["step", "split", "val_loss", "val_diffusion_loss", "val_routing_loss", "routing_acc",
+               "routing_acc_majority", "routing_acc_chance"]  # validation.ROUTING_BASELINES
 # what validation numbers were measured on (val_log.csv `split`, MLflow metric prefix, image names)
 HELDOUT = "heldout"
 TRAIN_CLIPS = "train_clips"

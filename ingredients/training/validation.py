@@ -8,6 +8,9 @@ picks the identity whose face region the token lies in (chance: 1/K), pooled ove
 timesteps, per injection point (`routing_acc/<n>`) and averaged over points (`routing_acc`); also
 per timestep (`routing_acc_t<t>`, mean over points): at high noise (zero-terminal-SNR schedule:
 SNR 0.06 at t = 700) the video tokens carry little of the faces, so accuracy falls with t.
+Beside it, on the same labelled tokens and with the same pooling, two baselines a router must beat:
+`routing_acc_majority` (always answering the identity that labels most tokens) and
+`routing_acc_chance` (a uniform guess among the clip's K identities: the mean of 1/K).
 A number that cannot be computed is missing, never 0: `val_routing_loss` without a multi-identity
 clip with labelled tokens, and then `val_loss` too when the stage's routing weight is > 0. The image
 condition is the clean canvas (no noise augmentation), as at sampling. Which clips these are (held
@@ -33,6 +36,8 @@ from ingredients.training.sample_randomness import VALIDATION_STREAM, sample_gen
 from ingredients.training.step import build_step_inputs, compute_losses, routing_hits
 
 logger = logging.getLogger(__name__)
+
+ROUTING_BASELINES = ("routing_acc_majority", "routing_acc_chance")
 
 # one colour per identity (RGB), distinct on faces and backgrounds
 IDENTITY_COLOURS = np.array(
@@ -127,6 +132,8 @@ def evaluate(
     was_training = model.training
     model.eval()
     diff, rout, hits, labelled = [], [], None, 0
+    label_counts: dict[int, int] = {}  # identity -> labelled tokens, pooled as routing_acc pools them
+    chance = 0.0  # sum of 1 / K over the labelled tokens
     hits_at_t: dict[int, list[float]] = {t: [0.0, 0.0] for t in timesteps}  # t -> [correct (mean over points), labelled]
     map_clip = max(clips, key=lambda c: c.num_identities)
     map_t = len(timesteps) // 2
@@ -149,6 +156,9 @@ def evaluate(
                         rout.append(float(losses.routing))
                     hits = h if hits is None else hits + h
                     labelled += n
+                    for k, count in routing_label_counts(inputs.index_mask).items():
+                        label_counts[k] = label_counts.get(k, 0) + count
+                    chance += n / clip.num_identities
                     hits_at_t[t][0] += float(h.double().mean())
                     hits_at_t[t][1] += n
                 if clip is map_clip and j == map_t and losses.routing_logits:
@@ -168,9 +178,21 @@ def evaluate(
         metrics.update({f"routing_acc/{n}": a for n, a in enumerate(per_point)})
         metrics["routing_acc"] = float(np.mean(per_point))
         metrics.update({f"routing_acc_t{t}": c / n for t, (c, n) in hits_at_t.items() if n > 0})
+        metrics.update(routing_baselines(label_counts, chance, labelled))
     else:
         missing["routing_acc"] = "no labelled token in a multi-identity validation clip"
     return ValidationResult(metrics=metrics, routing_argmax=routing_argmax, map_clip=map_clip, missing=missing)
+
+
+def routing_label_counts(index_mask: torch.Tensor) -> dict[int, int]:
+    """{identity: number of tokens labelled with it} of an index mask (-1 = background, ignored)."""
+    labels, counts = torch.unique(index_mask[index_mask >= 0].cpu(), return_counts=True)
+    return {int(k): int(c) for k, c in zip(labels, counts)}
+
+
+def routing_baselines(label_counts: dict[int, int], chance_sum: float, labelled: int) -> dict[str, float]:
+    """The majority-class and chance accuracies over `labelled` tokens (see the module docstring)."""
+    return {"routing_acc_majority": max(label_counts.values()) / labelled, "routing_acc_chance": chance_sum / labelled}
 
 
 def validation_total(metrics: dict[str, float], missing: dict[str, str], diffusion_weight: float,

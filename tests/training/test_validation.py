@@ -72,6 +72,21 @@ def test_val_loss_is_missing_when_its_routing_term_cannot_be_computed():
     assert res.metrics["val_loss"] == pytest.approx(res.metrics["val_diffusion_loss"] + 0.5 * res.metrics["val_routing_loss"])
 
 
+def test_routing_accuracy_comes_with_majority_and_chance_baselines():
+    """3/4 of the labelled tokens are identity 0: always answering 0 scores 0.75 (majority), a uniform
+    guess 0.5 (chance); a router that always answers 1 scores 0.25, below both."""
+    labels = torch.where(torch.arange(NUM_TOKENS) % 4 == 3, 1, 0)
+    labels[:4] = -1  # background tokens count for none of them
+    always_one = torch.stack([torch.zeros(NUM_TOKENS), torch.ones(NUM_TOKENS)], dim=-1)  # [N, K = 2]
+    res = _evaluate(_clip(2, labels), _ZeroModel(always_one), routing_weight=0.0)
+    assert res.metrics["routing_acc"] == pytest.approx(7 / 28)
+    assert res.metrics["routing_acc_majority"] == pytest.approx(21 / 28)
+    assert res.metrics["routing_acc_chance"] == pytest.approx(0.5)
+    # not measurable without labelled tokens: missing with routing_acc, never 0
+    res = _evaluate(_clip(2, torch.full((NUM_TOKENS,), -1)), _ZeroModel(always_one), routing_weight=0.0)
+    assert not {"routing_acc", "routing_acc_majority", "routing_acc_chance"} & set(res.metrics)
+
+
 # ------------------------------------------------------------------------------------------ labels
 
 @pytest.fixture(scope="module")
@@ -115,13 +130,15 @@ def test_heldout_validation_is_labelled_heldout_everywhere(manifests, small_mode
     rows = _rows(out / "val_log.csv")
     assert [(r["step"], r["split"]) for r in rows] == [("0", "heldout"), ("1", "heldout")]
     assert all(r["routing_acc"] and r["val_loss"] for r in rows)  # the K = 2 held-out clip is routed
+    assert all(0 < float(r["routing_acc_chance"]) <= float(r["routing_acc_majority"]) <= 1 for r in rows)
     info = json.loads((model_dir / "training_info.json").read_text())
     assert info["validation"] == {"manifest": str(manifests["heldout"].resolve()), "split": "heldout",
                                   "clips": ["vid_003_s00", "vid_003_s01"]}
     assert (out / "validation" / "step-00000001_heldout_routing.png").is_file()
     client = mlflow.MlflowClient(tracking_uri=tracking.uri)
     (run,) = client.search_runs([client.get_experiment_by_name("test-validation").experiment_id])
-    assert {"heldout/val_loss", "heldout/routing_acc", "heldout/routing_acc/0"} <= set(run.data.metrics)
+    assert {"heldout/val_loss", "heldout/routing_acc", "heldout/routing_acc/0", "heldout/routing_acc_majority",
+            "heldout/routing_acc_chance"} <= set(run.data.metrics)
     assert not any(k.startswith(("val_", "routing_acc", "train_clips/")) for k in run.data.metrics)
     assert run.data.tags["validation_split"] == "heldout"
     assert run.data.params["paths.val_manifest"] == str(manifests["heldout"].resolve())
