@@ -23,6 +23,9 @@ pytestmark = pytest.mark.slow
 ABLATIONS = sorted(p.stem for p in (ROOT / "experiments").glob("*.yaml"))
 QUEUE = "python -m experiments.ablations queue experiments/*.yaml --run"  # README, Ablations
 SHOW = "dvc exp show --only-changed"
+SHOW_MD = "dvc exp show --only-changed --md"  # experiments/README.md
+COMPARE = "dvc exp show --only-changed && python -m experiments.mlflow_stage ui"  # README, step 5
+LOGS = "dvc queue logs NAME"
 RUN_ONE = "python -m experiments.ablations run experiments/no_routing_loss.yaml"  # experiments/README.md
 
 
@@ -62,6 +65,39 @@ def test_the_queue_runs_every_ablation_and_mlflow_holds_their_runs(project):
         assert "evaluate" in tagged.get(name, set()), (name, tagged)
     assert "stage2" in tagged["no_routing_loss"] and "prepare" in tagged["injection_every_2"]
     assert not list((project / ".dvc" / "tmp" / "exps").glob("tmp*/mlflow.db"))
+    md = shell(project, SHOW_MD)
+    assert md.returncode == 0 and "no_routing_loss" in md.stdout and "|" in md.stdout, md.stdout
+
+
+def test_the_comparison_command_opens_the_mlflow_ui_on_the_projects_store(project):
+    """README step 5: the table, then the UI on 127.0.0.1:5000 (stopped by the test once it answers)."""
+    import os
+    import signal
+    import subprocess
+    import time
+    import urllib.request
+
+    from tests.e2e.project import env
+
+    server = subprocess.Popen(["bash", "-c", COMPARE], cwd=project, env={**env(project), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                runs = urllib.request.urlopen(urllib.request.Request(
+                    "http://127.0.0.1:5000/api/2.0/mlflow/runs/search", data=b'{"experiment_ids": ["1"], "max_results": 1000}',
+                    headers={"Content-Type": "application/json"}), timeout=2).read()
+                break
+            except OSError:
+                assert server.poll() is None, "the command exited before the UI answered"
+                assert time.monotonic() < deadline, "the UI did not answer within 120 s"
+                time.sleep(1)
+        for name in ABLATIONS:
+            assert name.encode() in runs, name
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
 
 
 def test_a_failing_experiment_makes_the_queue_command_fail_naming_it(project):
@@ -70,6 +106,8 @@ def test_a_failing_experiment_makes_the_queue_command_fail_naming_it(project):
     run = shell(project, "python -m experiments.ablations queue experiments/too_big_a_batch.yaml --run")
     assert run.returncode == 1, run.stdout[-3000:] + run.stderr[-3000:]
     assert "too_big_a_batch (Failed)" in run.stderr and "dvc queue logs" in run.stderr
+    logs = shell(project, LOGS.replace("NAME", "too_big_a_batch"))
+    assert "no identity-count bucket has batch_size=64" in logs.stdout + logs.stderr, logs.stdout[-2000:]
 
 
 RAY_HEAD = "ray start --head --port=6379 --num-cpus=32 --num-gpus=0 --temp-dir=/tmp/ray_$USER"  # docs/scaling.md

@@ -1,0 +1,76 @@
+"""The README's first command and the commands that follow it, verbatim, in a committed copy of the
+repository (a fresh clone's layout) whose `.venv` is this environment: `scripts/setup.sh` finds it up
+to date, as on a machine where it already ran, and the tiny `dvc repro` runs in full.
+
+Slow: the whole tiny study, about 7 minutes on 2 idle cores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.project import ROOT, make_repo_copy, shell
+
+pytestmark = pytest.mark.slow
+
+FIRST = "bash scripts/setup.sh && source .venv/bin/activate && dvc repro"  # README, first command
+SETUP = "bash scripts/setup.sh && source .venv/bin/activate"  # README, "Run the real study" step 0
+ACTIVATE = "source .venv/bin/activate"  # experiments/README.md
+GENERATE = 'ingredients generate --photo a.jpg --photo b.jpg --prompt "two people talking in a park" --out video.mp4 --model models/stage2/model'  # noqa: E501
+AGAIN = "ingredients generate --from-json video.json --out again.mp4"
+METRICS, PLOTS = "dvc metrics show", "dvc plots show"
+SAMPLE_BENCHMARK = "python -m eval.sample_benchmark --out DIR"  # eval/README.md
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    project = make_repo_copy(tmp_path_factory.mktemp("readme"))
+    os.symlink(Path(sys.executable).parents[1], project / ".venv")
+    run = shell(project, FIRST)
+    (project / "first_command.log").write_text(run.stdout + run.stderr)
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    assert "setup: .venv is up to date" in run.stdout, "run `bash scripts/setup.sh` in the repository first"
+    return project
+
+
+def test_the_first_command_runs_the_tiny_study_to_the_report(project):
+    assert (project / "outputs/report/index.html").is_file()
+    metrics = json.loads((project / "outputs/eval/metrics.json").read_text())
+    assert {"ours", "oracle", "no_identity"} <= set(metrics)
+    for command in (SETUP, ACTIVATE):
+        assert shell(project, command).returncode == 0
+
+
+def test_dvc_shows_the_metrics_and_the_plots(project):
+    metrics = shell(project, METRICS)
+    assert metrics.returncode == 0 and "face_sim/dlib" in metrics.stdout.replace(" ", ""), metrics.stdout
+    plots = shell(project, PLOTS)
+    assert plots.returncode == 0, plots.stderr
+    assert (project / "dvc_plots" / "index.html").is_file()
+
+
+def test_generate_with_the_trained_tiny_model_and_again_from_its_json(project):
+    from PIL import Image
+
+    from tests.test_cli import _photos
+
+    for photo, name in zip(_photos(), ("a.jpg", "b.jpg")):  # real photos shipped in packages, as JPEG
+        Image.open(photo).convert("RGB").save(project / name)
+    run = shell(project, f"{ACTIVATE} && {GENERATE}")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    for name in ("video.mp4", "video.strip.png", "video.json"):
+        assert (project / name).is_file(), name
+    again = shell(project, f"{ACTIVATE} && {AGAIN}")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (project / "again.mp4").read_bytes() == (project / "video.mp4").read_bytes()
+
+
+def test_the_sample_benchmark_fixture_builder(project):
+    run = shell(project, SAMPLE_BENCHMARK.replace("DIR", "sample_bench"))
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert list((project / "sample_bench").rglob("*.jsonl"))
