@@ -24,7 +24,7 @@ from ingredients.data.sources import DataParams
 from ingredients.data.synth import SynthParams
 from ingredients.faces.reference import FaceSettings
 from ingredients.mlflow_run import TrackingParams
-from ingredients.model_folder.prepare import PrepareParams
+from ingredients.model_folder.prepare import PrepareParams, full_face_settings
 from ingredients.plan.plan_params import PlanParams
 from ingredients.sampling.sample import SampleParams
 from ingredients.training.stage_spec import COMMON_SECTION, build_stage_spec
@@ -63,11 +63,16 @@ def stage_params(params: Mapping[str, Any], name: str) -> Any:
 
 
 def validate_params(params: Mapping[str, Any]) -> dict[str, Any]:
-    """Validate every section; returns {section: typed config}. Unknown sections are errors."""
+    """Validate every section, then the rules between sections that the stages apply; returns
+    {section: typed config}. Unknown sections are errors."""
     unknown = sorted(set(params) - set(SECTIONS))
     if unknown:
         raise ParamsError(f"unknown params section(s) {unknown}; allowed: {', '.join(sorted(SECTIONS))}")
-    return {name: stage_params(params, name) for name in params}
+    typed = {name: stage_params(params, name) for name in params}
+    prepare = typed.get("prepare")
+    if prepare is not None and prepare.profile == "full":  # the prepare stage's rule: faces.* paths = prepare.full.*
+        full_face_settings(prepare, section(params, "faces"))
+    return typed
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from tqdm import tqdm
 
 from ingredients.files.atomic import atomic_dir, write_json
@@ -62,6 +62,22 @@ class PrepareParams(BaseModel):
     vae_fit_lr: float = Field(2e-3, gt=0)
     vae_fit_videos: int = Field(6, ge=1)
     full: FullFolders = Field(default_factory=FullFolders)
+
+    @field_validator("transformer")
+    @classmethod
+    def _transformer_keys(cls, value: dict[str, Any]) -> dict[str, Any]:
+        allowed = transformer_config_keys()
+        unknown = sorted(set(value) - allowed)
+        if unknown:  # the stage would fail building the model, after the stages before it ran
+            raise ValueError(f"prepare.transformer.{unknown[0]}: unknown key; allowed keys here: {', '.join(sorted(allowed))}")
+        return value
+
+
+def transformer_config_keys() -> set[str]:
+    """The config keys of IngredientsTransformer3DModel (what `prepare.transformer` may set)."""
+    from ingredients.models import IngredientsTransformer3DModel
+
+    return set(inspect.signature(IngredientsTransformer3DModel.__init__).parameters) - {"self"}
 
 
 @dataclass(frozen=True)
@@ -263,10 +279,7 @@ def transformer_from_release(params: PrepareParams, dtype: torch.dtype):
     for file in files:
         state.update(load_file(str(file)))
     shapes = {k: tuple(v.shape) for k, v in state.items()}
-    allowed = set(inspect.signature(IngredientsTransformer3DModel.__init__).parameters) - {"self"}
-    for key, value in params.transformer.items():
-        if key not in allowed:
-            raise ParamsError(f"prepare.transformer.{key}: unknown key; allowed keys here: {', '.join(sorted(allowed))}")
+    for key, value in params.transformer.items():  # keys validated by PrepareParams
         with torch.device("meta"):
             probe = IngredientsTransformer3DModel(**{**config, key: value})
         probe_shapes = {k: tuple(v.shape) for k, v in probe.state_dict().items()}

@@ -47,6 +47,11 @@ def test_experiment_command_names_the_run_and_the_keys():
         ({"train": {"stage2": {"routing": {"kind": "l1"}}}}, r"train\.stage2\.routing\.kind"),
         ({"curate": {"masker": "paint"}}, r"curate\.masker"),
         ({"nonsense": {}}, r"unknown params section\(s\) \['nonsense'\]"),
+        # the rules the stages apply, applied before any stage runs
+        ({"prepare": {"transformer": {"cross_atn_interval": 2}}},
+         r"prepare\.transformer\.cross_atn_interval: unknown key; allowed keys here: .*cross_attn_interval"),
+        ({"prepare": {"profile": "full"}, "faces": {"backend": "insightface", "model_dir": "elsewhere/antelopev2"}},
+         r"faces\.model_dir: 'elsewhere/antelopev2' differs from prepare\.full\.antelopev2"),
     ],
 )
 def test_bad_params_name_the_key(override, message):
