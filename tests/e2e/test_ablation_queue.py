@@ -18,7 +18,7 @@ import pytest
 from ingredients.config import deep_merge, load_merged
 from tests.e2e.project import ROOT, commit, dvc, make_repo_copy, shell
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(5400)]
 
 ABLATIONS = sorted(p.stem for p in (ROOT / "experiments").glob("*.yaml"))
 QUEUE = "python -m experiments.ablations queue experiments/*.yaml --run"  # README, Ablations

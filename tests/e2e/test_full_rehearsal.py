@@ -27,7 +27,7 @@ from ingredients.data.synth import carphone_path
 from ingredients.files.video_io import read_video, write_video
 from tests.e2e.project import ROOT, make_repo_copy, shell
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(5400)]
 
 VAL_SEED = 0
 VIDEOS = {  # key: (relative path, carphone frames, size (w, h), fps) -- the person of carphone, three times

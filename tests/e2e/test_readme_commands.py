@@ -16,7 +16,7 @@ import pytest
 
 from tests.e2e.project import ROOT, make_repo_copy, shell
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(5400)]
 
 FIRST = "bash scripts/setup.sh && source .venv/bin/activate && dvc repro"  # README, first command
 SETUP = "bash scripts/setup.sh && source .venv/bin/activate"  # README, "Run the real study" step 0
