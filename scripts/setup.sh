@@ -14,7 +14,8 @@ if [ -f "$stamp" ]; then
   exit 0
 fi
 $VPY -m pip install -q --upgrade pip 'setuptools<81' wheel
-# torch and torchvision must be installed as this matching pair (DESIGN.md §8).
+# torch and torchvision must be installed as this matching pair: the CPU-only torch 2.13.0 breaks
+# torchvision (`operator torchvision::nms does not exist`), and through it transformers, diffusers, open_clip and timm.
 $VPY -m pip install -q torch==2.14.1 torchvision==0.29.1
 $VPY -m pip install -q -e '.[dev]'
 # insightface pins the GUI opencv-python, which collides with opencv-python-headless; scenedetect

@@ -1,4 +1,4 @@
-"""The floors of the house (DESIGN.md §7), checked on the source with `ast` (nothing is imported):
+"""The floors of the house (README, "Layout"), checked on the source with `ast` (nothing is imported):
 no import circle among project modules, and no module imports from a floor above its own.
 
 Floors, lowest first: the method's base (params loader, files, MLflow runs) < models and pipelines <

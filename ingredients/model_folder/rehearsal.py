@@ -4,7 +4,7 @@
 
 It mirrors `weights/` of profiles/full.yaml, so profiles/rehearsal.yaml points every `prepare.full`
 key (and the faces / curate / eval paths) into it and the full profile runs on CPU through its own
-code (DESIGN §6, "Rehearsal"):
+code, exactly the code the real run uses:
 
     CogVideoX-5b-I2V/     diffusers CogVideoX-I2V folder: tiny CogVideoXTransformer3DModel (in_channels
                           32), AutoencoderKLCogVideoX, T5EncoderModel, T5 tokenizer (spiece.model, a
