@@ -1,9 +1,10 @@
 """Speed measurements: the identity modules' cost against the bare CogVideoX backbone.
 
-`python -m ingredients.speed.identity_cost identity-cost [--size full|reduced] [--threads 2] [--rounds 3] [--out FILE]`
+`python -m ingredients.speed.identity_cost identity-cost [--size full|reduced] [--threads 2] [--rounds 3] [--compile] [--out FILE]`
 times one forward of the bare `CogVideoXTransformer3DModel` and of `IngredientsTransformer3DModel`
 with the same backbone weights (K identities, ID tokens precomputed, and with the projector run in the
-forward), interleaved round by round, and reports medians and ratios as JSON.
+forward), interleaved round by round, and reports medians and ratios as JSON; `--compile` adds the
+same forwards through `torch.compile(fullgraph=True)` and the compiled / eager ratios.
 """
 
 from __future__ import annotations
@@ -138,14 +139,26 @@ def time_interleaved(fns: dict[str, Callable[[], Any]], rounds: int, warmup: int
     return times
 
 
-def identity_cost(size_name: str = "reduced", threads: int = 2, rounds: int = 3, warmup: int = 1) -> dict[str, Any]:
-    """Median seconds per forward and the ratios against the bare backbone."""
+def identity_cost(
+    size_name: str = "reduced", threads: int = 2, rounds: int = 3, warmup: int = 1, compile: bool = False
+) -> dict[str, Any]:
+    """Median seconds per forward and the ratios against the bare backbone.
+
+    `compile`: also time each forward through `torch.compile(model, fullgraph=True)` (inductor; compiled
+    during the warm-up, not timed) and report compiled / eager ratios.
+    """
     size = SIZES[size_name]
     torch.set_num_threads(threads)
     bare, ours = build_models(size)
-    fns = identity_cost_callables(bare, ours, make_inputs(size, ours))
+    inputs = make_inputs(size, ours)
+    fns = identity_cost_callables(bare, ours, inputs)
+    if compile:
+        compiled = identity_cost_callables(torch.compile(bare, fullgraph=True), torch.compile(ours, fullgraph=True), inputs)
+        fns.update({f"{name}_compiled": fn for name, fn in compiled.items()})
     times = time_interleaved(fns, rounds, warmup)
     med = {name: statistics.median(t) for name, t in times.items()}
+    extra = {f"ratio_compiled_vs_eager_{name}": med[f"{name}_compiled"] / med[name]
+             for name in ("bare", "ours_precomputed", "ours_with_projector") if compile}
     return {
         "size": size_name,
         "threads": threads,
@@ -156,6 +169,7 @@ def identity_cost(size_name: str = "reduced", threads: int = 2, rounds: int = 3,
         "all_seconds": times,
         "ratio_precomputed_vs_bare": med["ours_precomputed"] / med["bare"],
         "ratio_with_projector_vs_bare": med["ours_with_projector"] / med["bare"],
+        **extra,
         "torch": torch.__version__,
     }
 
@@ -168,10 +182,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--compile", action="store_true", help="also time torch.compile(fullgraph=True) forwards (inductor)")
     p.add_argument("--out", type=Path, help="write the JSON result here (atomically)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    result = identity_cost(args.size, args.threads, args.rounds, args.warmup)
+    result = identity_cost(args.size, args.threads, args.rounds, args.warmup, args.compile)
     text = json.dumps(result, indent=2)
     if args.out:
         write_text(args.out, text + "\n")

@@ -64,7 +64,7 @@ from ingredients.training.metrics_file import MetricsFile, peak_memory_mb
 from ingredients.training.sample_randomness import IMAGE_NOISE_STREAM, sample_generators
 from ingredients.training.stage_spec import StageSpec
 from ingredients.training.step import StepInputs, build_step_inputs, compute_losses, identity_permutations, permute_identities
-from ingredients.training.trainable import add_backbone_lora, configure_trainable, load_trainable_state_dict, merge_backbone_lora, trainable_state_dict
+from ingredients.training.trainable import add_backbone_lora, cast_frozen_parameters, configure_trainable, load_trainable_state_dict, merge_backbone_lora, trainable_state_dict
 from ingredients.files.frames import frame_strip
 from ingredients.training.validation import ValidationClip, evaluate, routing_map_image, sample_clip
 
@@ -126,7 +126,12 @@ class Trainer:
 
     # ================================================================== fit
     def fit(self) -> Path:
-        """Run the stage; returns the model folder."""
+        """Run the stage; returns the model folder. Resuming a run that already finished (its model
+        folder written, the checkpoint at train.<stage>.steps) does nothing and says so."""
+        if self.finished_already():
+            logger.info("%s is at train.%s.steps=%d and %s is written: the run is finished, nothing to do",
+                        self.resume_path, self.spec.stage, self.spec.steps, self.paths.model_dir)
+            return self.paths.model_dir
         self.prepare_accelerator()
         self.prepare_models()
         self.prepare_trainable()
@@ -143,6 +148,12 @@ class Trainer:
         self.accelerator.wait_for_everyone()
         self.accelerator.end_training()
         return self.paths.model_dir
+
+    def finished_already(self) -> bool:
+        """--resume names a checkpoint at (or past) the last step and the final model folder exists."""
+        if self.resume_path is None or not (self.paths.model_dir / TRAINING_INFO).is_file():
+            return False
+        return json.loads((self.resume_path / "state.json").read_text())["step"] >= self.spec.steps
 
     def evaluate(self) -> dict[str, float] | None:
         """Validation metrics of the --init model without training (val_log.csv and the validation
@@ -249,6 +260,12 @@ class Trainer:
         if train.backbone == "lora":
             add_backbone_lora(self.transformer, train.lora_rank, train.lora_alpha)
         self.param_groups = configure_trainable(self.transformer, train, self.spec.lr)
+        if self.weight_dtype != torch.float32 and not self.sharded:
+            # frozen transformer weights (the backbone when frozen) in the weight dtype: autocast runs
+            # them in it anyway, and the 5B backbone is 24 GB in float32 vs 12 GB in bf16; trainable
+            # weights stay float32 for the optimizer (FSDP / DeepSpeed cast by their own precision policy)
+            cast = cast_frozen_parameters(self.transformer, self.weight_dtype)
+            logger.info("%d frozen transformer tensors held in %s", cast, self.weight_dtype)
         self.trainable_params = [p for g in self.param_groups for p in g["params"]]
         # names in the optimizer's (and EMA's) parameter order
         name_of = {id(p): n for n, p in self.transformer.named_parameters()}

@@ -281,3 +281,32 @@ def test_gradient_checkpointing_recomputes_the_identity_injections():
     assert grads[0].keys() == grads[1].keys()
     for name in grads[0]:
         torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-4, atol=1e-6)
+
+
+def _compile_inputs():
+    id_cond, id_vit = _ids(B, 3)
+    id_mask = torch.tensor([[True, False, False], [True, True, True]])
+    return dict(**_inputs(), id_cond=id_cond, id_vit_hidden=id_vit, id_mask=id_mask, return_routing_logits=True)
+
+
+def _check_compiled(model, backend: str):
+    torch._dynamo.reset()
+    compiled = torch.compile(model, fullgraph=True, backend=backend)  # fullgraph: any graph break raises
+    with torch.no_grad():
+        eager = model(**_compile_inputs())
+        out = compiled(**_compile_inputs())
+    torch.testing.assert_close(out.sample, eager.sample, rtol=1e-4, atol=1e-5)
+    assert len(out.routing_logits) == len(eager.routing_logits) == len(model.router)
+    for z, ref in zip(out.routing_logits, eager.routing_logits):
+        torch.testing.assert_close(z, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_fullgraph_compile_with_identities_has_no_graph_break(model):
+    """Dynamo captures the whole forward, identity encoding (mixed-K mask) and routing included, in one
+    graph; the `eager` backend runs that graph (seconds), inductor is the slow test below."""
+    _check_compiled(model, "eager")
+
+
+@pytest.mark.slow  # inductor compiles C++ kernels: 5 minutes on 2 loaded cores
+def test_fullgraph_inductor_compile_equals_eager(model):
+    _check_compiled(model, "inductor")

@@ -114,3 +114,15 @@ def test_resume_with_changed_params_is_an_error(runs, tiny_manifest, small_model
     spec = build_stage_spec(params, "stage1")
     with pytest.raises(ValueError, match=r"params differ from the checkpoint's:\n  lr: checkpoint 0.002, now 0.001$"):
         Trainer(spec, RunPaths(tiny_manifest, small_model, full, resume="latest")).fit()
+
+
+def test_resume_latest_of_a_finished_run_is_a_no_op(runs, tiny_manifest, small_model):
+    """`--resume latest` after the run finished: exit 0, says so, writes nothing (was: a ValueError traceback)."""
+    full = runs[0]
+    params_file = full.parent / "params.yaml"
+    before = {p: p.stat().st_mtime_ns for p in full.rglob("*") if p.is_file()}
+    proc = run_cli(_args(params_file, tiny_manifest, small_model, full, "--resume", "latest"))
+    log = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 0, log[-3000:]
+    assert "the run is finished, nothing to do" in log and "Traceback" not in log
+    assert {p: p.stat().st_mtime_ns for p in full.rglob("*") if p.is_file()} == before
