@@ -25,7 +25,7 @@ from ingredients.models.full_size import (
 )
 from ingredients.training.stage_spec import TrainModules
 from ingredients.training.synthetic_step import setup_stage, training_step
-from ingredients.training.trainable import parameter_group
+from ingredients.training.trainable import add_backbone_lora, parameter_group
 
 FULL_PARAMETERS = 6_382_911_712  # backbone + projector, 21 injectors, 21 routers
 BACKBONE_PARAMETERS = 5_570_479_680
@@ -54,7 +54,8 @@ def test_fake_build_refuses_to_run_without_a_fake_mode():
 def _train_step(train: TrainModules, k: int = 2, checkpointing: bool = True, routing_weight: float = 1.0):
     """A training step at full size, batch 1, bf16 mixed precision as profiles/full.yaml sets it."""
     with FakeTensorMode(allow_non_fake_inputs=True):
-        model = fake_full_size_transformer()
+        adapt = (lambda m: add_backbone_lora(m, train.lora_rank, train.lora_alpha)) if train.backbone == "lora" else None
+        model = fake_full_size_transformer(adapt=adapt)
         setup = setup_stage(model, train, lr=1e-5, weight_dtype=torch.bfloat16, gradient_checkpointing=checkpointing)
         inputs = full_size_inputs(model.config, batch=1, num_identities=k)
         index_mask = index_mask_for(model.config, 1, k) if train.routers else None
@@ -70,7 +71,7 @@ def _check_training_step(model, setup, out, train: TrainModules, k: int):
     assert with_grad == trainable  # every trainable parameter got a gradient, no frozen one did
     groups = {parameter_group(n) for n in trainable}
     expected = {"projector", "injectors"} | ({"routers"} if train.routers else set())
-    expected |= {"backbone": {"backbone"}, "lora": {"lora"}}.get(train.backbone, set())
+    expected |= {"scaled_lr": {"backbone"}, "lora": {"lora"}}.get(train.backbone, set())
     assert groups == expected
     for n, p in model.named_parameters():  # trainable in float32 for AdamW, frozen in the weight dtype
         assert p.dtype == (torch.float32 if p.requires_grad else torch.bfloat16), n
