@@ -14,7 +14,7 @@ GPU kernels, holds no N x N attention matrix.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from diffusers.models.embeddings import get_3d_rotary_pos_embed
@@ -89,12 +89,15 @@ def meta_transformer(**overrides: Any) -> IngredientsTransformer3DModel:
 
 
 def fake_full_size_transformer(
-    dtype: torch.dtype = torch.float32, device: str = "cpu", **overrides: Any
+    dtype: torch.dtype = torch.float32, device: str = "cpu", adapt: Callable[[torch.nn.Module], Any] | None = None,
+    **overrides: Any,
 ) -> IngredientsTransformer3DModel:
     """The full-size transformer with fake parameters on `device`; call inside an active FakeTensorMode.
 
     Built on the meta device, then every parameter and buffer is materialised as a fake tensor (no
-    storage). `dtype` casts the whole model; cast parts afterwards as a trainer would.
+    storage). `dtype` casts the whole model; cast parts afterwards as a trainer would. `adapt` changes
+    the meta model first, e.g. injects LoRA adapters (peft cannot add them to a fake model: it moves
+    them with `Module.to`, which refuses to swap fake parameters).
     """
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.utils._python_dispatch import _get_current_dispatch_mode_stack
@@ -102,6 +105,9 @@ def fake_full_size_transformer(
     if not any(isinstance(m, FakeTensorMode) for m in _get_current_dispatch_mode_stack()):
         raise RuntimeError("fake_full_size_transformer needs an active FakeTensorMode: it would allocate 25 GB of real weights")
     model = meta_transformer(**overrides)
+    if adapt is not None:
+        with torch.device("meta"):
+            adapt(model)
     materialize(model, device, dtype)
     return model
 

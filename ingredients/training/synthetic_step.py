@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ingredients.training.stage_spec import TrainModules
-from ingredients.training.trainable import add_backbone_lora, cast_frozen_parameters, configure_trainable
+from ingredients.training.trainable import add_backbone_lora, cast_frozen_parameters, configure_trainable, parameter_group
 
 
 @dataclass
@@ -31,12 +31,18 @@ class StageSetup:
         return {g["name"]: sum(p.numel() for p in g["params"]) for g in self.groups}
 
 
+def has_lora(model: nn.Module) -> bool:
+    """Whether LoRA adapters are already injected (e.g. on the meta model, before fake materialisation)."""
+    return any(parameter_group(n) == "lora" for n, _ in model.named_parameters())
+
+
 def setup_stage(
     model: nn.Module, train: TrainModules, lr: float, weight_dtype: torch.dtype = torch.float32,
     gradient_checkpointing: bool = False,
 ) -> StageSetup:
-    """Prepare `model` for a stage as `Trainer.prepare_models` / `prepare_trainable` / `prepare_optimizer` do."""
-    if train.backbone == "lora":
+    """Prepare `model` for a stage as `Trainer.prepare_models` / `prepare_trainable` / `prepare_optimizer` do
+    (LoRA injected here unless the model already carries it)."""
+    if train.backbone == "lora" and not has_lora(model):
         add_backbone_lora(model, train.lora_rank, train.lora_alpha)
     groups = configure_trainable(model, train, lr)
     if weight_dtype != torch.float32:
