@@ -1,0 +1,83 @@
+"""The plan stage through the command dvc.yaml runs (`python -m ingredients.plan.plan`) and through
+`ingredients plan`, at tiny size: the JSON schema other tools read, and relations between its numbers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+# a 2-block tiny transformer keeps the fake steps short; everything else is the tiny profile's params
+SMALL = "prepare:\n  transformer: {num_layers: 2, extractor_depth: 5}\n"
+
+
+@pytest.fixture(scope="module")
+def plan(tmp_path_factory) -> dict:
+    tmp = tmp_path_factory.mktemp("plan")
+    (tmp / "small.yaml").write_text(SMALL)
+    out = tmp / "out" / "plan.json"
+    done = subprocess.run([sys.executable, "-m", "ingredients.plan.plan", "--params", "params.yaml", str(tmp / "small.yaml"),
+                           "--gpus", "2", "--gpu-memory-gib", "24", "--mfu", "0.5", "--json", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert out.with_suffix(".md").read_text().count("| train_stage2 |") == 6
+    return json.loads(out.read_text())
+
+
+def test_schema(plan):
+    assert set(plan["stages"]) == {"train_stage1", "train_stage2", "sample"}
+    assert plan["settings"]["gpu_memory_gib"] == 24 and plan["settings"]["mfu"] == 0.5 and plan["settings"]["gpus"] == 2
+    for name, stage in plan["stages"].items():
+        assert isinstance(stage["parameters"], int) and isinstance(stage["trainable_parameters"], int)
+        assert isinstance(stage["flops_per_step"], float) and stage["flops_per_step"] > 0
+        assert stage["configs"]
+        for config in stage["configs"].values():
+            assert isinstance(config["fits"], bool)
+            assert isinstance(config["peak_gib"], float) and config["peak_gib"] > 0
+    assert set(plan["stages"]["train_stage1"]["configs"]) == {p.stem for p in (ROOT / "configs/accelerate").glob("*.yaml")}
+
+
+def test_relations(plan):
+    s1, s2, sample = (plan["stages"][k] for k in ("train_stage1", "train_stage2", "sample"))
+    c = s2["configs"]
+    # stage 2 trains the routers too; the backbone is frozen in both
+    assert s2["trainable_parameters"] == s1["trainable_parameters"] + s2["trainable_by_group"]["routers"]
+    assert "backbone" not in s2["trainable_by_group"]
+    assert s2["parameters"] == sum(s2["parameters_by_group"].values())
+    # two processes: micro-batch 1 each; one process: the global batch of 2
+    assert c["cpu_single"]["micro_batch"] == 2 and c["deepspeed_zero3"]["micro_batch"] == 1
+    assert c["deepspeed_zero3"]["memory_gib"]["weights_gib"] < c["multi_gpu_ddp"]["memory_gib"]["weights_gib"]
+    assert c["fsdp"]["memory_gib"]["optimizer_gib"] == pytest.approx(c["multi_gpu_ddp"]["memory_gib"]["optimizer_gib"] / 2, abs=2e-3)
+    assert c["cpu_single"]["memory_gib"]["activations_gib"] > c["multi_gpu_ddp"]["memory_gib"]["activations_gib"]
+    # time: FLOPs / (MFU x peak); GPU-hours = hours x processes
+    ddp = c["multi_gpu_ddp"]
+    assert ddp["seconds_per_step"] == pytest.approx(ddp["flops_per_device_step"] / (0.5 * 989e12), rel=1e-2, abs=1e-3)
+    assert s2["flops_per_step"] == pytest.approx(c["cpu_single"]["flops_per_device_step"])
+    # sampling: offloading never needs more memory; tiling never more than untiled decoding
+    cfg = sample["configs"]
+    assert cfg["offload_sequential"]["peak_gib"] <= cfg["offload_model"]["peak_gib"] <= cfg["offload_none"]["peak_gib"]
+    assert sample["phase_peak_gib"]["decode_tiled"] <= sample["phase_peak_gib"]["decode"]
+    assert sum(v["configured"] for v in cfg.values()) == 1
+    assert sample["flops_per_video"] > sample["steps"] * sample["flops_per_step"]
+
+
+@pytest.mark.slow  # a second plan run (the python -m run above is in the default suite); suite budget
+def test_ingredients_plan_command_writes_the_same_schema(tmp_path):
+    (tmp_path / "small.yaml").write_text(SMALL)
+    exe = Path(sys.executable).parent / "ingredients"
+    done = subprocess.run([str(exe), "plan", "--params", "params.yaml", str(tmp_path / "small.yaml"), "--stage", "sample",
+                           "--json", str(tmp_path / "p.json")], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "| sample | offload_none |" in done.stdout
+    assert set(json.loads((tmp_path / "p.json").read_text())["stages"]) == {"sample"}
+
+
+def test_a_bad_plan_setting_names_the_key(tmp_path):
+    (tmp_path / "bad.yaml").write_text("plan:\n  mfu: 1.5\n")
+    done = subprocess.run([sys.executable, "-m", "ingredients.plan.plan", "--params", "params.yaml", str(tmp_path / "bad.yaml"),
+                           "--json", str(tmp_path / "p.json")], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0 and "plan.mfu" in done.stderr
