@@ -8,9 +8,10 @@ DeepSpeed ZeRO-2/3, with the offload the config names): the sharding arithmetic,
   (ZeRO paper: 12 bytes per trainable parameter / N) and so are the bf16 gradients (2 / N), plus the
   reduce bucket (DeepSpeed's default reduce_bucket_size, 5e8 elements, at most the trainable count).
 - DeepSpeed ZeRO-3: as ZeRO-2 with the bf16 weights sharded too (2 / N) plus the gathered working set
-  (two blocks: the one running and the one prefetched).
-- FSDP2: parameters sharded in their stored dtype (/ N), gradients and optimizer state sharded, plus
-  the working set of two blocks unsharded in bf16 (reshard after forward).
+  (two blocks, the one running and the one prefetched, at the size the measured step holds them).
+- FSDP2: parameters sharded in float32 (/ N: the trainer leaves the frozen ones uncast under FSDP,
+  whose mixed-precision policy casts per block), gradients and optimizer state sharded, plus the working
+  set of two blocks unsharded in bf16 (reshard after forward).
 - Offload (`offload_optimizer_device: cpu`, `fsdp_offload_params: true`) moves those terms off the device.
 Activations are the measured ones at the config's micro-batch (global batch / processes). The text
 encoder and VAE (when they encode on the device) are outside the DeepSpeed / FSDP engine: whole on
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import yaml
 
@@ -105,20 +105,20 @@ def device_memory(m: StepMemory, cfg: AccelerateConfig, context_gib: float, allo
         buckets = m.grad_bytes if cfg.kind == "ddp" else 0
     elif cfg.kind in ("zero2", "zero3"):
         bf16_all = 2 * all_numel
-        weights = bf16_all if cfg.kind == "zero2" else bf16_all / n + 2 * _bf16_block(m)
+        weights = bf16_all if cfg.kind == "zero2" else bf16_all / n + 2 * m.largest_block_bytes
         grads = 2 * trainable_numel / n
         optimizer = 12 * trainable_numel / n  # fp32 master + Adam's two moments
         buckets = 2 * min(DEEPSPEED_REDUCE_BUCKET, trainable_numel)
         ema = 0
     else:  # fsdp
-        weights = stored / n + 2 * _bf16_block(m)
+        weights = 4 * all_numel / n + 2 * m.largest_block_bytes
         grads = m.grad_bytes / n
         optimizer = m.optimizer_bytes / n
         ema = 0
     if cfg.offload_optimizer:
         optimizer = 0
     if cfg.offload_params:
-        weights = 2 * _bf16_block(m) if cfg.kind in ("zero3", "fsdp") else weights
+        weights = 2 * m.largest_block_bytes if cfg.kind in ("zero3", "fsdp") else weights
         grads = 0 if cfg.kind == "fsdp" else grads
     weights += encoders
     activations = m.activation_bytes
@@ -130,26 +130,3 @@ def device_memory(m: StepMemory, cfg: AccelerateConfig, context_gib: float, allo
         encode_gib=m.encode_peak_bytes / GIB, peak_gib=peak / GIB, allowance_gib=allowance / GIB,
         total_gib=(peak + allowance) / GIB,
     )
-
-
-def _bf16_block(m: StepMemory) -> float:
-    """The largest block's weights in bf16 (the unit FSDP / ZeRO-3 gathers). Measured bytes are in
-    the stored dtype; 2 bytes per parameter is an upper bound for fp32-stored blocks' bf16 copy."""
-    return m.largest_block_bytes / 2 if m.largest_block_bytes and _mostly_fp32(m) else m.largest_block_bytes
-
-
-def _mostly_fp32(m: StepMemory) -> bool:
-    stored = sum(v for k, v in m.weight_bytes.items() if k.startswith("transformer."))
-    return stored >= 3.5 * sum(m.parameters.values())
-
-
-def config_notes(cfg: AccelerateConfig, m: StepMemory, ema_enabled: bool) -> list[str]:
-    """What the trainer would refuse or what the numbers leave out for this config."""
-    notes = []
-    if ema_enabled and cfg.kind in ("zero2", "zero3", "fsdp"):
-        notes.append("EMA is refused by the trainer under FSDP / DeepSpeed (no EMA counted)")
-    return notes
-
-
-def plan_config_dict(cfg: AccelerateConfig) -> dict[str, Any]:
-    return asdict(cfg)

@@ -4,8 +4,9 @@ Built like the trainer builds it: the stage spec from params (`build_stage_spec`
 `add_backbone_lora`, trainable groups set by `configure_trainable`, AdamW with the trainer's
 arguments, diffusers' EMAModel when on, the loss from `compute_losses` (the trainer's own step code)
 under autocast in the weight dtype, then backward and the optimizer (and EMA) step. Dtypes follow the
-trainer: the VAE and the text encoder in the weight dtype; the transformer as `transformer_dtypes`
-says. Inputs are the encoded clips' shapes (video latents, canvas latents, text embeddings, face
+trainer: the VAE and the text encoder in the weight dtype; frozen transformer parameters in it too
+(`cast_frozen_parameters`, as Trainer.prepare_trainable does without FSDP / DeepSpeed), trainable ones
+in float32. Inputs are the encoded clips' shapes (video latents, canvas latents, text embeddings, face
 features, index mask) at micro-batch `local_batch`, K = identities.max.
 
 Measured on the live-storage counter: weights, EMA copy, the forward+backward peak over them,
@@ -32,7 +33,7 @@ from ingredients.plan.model_configs import ProfileModels
 from ingredients.training.diffusion_loss import diffusion_loss
 from ingredients.training.stage_spec import StageSpec
 from ingredients.training.step import StepInputs, compute_losses
-from ingredients.training.trainable import add_backbone_lora, configure_trainable, parameter_group, trainable_groups
+from ingredients.training.trainable import add_backbone_lora, cast_frozen_parameters, configure_trainable, parameter_group
 
 WEIGHT_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "auto": torch.bfloat16}  # auto = bf16 on a GPU
 
@@ -62,16 +63,6 @@ class StepMemory:
 
 def weight_dtype(spec: StageSpec) -> torch.dtype:
     return WEIGHT_DTYPES.get(spec.mixed_precision, torch.float32)
-
-
-def transformer_dtypes(model: nn.Module, spec: StageSpec, dtype: torch.dtype) -> None:
-    """The dtypes the trainer gives the transformer, applied on the meta device: trainable parameters
-    stay float32 (autocast computes in `dtype`); frozen ones are cast to `dtype` (the trainer's
-    prepare_models casts frozen parts to the weight dtype)."""
-    groups = trainable_groups(spec.train)
-    for name, param in model.named_parameters():
-        if parameter_group(name, spec.train.patch_embed) not in groups and param.is_floating_point():
-            param.data = param.data.to(dtype)
 
 
 def rotary_embedding(config, height: int, width: int, latent_frames: int, vae_spatial: int = 8):
@@ -124,7 +115,9 @@ def measure_training_step(spec: StageSpec, models: ProfileModels, local_batch: i
     model = build_on_meta(cls, **config)
     if spec.train.backbone == "lora":
         add_backbone_lora(model, spec.train.lora_rank, spec.train.lora_alpha)
-    transformer_dtypes(model, spec, dtype)
+    configure_trainable(model, spec.train, spec.lr)  # requires_grad on the meta model, then the trainer's dtypes
+    if dtype != torch.float32:
+        cast_frozen_parameters(model, dtype)  # Trainer.prepare_trainable (not sharded; see sharding.py for FSDP)
     encoders: list[tuple[str, nn.Module]] = []
     if spec.image_noise.enabled or not spec.precompute.enabled:
         encoders.append(("vae", build_on_meta(AutoencoderKLCogVideoX, **models.vae).to(dtype)))

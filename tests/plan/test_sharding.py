@@ -38,6 +38,7 @@ def test_zero3_holds_less_weight_per_gpu_than_ddp_and_zero2_shards_optimizer_and
     assert z3.weights_gib == pytest.approx((2 * 6e9 / 8 + 2 * 2e8) / GIB)
     assert z3.weights_gib < z2.weights_gib < ddp.weights_gib
     assert z2.optimizer_gib == pytest.approx(12 * 1e9 / 8 / GIB)  # fp32 master + two moments, / 8
+    assert fsdp.weights_gib == pytest.approx((4 * 6e9 / 8 + 2 * 2e8) / GIB)  # fp32 shards (trainer does not cast)
     assert fsdp.optimizer_gib == pytest.approx(8e9 / 8 / GIB) and fsdp.gradients_gib == pytest.approx(4e9 / 8 / GIB)
     assert ddp.activations_gib == z3.activations_gib == pytest.approx(10.0)  # measured peak less the gradients
     assert ddp.allowance_gib == pytest.approx(0.5 + 0.1 * ddp.peak_gib)
