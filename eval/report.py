@@ -27,6 +27,7 @@ from ingredients.files.atomic import atomic_path, write_text
 from ingredients.sampling.benchmark import Case, read_benchmark
 from ingredients.faces.image_io import load_rgb
 from eval.aggregate import split_by_k
+from eval.plan_section import plan_section
 from eval.leaderboard import leaderboard_csv
 from eval.params import params_from_dict
 from eval.run_layout import RunLayout, load_faces, read_records
@@ -267,7 +268,8 @@ def comparability_section(out: Path, metrics: dict, backend: str | None) -> list
 def render_report(eval_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None,
                   benchmark: str | os.PathLike | None = None, methods: dict[str, Path] | None = None,
                   n_columns: int = 6, max_cases: int | None = 12, train_logs: dict[str, Path] | None = None,
-                  train_images: list[Path] | None = None, profile: str | None = None) -> Path:
+                  train_images: list[Path] | None = None, profile: str | None = None,
+                  plan: str | os.PathLike | None = None) -> Path:
     """Write `out_dir/index.html` (default eval_dir/report) and its PNGs; returns the HTML path.
 
     The benchmark and method folders default to the run's sources.json. `profile` ('tiny' or
@@ -319,6 +321,7 @@ def render_report(eval_dir: str | os.PathLike, out_dir: str | os.PathLike | None
                      f"alt='frames of {html.escape(case.case_id)}'></div>")
     parts += comparability_section(out, metrics, backend)
     parts += training_section(out, train_logs or {}, list(train_images or []))
+    parts += plan_section(plan)  # the plan stage's JSON: what the study costs on GPUs
     gaps = []
     for m, d in sorted(missing.items()):
         overall_gaps, k_gaps = split_by_k(d)
@@ -348,6 +351,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--profile", choices=PROFILES, default=None,
                         help="params profile of the evaluated videos (prepare.profile); tiny adds the banner saying "
                              "what that profile can show")
+    parser.add_argument("--plan", default=None, help="the plan stage's plan.json: a section on what the study costs")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     logs = dict(spec.split("=", 1) for spec in args.train_log)
@@ -357,7 +361,8 @@ def main(argv: list[str] | None = None) -> None:
             found = sorted(folder.glob(f"*_{kind}.png"))
             images += found[-1:]
     render_report(args.eval, args.out, n_columns=args.columns, max_cases=args.max_cases,
-                  train_logs={k: Path(v) for k, v in logs.items()}, train_images=images, profile=args.profile)
+                  train_logs={k: Path(v) for k, v in logs.items()}, train_images=images, profile=args.profile,
+                  plan=args.plan)
 
 
 if __name__ == "__main__":
