@@ -33,7 +33,8 @@ def detect_shots(
     ranges are clamped to the `num_frames` we decoded, so both agree on the frame count.
     """
     detector = build_shot_detector(kind, threshold, adaptive_threshold, min_scene_frames)
-    scenes = scenedetect.detect(str(path), detector, start_in_scene=True, backend="pyav")
+    # decoding stops at the range's end (a clip of a long video does not scan the rest of the file)
+    scenes = scenedetect.detect(str(path), detector, end_time=start + num_frames, start_in_scene=True, backend="pyav")
     cuts = sorted({int(s.frame_num) - start for s, _ in scenes if 0 < int(s.frame_num) - start < num_frames})
     bounds = [0, *cuts, num_frames]
     return [(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]

@@ -14,6 +14,7 @@ import logging
 import os
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -29,11 +30,12 @@ from ingredients.data.scoring import score_video
 from ingredients.data.shots import detect_shots
 from ingredients.data.tracking import Track, track_faces
 from ingredients.data.sources import VideoItem
-from ingredients.files.video_io import VideoReadError, read_video, video_rate
+from ingredients.files.video_io import VideoReadError, frames_at, iter_frames, video_rate
 
 logger = logging.getLogger(__name__)
 
 RESULT_VERSION = 1
+MASK_WINDOW = 16  # frames a segmentation masker gets at a time: memory flat in video and clip length (but the masks)
 # clip drop reasons, in the order the filters are applied
 CLIP_DROP_REASONS = ("too_short", "no_faces", "too_many_identities", "face_too_small", "briefly_visible")
 # video skip reasons
@@ -77,22 +79,43 @@ def file_fingerprint(path: Path) -> str:
 # per-video processing (pure compute on decoded frames + thin writes)
 
 
-def _detect(frames: np.ndarray, shots: list[tuple[int, int]], params: CurationParams, comp: Components):
-    """Per shot: [(frame, faces)] at the detection stride, always including each shot's last frame."""
-    per_shot = []
+def detection_frames(shots: list[tuple[int, int]], stride: int) -> set[int]:
+    """Frames to detect on: every `stride`-th frame of each shot from its first, and each shot's last."""
+    out: set[int] = set()
     for start, end in shots:
-        idx = list(range(start, end, params.detect_stride))
-        if idx[-1] != end - 1:
-            idx.append(end - 1)
-        per_shot.append([(t, comp.analyzer.detect(frames[t])) for t in idx])
-    return per_shot
+        out.update(range(start, end, stride))
+        out.add(end - 1)
+    return out
 
 
-def _track_embedding(frames: np.ndarray, track: Track, samples: int, comp: Components) -> np.ndarray:
-    pick = np.unique(np.linspace(0, len(track.frames) - 1, min(samples, len(track.frames))).round().astype(int))
-    vecs = np.stack([comp.embed(frames[track.frames[i]], track.faces[i]) for i in pick])  # [S, D]
-    mean = vecs.mean(0)
-    return mean / max(float(np.linalg.norm(mean)), 1e-12)
+def _detect(frames: Iterator[np.ndarray], shots: list[tuple[int, int]], params: CurationParams, comp: Components):
+    """Stream the frames once: per shot [(frame, faces)] at the detection stride (and each shot's last
+    frame), and the quality of every detected face {id(face): FaceQuality} (the reference crop is
+    chosen from these; the faces stay alive in the detections). One frame in memory at a time."""
+    wanted = detection_frames(shots, params.detect_stride)
+    found: dict[int, list] = {}
+    quality: dict[int, object] = {}
+    for t, frame in enumerate(frames):
+        if t in wanted:
+            faces = comp.analyzer.detect(frame)
+            found[t] = faces
+            for face in faces:
+                quality[id(face)] = face_quality(frame, face)
+    per_shot = [[(t, found[t]) for t in sorted(found) if start <= t < end] for start, end in shots]
+    return per_shot, quality
+
+
+def _track_embeddings(video: Path, first: int, tracks: list[Track], samples: int, comp: Components) -> np.ndarray:
+    """The mean recognizer embedding (unit norm) of `samples` faces evenly spread over each track; the
+    frames they need are decoded in one pass that keeps only those. Returns [N, D]."""
+    picks = [np.unique(np.linspace(0, len(tr.frames) - 1, min(samples, len(tr.frames))).round().astype(int)) for tr in tracks]
+    needed = frames_at(video, [first + tr.frames[i] for tr, pick in zip(tracks, picks) for i in pick])
+    out = []
+    for tr, pick in zip(tracks, picks):
+        vecs = np.stack([comp.embed(needed[first + tr.frames[i]], tr.faces[i]) for i in pick])  # [S, D]
+        mean = vecs.mean(0)
+        out.append(mean / max(float(np.linalg.norm(mean)), 1e-12))
+    return np.stack(out)  # [N, D]
 
 
 def _filter_clip(num_frames: int, boxes_by_identity: list[list], params: CurationParams) -> str | None:
@@ -170,18 +193,24 @@ def curate_video(item: VideoItem | Path, out_dir: Path, params: CurationParams, 
         result.update(status="skipped", reason=reason, message=message, seconds=time.perf_counter() - t0)
         return result
 
-    # 1. decode (the item's frame range; a range in seconds is turned into frames with the container's rate)
+    # 1. a first streaming pass counts the item's frames (a range in seconds is turned into frames with
+    #    the container's rate): corrupt files and ranges past the end are skipped before any work
     try:
+        fps = video_rate(video_path)
         first, last = item.start, item.end
         if item.seconds is not None:
-            fps = video_rate(video_path)
             first, last = int(round(item.seconds[0] * fps)), None if item.seconds[1] is None else int(round(item.seconds[1] * fps))
-        frames, fps = read_video(video_path, first, last)  # [T, H, W, 3]
+        num_frames, height, width = 0, 0, 0
+        for frame in iter_frames(video_path, first, last):
+            num_frames += 1
+            height, width = int(frame.shape[0]), int(frame.shape[1])
     except VideoReadError as e:
-        if item.where is not None and video_path.stat().st_size > 0 and "no decodable frames" in str(e):
-            return skip("range_past_end", f"{item.where}: the range starts past the end of {video_path}; fix start/end")
         return skip("empty_video" if video_path.stat().st_size == 0 else "corrupt_video", str(e))
-    num_frames, height, width = int(frames.shape[0]), int(frames.shape[1]), int(frames.shape[2])
+    if num_frames == 0 and first > 0:
+        return skip("range_past_end", f"{item.where or video_path}: the range starts at frame {first}, past the end of "
+                    f"{video_path}; fix start/end")
+    if num_frames == 0:
+        return skip("corrupt_video", f"no decodable frames in {video_path}")
     if last is not None and first + num_frames < last:
         return skip("range_past_end", f"{item.where or video_path}: the range [{first}, {last}) ends past the video "
                     f"({first + num_frames} frames in {video_path}); set end <= {first + num_frames} or leave it out")
@@ -196,8 +225,8 @@ def curate_video(item: VideoItem | Path, out_dir: Path, params: CurationParams, 
     shots = detect_shots(video_path, num_frames, params.shot_detector, params.shot_threshold, params.adaptive_threshold,
                          params.min_scene_frames, start=first)
     result["num_shots"] = len(shots)
-    # 4. detection, 5. tracking per shot
-    detections = _detect(frames, shots, params, comp)
+    # 4. detection (a second streaming pass), 5. tracking per shot
+    detections, quality = _detect(iter_frames(video_path, first, first + num_frames), shots, params, comp)
     tracks: list[tuple[int, Track]] = []
     for s, dets in enumerate(detections):
         for tr in track_faces(dets, params.track_iou, params.track_center_factor, params.track_max_gap):
@@ -208,8 +237,8 @@ def curate_video(item: VideoItem | Path, out_dir: Path, params: CurationParams, 
     result["tracks"] = len(tracks)
     if not tracks:
         return skip("no_faces", f"no face track in {video_path} ({num_frames} frames, {len(shots)} shots)")
-    # 6. identities: cluster tracks over the whole video
-    emb = np.stack([_track_embedding(frames, tr, params.embed_samples_per_track, comp) for _, tr in tracks])  # [N, D]
+    # 6. identities: cluster tracks over the whole video (embedding frames decoded on demand)
+    emb = _track_embeddings(video_path, first, [tr for _, tr in tracks], params.embed_samples_per_track, comp)  # [N, D]
     n = len(tracks)
     cannot = np.zeros((n, n), dtype=bool)
     for i in range(n):
@@ -218,14 +247,14 @@ def curate_video(item: VideoItem | Path, out_dir: Path, params: CurationParams, 
             sj, tj = tracks[j]
             cannot[i, j] = i != j and si == sj and ti.first <= tj.last and tj.first <= ti.last
     labels = cluster_tracks(emb, cannot, comp.threshold)
-    # detections per cluster over the video: reference candidates
-    candidates: dict[int, list[tuple[int, object]]] = {}
+    # detections per cluster over the video, with their quality: reference candidates
+    candidates: dict[int, list[tuple[int, object, object]]] = {}
     for (_, tr), lab in zip(tracks, labels):
-        candidates.setdefault(int(lab), []).extend(zip(tr.frames, tr.faces))
-    # 7. clips per shot, filters
+        candidates.setdefault(int(lab), []).extend((f, face, quality[id(face)]) for f, face in zip(tr.frames, tr.faces))
+    # 7. clips per shot, filters; the reference frame of each identity is chosen from the qualities
     dropped: Counter = Counter()
     gt_path = video_path.with_suffix(".gt.json") if first == 0 and item.end is None and item.seconds is None else Path("/nonexistent")
-    clip_masks: dict[str, np.ndarray] = {}
+    kept = []  # (clip_id, (start, end), boxes_by_identity, [(cluster, ref frame, ref face, outside)])
     for s, (start, end) in enumerate(shots):
         length = end - start
         per_cluster: dict[int, list] = {}
@@ -242,24 +271,51 @@ def curate_video(item: VideoItem | Path, out_dir: Path, params: CurationParams, 
         if reason is not None:
             dropped[reason] += 1
             continue
-        clip_id = f"{stem}_s{s:02d}"
-        caption = caption_of(first + start, first + end)
-        identities = []
-        for k, c in enumerate(order):
+        refs = []
+        for c in order:
             cand = sorted(candidates[c], key=lambda fc: fc[0])
-            quals = [face_quality(frames[f], face) for f, face in cand]
-            best, outside = choose_reference([f for f, _ in cand], quals, (start, end), params.reference_outside_clip)
-            ref_frame, ref_face = cand[best]
-            ref_rel = f"refs/{clip_id}/{k}.png"
-            write_png(out_dir / ref_rel, crop_reference(frames[ref_frame], ref_face.box, params.reference_margin, params.reference_size))
-            identities.append({"cluster": c, "reference": ref_rel, "reference_frame": first + int(ref_frame),
-                               "reference_outside_clip": outside, "boxes": per_cluster[c]})
-        mask_rel = None
-        masks = comp.masker.masks(frames[start:end], [[None if b is None else np.asarray(b) for b in seq] for seq in boxes_by_identity])
-        if masks is not None:
-            mask_rel = f"masks/{clip_id}.npz"
-            write_npz(out_dir / mask_rel, masks=masks)
-            clip_masks[clip_id] = masks
+            best, outside = choose_reference([f for f, _, _ in cand], [q for _, _, q in cand], (start, end), params.reference_outside_clip)
+            refs.append((c, cand[best][0], cand[best][1], outside))
+        kept.append((f"{stem}_s{s:02d}", (start, end), boxes_by_identity, refs))
+    # 8. reference crops and masks, written as soon as they are made, in a third streaming pass that
+    #    holds one frame, or a window of at most MASK_WINDOW frames of the clip a segmentation masker masks
+    refs_at: dict[int, list[tuple[int, int]]] = {}  # frame -> [(clip, identity)] whose reference it is
+    for i, (_, _, _, refs) in enumerate(kept):
+        for k, (_, f, _, _) in enumerate(refs):
+            refs_at.setdefault(f, []).append((i, k))
+    clip_at = {t: i for i, (_, (a, b), _, _) in enumerate(kept) for t in range(a, b)} if comp.masker.kind != "box" else {}
+    score_masks = gt_path.is_file() and comp.masker.kind == "segmentation"
+    clip_masks: dict[str, np.ndarray] = {}
+    mask_rels: dict[int, str] = {}
+    parts: list[np.ndarray] = []
+    window: list[np.ndarray] = []
+    last_needed = max([*refs_at, *clip_at], default=-1) + 1
+    for t, frame in enumerate(iter_frames(video_path, first, first + last_needed) if last_needed else ()):
+        for i, k in refs_at.get(t, ()):
+            clip_id, _, _, refs = kept[i]
+            write_png(out_dir / f"refs/{clip_id}/{k}.png",
+                      crop_reference(frame, refs[k][2].box, params.reference_margin, params.reference_size))
+        if t in clip_at:
+            i = clip_at[t]
+            clip_id, (a, b), boxes_by_identity, _ = kept[i]
+            window.append(frame)
+            if len(window) == MASK_WINDOW or t == b - 1:
+                lo = t + 1 - len(window) - a  # the window's first frame, clip-local
+                boxes = [[None if x is None else np.asarray(x) for x in seq[lo:lo + len(window)]] for seq in boxes_by_identity]
+                parts.append(comp.masker.masks(np.stack(window), boxes))  # [K, w, H, W]
+                window = []
+            if t == b - 1:
+                masks = np.concatenate(parts, axis=1)  # [K, F, H, W]
+                parts = []
+                mask_rels[i] = f"masks/{clip_id}.npz"
+                write_npz(out_dir / mask_rels[i], masks=masks)
+                if score_masks:
+                    clip_masks[clip_id] = masks
+    for i, (clip_id, (start, end), boxes_by_identity, refs) in enumerate(kept):
+        identities = [{"cluster": c, "reference": f"refs/{clip_id}/{k}.png", "reference_frame": first + int(ref_frame),
+                       "reference_outside_clip": outside, "boxes": boxes_by_identity[k]}
+                      for k, (c, ref_frame, _, outside) in enumerate(refs)]
+        mask_rel = mask_rels.get(i)
         row = ManifestClip(
             clip_id=clip_id,
             video=os.path.relpath(video_path.resolve(), out_dir.resolve()),
@@ -268,7 +324,7 @@ def curate_video(item: VideoItem | Path, out_dir: Path, params: CurationParams, 
             fps=fps,
             width=width,
             height=height,
-            caption=caption,
+            caption=caption_of(first + start, first + end),
             mask_kind=comp.masker.kind,
             mask_path=mask_rel,
             identities=identities,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -25,38 +26,50 @@ class VideoInfo:
     height: int
 
 
+def iter_frames(path: str | os.PathLike, start: int = 0, end: int | None = None) -> Iterator[np.ndarray]:
+    """Frames [start, end) of a video decoded in order, one RGB uint8 [H, W, 3] array at a time: memory
+    is one frame whatever the video's length. Raises as `read_video` (a file with no frame in the range
+    yields nothing)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"video file not found: {path}")
+    if path.stat().st_size == 0:
+        raise VideoReadError(f"video file is empty (0 bytes): {path}")
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise VideoReadError(f"no video stream in {path}")
+            stream = container.streams.video[0]
+            for i, frame in enumerate(container.decode(stream)):
+                if end is not None and i >= end:
+                    break
+                if i >= start:
+                    yield frame.to_ndarray(format="rgb24")
+    except VideoReadError:
+        raise
+    except (av.error.FFmpegError, ValueError, OSError) as e:  # corrupt container or bitstream
+        raise VideoReadError(f"cannot decode video {path}: {e}") from e
+
+
+def frames_at(path: str | os.PathLike, indices: Iterable[int]) -> dict[int, np.ndarray]:
+    """{index: frame [H, W, 3]} for the wanted frame indices, in one decoding pass that keeps only them."""
+    wanted = sorted(set(int(i) for i in indices))
+    if not wanted:
+        return {}
+    keep = set(wanted)
+    return {wanted[0] + i: f for i, f in enumerate(iter_frames(path, wanted[0], wanted[-1] + 1)) if wanted[0] + i in keep}
+
+
 def read_video(path: str | os.PathLike, start: int = 0, end: int | None = None) -> tuple[np.ndarray, float]:
     """Decode frames [start, end) of a video; returns (frames [T, H, W, 3] uint8 RGB, fps).
 
     Raises FileNotFoundError for a missing file and VideoReadError (a ValueError) naming the file
     when it is empty, corrupt or has no decodable frame.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"video file not found: {path}")
-    if path.stat().st_size == 0:
-        raise VideoReadError(f"video file is empty (0 bytes): {path}")
-    frames: list[np.ndarray] = []
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise VideoReadError(f"no video stream in {path}")
-            stream = container.streams.video[0]
-            rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-            fps = float(rate) if rate else 0.0
-            for i, frame in enumerate(container.decode(stream)):
-                if end is not None and i >= end:
-                    break
-                if i >= start:
-                    frames.append(frame.to_ndarray(format="rgb24"))
-    except VideoReadError:
-        raise
-    except (av.error.FFmpegError, ValueError, OSError) as e:  # corrupt container or bitstream
-        raise VideoReadError(f"cannot decode video {path}: {e}") from e
+    frames = list(iter_frames(path, start, end))
+    fps = video_rate(path)
     if not frames:
         raise VideoReadError(f"no decodable frames in {path} (range start={start}, end={end})")
-    if fps <= 0:
-        raise VideoReadError(f"video {path} reports no frame rate")
     return np.stack(frames), fps  # [T, H, W, 3]
 
 

@@ -133,3 +133,31 @@ def test_real_containers_curate_to_the_clips_of_their_mp4_and_seconds_ranges(tin
     seconds = rows["v_seconds"]
     assert (seconds.start_frame, seconds.end_frame) == (4, 12)
     assert seconds.identities[0].boxes == ref.identities[0].boxes[4:12]
+
+
+def test_curation_memory_does_not_grow_with_video_length(tiny_raw, tmp_path):
+    """Issue 21, finding 6: curation decoded whole videos into RAM (about 40 MB per second of 640x360).
+    Frames now stream: the Python-side peak of curating a video 4x as long grows by less than a few
+    frames (the whole-video decode grew by 72 frames x 288 KiB = 20 MiB, twice over with np.stack)."""
+    import tracemalloc
+
+    from ingredients.data.curation_params import CurationParams
+    from ingredients.data.sources import VideoItem
+    from ingredients.data.video_curation import components, curate_video
+    from ingredients.files.video_io import read_video
+    from tests.files.test_video_io import encode
+
+    frames, fps = read_video(tiny_raw / "vid_000.mp4")  # 24 frames, 384 x 256
+    params = CurationParams(detect_stride=6, masker="box", contact_sheet_clips=0)
+    comp = components(params)
+    peaks = {}
+    for name, video in (("short", frames), ("long", np.concatenate([frames] * 4))):
+        path = encode(tmp_path / f"{name}.mp4", video, int(fps), "libx264")
+        (tmp_path / f"{name}.txt").write_text("a person")
+        tracemalloc.start()
+        result = curate_video(VideoItem(name, path), tmp_path / f"out_{name}", params, comp)
+        peaks[name] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert result["status"] == "ok" and result["num_frames"] == len(video) and result["clips"], result
+    frame_bytes = frames[0].nbytes
+    assert peaks["long"] - peaks["short"] < 4 * frame_bytes, (peaks, frame_bytes)

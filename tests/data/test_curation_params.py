@@ -55,3 +55,42 @@ def test_fingerprint_tracks_result_changing_settings_only():
     base = CurationParams()
     assert base.fingerprint() == CurationParams(num_workers=4, contact_sheet_clips=2).fingerprint()
     assert base.fingerprint() != CurationParams(min_clip_frames=9).fingerprint()
+
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("curate: {analyzer: dlibb}", "curate.analyzer: Value error, unknown face backend; allowed: curricularface, dlib, insightface"),
+    ("curate: {analyzer_options: {dlib: {upsmple: 1}}}",
+     "curate.analyzer_options: Value error, dlib: unknown option(s) upsmple; allowed: landmark_model, min_score"),
+    ("curate: {analyzer_options: {upsample: 1}}", "curate.analyzer_options.upsample: Input should be a valid dictionary"),
+    ("data: {source: list, list_file: clips.jsonl, captions_file: c.csv}",
+     "data.captions_file: Value error, only for source 'videos' or 'synth'"),
+])
+def test_cross_field_rules_through_experiments_params(tmp_path, override, message):
+    """Issue 20: `python -m experiments.params params.yaml bad.yaml` passed what the curate stage refuses
+    (its `main`, in-process: a subprocess costs a minute of imports on a loaded machine)."""
+    from experiments.params import main
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(override + "\n")
+    with pytest.raises(SystemExit) as exit_:
+        main([str(ROOT / "params.yaml"), str(bad)])
+    assert message in str(exit_.value.code)
+
+
+def test_a_profile_switch_passes_only_the_selected_backends_options():
+    """Issue 20: params.yaml + profiles/full.yaml + profiles/rehearsal.yaml kept the tiny profile's dlib
+    `upsample: 1` beside insightface's `model_dir`, and insightface refused `upsample`."""
+    from ingredients.config import load_merged
+
+    merged = load_merged(ROOT / "params.yaml", (ROOT / "profiles" / "full.yaml", ROOT / "profiles" / "rehearsal.yaml"))
+    params = params_from_mapping(merged["curate"])
+    assert params.analyzer == "insightface"
+    assert params.options == {"model_dir": "weights_rehearsal/face_encoder/models/antelopev2"}
+    tiny = params_from_mapping(load_params(ROOT / "params.yaml")["curate"])
+    assert (tiny.analyzer, tiny.options) == ("dlib", {"upsample": 1})
+    # another backend's entry does not change the per-video results' fingerprint
+    assert tiny.fingerprint() == params_from_mapping({**load_params(ROOT / "params.yaml")["curate"],
+                                                      "analyzer_options": {"dlib": {"upsample": 1}}}).fingerprint()
