@@ -29,7 +29,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from tqdm import tqdm
 
-from ingredients.config import load_params, section, validate_model
+from ingredients.config import load_section
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ def compute_params(path: str | os.PathLike | None) -> ComputeParams:
     """The `compute:` section of a params file (defaults when the file or the section is absent)."""
     if path is None:
         return ComputeParams()
-    return validate_model(ComputeParams, section(load_params(path), "compute", path), "compute")
+    return load_section(path, "compute", ComputeParams)
 
 
 def run_map(fn: Callable[[T], R], items: Iterable[T], params: ComputeParams | None = None, *,

@@ -82,6 +82,11 @@ def validate_model(cls: type[M], data: Mapping[str, Any] | None, where: str) -> 
         raise ParamsError(f"{where}: {err}") from None
 
 
+def load_section(path: str | Path, name: str, cls: type[M], required: bool = False) -> M:
+    """Section `name` of the params file at `path`, validated into `cls` (errors name `name.key`)."""
+    return validate_model(cls, section(load_params(path), name, path, required=required), name)
+
+
 def _model_at(cls: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
     """The pydantic model class holding the field at `loc` (to list its allowed keys)."""
     model = cls

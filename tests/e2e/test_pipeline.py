@@ -39,7 +39,7 @@ def project(tmp_path_factory) -> Path:
 
 def test_pipeline_produces_every_stage_output(project):
     metrics = json.loads((project / "outputs/eval/metrics.json").read_text())
-    assert sorted(metrics) == ["no_identity", "oracle", "ours"]
+    assert sorted(metrics) == ["no_identity", "oracle", "ours", "vae_roundtrip"]
     # the oracle pastes the references into the frames: it must beat the text-only baseline
     assert metrics["oracle"]["face_sim/dlib"] > metrics["no_identity"]["face_sim/dlib"] + 0.5
     assert (project / "outputs/report/index.html").is_file()
@@ -59,7 +59,7 @@ def test_mlflow_store_holds_one_run_per_stage_and_method(project):
     expected = {name.removeprefix("train_") for name in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]}
     assert stages == expected, stages ^ expected
     evaluated = sorted(name for name, stage in rows if stage == "evaluate")
-    assert evaluated == ["no_identity", "oracle", "ours"]
+    assert evaluated == ["no_identity", "oracle", "ours", "vae_roundtrip"]
 
 
 def test_second_repro_runs_nothing(project):
