@@ -6,7 +6,7 @@ PNGs beside it.
     python -m eval.report --eval DIR [--out DIR/report] [--columns 6] [--max-cases 12] [--profile tiny|full]
 
 `--profile` is the params profile the evaluated videos come from (`prepare.profile`): on `tiny` a
-banner above the tables says what that profile can and cannot show (DESIGN.md §6).
+banner above the tables says what that profile can and cannot show.
 """
 
 from __future__ import annotations
@@ -157,21 +157,46 @@ PROFILES = ("tiny", "full")
 
 TINY_BANNER = (
     "<div class='banner'><b>Tiny profile: the generated videos are noise by design.</b> The tiny VAE "
-    "reconstructs none of the faces the detector finds in the tiny training clips (DESIGN.md §6), so no "
-    "generated method here can render a recognisable face, and its identity metrics (face_sim, face_found, "
+    "does not carry a recognisable face through its own encode and decode: {vae_row} So no generated "
+    "method here can render a recognisable face, and its identity metrics (face_sim, face_found, "
     "id_confusion, fid_face, ...) say nothing about the method. What this profile does show: the "
     "<b>oracle</b> row proves the metrics (the reference faces pasted into a video score near 1), and "
     "<b>routing accuracy on held-out clips</b>, measured by the training stage (routing_acc in stage 2's "
-    "val_log.csv, the DVC plot 'routing accuracy (held-out clips)'), shows the router learning. Identity "
-    "in generated video is a GPU-scale result: run the full profile.</div>"
+    "val_log.csv beside its majority-class and chance baselines, the DVC plot 'routing accuracy (held-out "
+    "clips)'), shows the router learning. Identity in generated video is a GPU-scale result: run the full "
+    "profile.</div>"
 )
+VAE_ROUNDTRIP = "vae_roundtrip"
 
 
-def banner(profile: str | None) -> str:
-    """What the profile can show, above the tables: the tiny profile's banner, none for full (or unknown)."""
+def vae_row_sentence(metrics: dict | None, missing: dict | None, backend: str | None) -> str:
+    """The measured sentence behind the tiny banner: the vae_roundtrip row's face scores (ground-truth
+    clips through the model's VAE) beside the oracle's, or why there is none."""
+    if not metrics or VAE_ROUNDTRIP not in metrics or not backend:
+        return ("no vae_roundtrip row was evaluated here (it needs benchmark cases with a ground-truth clip), "
+                "so this is not measured in this report.")
+    row, _ = split_by_k(metrics[VAE_ROUNDTRIP])
+    gaps, _ = split_by_k((missing or {}).get(VAE_ROUNDTRIP, {}))
+    parts = []
+    for name in (f"face_sim/{backend}", f"face_found/{backend}"):
+        if name in row:
+            oracle = split_by_k(metrics.get("oracle", {}))[0].get(name)
+            parts.append(f"{name} {row[name]:.3f}" + (f" (oracle {oracle:.3f})" if oracle is not None else ""))
+        elif name in gaps:
+            parts.append(f"{name} missing ({gaps[name]})")
+    note = gaps.get(f"face_sim/{backend}", "")
+    return (f"the <b>vae_roundtrip</b> row (real clips of the cases' people through the model's own VAE at the "
+            f"sampling size) measures it: {html.escape('; '.join(parts) or 'no face score')}."
+            + (f" ({html.escape(note)})" if note and f"face_sim/{backend}" in row else ""))
+
+
+def banner(profile: str | None, metrics: dict | None = None, missing: dict | None = None,
+           backend: str | None = None) -> str:
+    """What the profile can show, above the tables: the tiny profile's banner (citing the vae_roundtrip
+    row of `metrics`), none for full (or unknown)."""
     if profile is not None and profile not in PROFILES:
         raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
-    return TINY_BANNER if profile == "tiny" else ""
+    return TINY_BANNER.format(vae_row=vae_row_sentence(metrics, missing, backend)) if profile == "tiny" else ""
 
 
 CSS = """
@@ -226,6 +251,35 @@ def training_section(out: Path, train_logs: dict[str, Path], images: list[Path])
     return parts
 
 
+ROUTING_COLUMNS = ("routing_acc", "routing_acc_majority", "routing_acc_chance")
+
+
+def routing_section(val_logs: dict[str, Path]) -> list[str]:
+    """Routing accuracy of each stage's last validation that measured it, beside its majority-class and
+    chance baselines on the same clips (the training stage's val_log.csv)."""
+    import csv
+
+    rows = []
+    for name, log in sorted(val_logs.items()):
+        if not Path(log).is_file():
+            continue
+        with open(log, newline="", encoding="utf-8") as f:
+            measured = [r for r in csv.DictReader(f) if r.get("routing_acc")]
+        if measured:
+            last = measured[-1]
+            cells = "".join(f"<td>{_fmt(float(last[c]))}</td>" if last.get(c) else "<td class='missing'>missing</td>"
+                            for c in ROUTING_COLUMNS)
+            rows.append(f"<tr><td>{html.escape(name)}</td><td>{html.escape(last.get('split', ''))}</td>"
+                        f"<td>{html.escape(last['step'])}</td>{cells}</tr>")
+    if not rows:
+        return []
+    head = "".join(f"<th>{c}</th>" for c in ROUTING_COLUMNS)
+    return ["<h2>Routing accuracy on the validation clips</h2>",
+            "<p>The router's argmax against the identity masks, beside always answering the most frequent "
+            "identity (majority) and a uniform guess among the clip's K identities (chance), on the same tokens.</p>",
+            f"<table class='metrics'><tr><th>stage</th><th>clips</th><th>step</th>{head}</tr>{''.join(rows)}</table>"]
+
+
 def copy_paste_plot(path: Path, metrics: dict, backend: str) -> Path | None:
     """Scatter of face_sim against copy_paste, one point per method (overall means); None when no
     method has both. The trade-off: a high face_sim reached by copying the photo sits on the right."""
@@ -269,13 +323,13 @@ def render_report(eval_dir: str | os.PathLike, out_dir: str | os.PathLike | None
                   benchmark: str | os.PathLike | None = None, methods: dict[str, Path] | None = None,
                   n_columns: int = 6, max_cases: int | None = 12, train_logs: dict[str, Path] | None = None,
                   train_images: list[Path] | None = None, profile: str | None = None,
-                  plan: str | os.PathLike | None = None) -> Path:
+                  val_logs: dict[str, Path] | None = None, plan: str | os.PathLike | None = None) -> Path:
     """Write `out_dir/index.html` (default eval_dir/report) and its PNGs; returns the HTML path.
 
     The benchmark and method folders default to the run's sources.json. `profile` ('tiny' or
     'full', the params profile of the videos): 'tiny' puts the banner above the tables.
     """
-    top = banner(profile)
+    banner(profile)  # a bad profile fails before any file is written
     layout = RunLayout(Path(eval_dir))
     out = Path(out_dir) if out_dir is not None else layout.root / "report"
     out.mkdir(parents=True, exist_ok=True)
@@ -292,6 +346,7 @@ def render_report(eval_dir: str | os.PathLike, out_dir: str | os.PathLike | None
     evaluated = {r["case_id"] for r in records}
     cases = [c for c in read_benchmark(benchmark) if c.case_id in evaluated][:max_cases]
     backend = params.face_backends[0] if params.face_backends else None
+    top = banner(profile, metrics, missing, backend)
 
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Evaluation {html.escape(layout.root.name)}</title>",
              f"<style>{CSS}</style></head><body>",
@@ -320,6 +375,7 @@ def render_report(eval_dir: str | os.PathLike, out_dir: str | os.PathLike | None
         parts.append(f"<div class='strip'><h3>{html.escape(case.case_id)}</h3><img src='{png.name}' "
                      f"alt='frames of {html.escape(case.case_id)}'></div>")
     parts += comparability_section(out, metrics, backend)
+    parts += routing_section(val_logs or {})
     parts += training_section(out, train_logs or {}, list(train_images or []))
     parts += plan_section(plan)  # the plan stage's JSON: what the study costs on GPUs
     gaps = []
@@ -346,6 +402,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-cases", type=int, default=12)
     parser.add_argument("--train-log", action="append", default=[], metavar="NAME=CSV",
                         help="a training stage's train_log.csv to plot (repeatable)")
+    parser.add_argument("--val-log", action="append", default=[], metavar="NAME=CSV",
+                        help="a training stage's val_log.csv: its routing accuracy and baselines (repeatable)")
     parser.add_argument("--train-validation", action="append", default=[], metavar="DIR",
                         help="a training stage's validation folder: its last sample strip and routing map are shown")
     parser.add_argument("--profile", choices=PROFILES, default=None,
@@ -362,7 +420,7 @@ def main(argv: list[str] | None = None) -> None:
             images += found[-1:]
     render_report(args.eval, args.out, n_columns=args.columns, max_cases=args.max_cases,
                   train_logs={k: Path(v) for k, v in logs.items()}, train_images=images, profile=args.profile,
-                  plan=args.plan)
+                  val_logs={k: Path(v) for k, v in (spec.split("=", 1) for spec in args.val_log)}, plan=args.plan)
 
 
 if __name__ == "__main__":

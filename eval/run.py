@@ -13,7 +13,9 @@ Ray task each, which writes its cache files itself; the work is `eval.video_job.
 importable module, since under `python -m eval.run` this module is `__main__` and cloudpickle would
 ship its functions by value with their globals); a video whose evaluation raises, or whose
 worker dies past the retries, has every metric missing with the reason and is not cached.
-`--shard I/N` evaluates every N-th case starting at I;
+A method folder may list cases it has no video for, with the reason, in `absent.json`
+({case_id: reason}; e.g. the vae_roundtrip baseline for cases without a ground-truth clip): those
+cases get every metric missing with that reason. `--shard I/N` evaluates every N-th case starting at I;
 `python -m eval.merge` combines shard or per-method runs into the same aggregates.
 """
 
@@ -140,12 +142,27 @@ def failed_record(method: str, case_id: str, params: EvalParams, exc: BaseExcept
     return {"method": method, "case_id": case_id, "metrics": {}, "missing": {name: reason for name in sorted(params.metrics)}}
 
 
+ABSENT_FILE = "absent.json"
+
+
+def absent_cases(folder: Path) -> dict[str, str]:
+    """{case_id: reason} a method folder declares it has no video for (its absent.json; {} without one)."""
+    path = Path(folder) / ABSENT_FILE
+    if not path.is_file():
+        return {}
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
+        raise ValueError(f"{path}: expected a JSON object {{case_id: reason}}")
+    return data
+
+
 def check_method_dirs(methods: dict[str, Path], cases: list[Case]) -> None:
-    """Every method folder exists and holds a video for every case."""
+    """Every method folder exists and holds a video for every case it does not declare absent."""
     for name, folder in methods.items():
         if not folder.is_dir():
             raise FileNotFoundError(f"method {name!r}: output folder not found: {folder}")
-        absent = [c.case_id for c in cases if not (folder / f"{c.case_id}.mp4").is_file()]
+        declared = absent_cases(folder)
+        absent = [c.case_id for c in cases if not (folder / f"{c.case_id}.mp4").is_file() and c.case_id not in declared]
         if absent:
             shown = ", ".join(f"{a}.mp4" for a in absent[:5]) + (" ..." if len(absent) > 5 else "")
             raise FileNotFoundError(
@@ -174,7 +191,17 @@ def evaluate(benchmark: str | os.PathLike, methods: dict[str, Path], out_dir: st
     remove_stale_temps(layout.root, recursive=False)  # a killed run's temps; not to be cached with OUT
     remove_stale_temps(layout.root / "cache")
     records = []
-    jobs = [(m, folder, c) for m, folder in methods.items() for c in cases]
+    jobs = []
+    for method, folder in methods.items():
+        declared = absent_cases(folder)
+        for case in cases:
+            if case.case_id in declared and not (folder / f"{case.case_id}.mp4").is_file():
+                reason = f"no video: {declared[case.case_id]}"
+                records.append({"method": method, "case_id": case.case_id, "metrics": {},
+                                "missing": {name: reason for name in sorted(params.metrics)}})
+            else:
+                jobs.append((method, folder, case))
+    n_absent = len(records)
     todo = []
     for method, folder, case in jobs:
         key = fingerprint(VideoContext(method, folder, case, params, analyzers))
@@ -185,14 +212,14 @@ def evaluate(benchmark: str | os.PathLike, methods: dict[str, Path], out_dir: st
                 records.append(cached["record"])
                 continue
         todo.append((method, folder, case, key))
-    reused = len(records)
+    reused = len(records) - n_absent
     compute = compute or ComputeParams()
     # in this process the analyzers are shared; a Ray worker builds its own once
     work = functools.partial(evaluate_job, layout=layout, params=params,
                              analyzers=analyzers if compute.engine == "local" else None)
     for (method, _, case, _), record in run_map(work, todo, compute, desc="evaluate"):
         records.append(failed_record(method, case.case_id, params, record) if isinstance(record, BaseException) else record)
-    logger.info("evaluated %d videos (%d from cache) into %s", len(jobs), reused, layout.root)
+    logger.info("evaluated %d videos (%d from cache, %d declared absent) into %s", len(jobs), reused, n_absent, layout.root)
     records.sort(key=lambda r: (r["method"], r["case_id"]))
     write_json(layout.params, {"eval": params.to_dict()})
     write_json(layout.sources, {"benchmark": str(Path(benchmark).resolve()),

@@ -11,6 +11,10 @@ Targets (for the copy-paste metric): per held-out identity, face crops from the 
 frame where the face is fully visible: the person as the clip renders them (scaled, moving, over a
 scene), frames far apart and not the reference photo. Written to `OUT/targets/`; an identity that
 appears in no held-out video has no target (its copy-paste is missing with that reason).
+
+Ground truth (for the vae_roundtrip baseline): each shot of a held-out video is a real clip of the
+held-out people it shows; a case whose identity set equals a shot's gets that shot, written to
+`OUT/ground_truth/` (the first such shot in video and shot order); other cases have none.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ingredients.files.atomic import write_png
-from ingredients.files.video_io import read_video
+from ingredients.files.video_io import read_video, write_video
 from ingredients.sampling.benchmark import Case, write_benchmark
 
 TARGET_MARGIN = 0.5  # crop side = box side x (1 + 2 x margin), like the oracle's reference crops
@@ -34,16 +38,19 @@ logger = logging.getLogger(__name__)
 
 
 def build_cases(names: list[str], refs: dict[str, Path], prompts: list[str], max_identities: int, seed: int,
-                targets: dict[str, tuple[Path, ...]] | None = None) -> list[Case]:
+                targets: dict[str, tuple[Path, ...]] | None = None,
+                ground_truth: dict[frozenset[str], Path] | None = None) -> list[Case]:
     """Every identity subset of size 1..max_identities (sorted names) x every prompt; `targets`
-    {name: photos} gives each case its per-identity targets (none when None)."""
+    {name: photos} gives each case its per-identity targets (none when None), `ground_truth`
+    {identity set: clip} its real clip."""
     cases = []
     for k in range(1, min(max_identities, len(names)) + 1):
         for subset in itertools.combinations(sorted(names), k):
             for p, prompt in enumerate(prompts):
                 case_id = "-".join(subset) + f"__p{p}"
                 case_targets = tuple(targets.get(n, ()) for n in subset) if targets is not None else ()
-                cases.append(Case(case_id, prompt, tuple(refs[n] for n in subset), seed + len(cases), case_targets))
+                clip = (ground_truth or {}).get(frozenset(subset))
+                cases.append(Case(case_id, prompt, tuple(refs[n] for n in subset), seed + len(cases), case_targets, clip))
     return cases
 
 
@@ -86,6 +93,24 @@ def write_targets(split: Path, data: dict, names: list[str], out: Path) -> dict[
     return {n: tuple(paths) for n, paths in targets.items()}
 
 
+def write_ground_truth(split: Path, data: dict, out: Path) -> dict[frozenset[str], Path]:
+    """{identity set: shot clip written to OUT/ground_truth/} from the held-out videos' shots."""
+    clips: dict[frozenset[str], Path] = {}
+    for rel in data.get("heldout_videos", []):
+        video = split.parent / rel
+        gt = json.loads(video.with_suffix(".gt.json").read_text())
+        frames = None
+        for j, shot in enumerate(gt["shots"]):
+            people = frozenset(shot["identities"])
+            if not people or people in clips:
+                continue
+            frames = frames if frames is not None else read_video(video)[0]
+            dst = out / "ground_truth" / f"{video.stem}_s{j:02d}.mp4"
+            write_video(dst, frames[shot["start"]:shot["end"]], fps=float(gt["fps"]))
+            clips[people] = dst.resolve()
+    return clips
+
+
 def build_tiny_benchmark(split: Path, prompts: list[str], max_identities: int, seed: int, out: Path,
                          target: Path | None = None) -> Path:
     """Copy the held-out reference photos into OUT/refs and write the cases to `target`
@@ -104,7 +129,9 @@ def build_tiny_benchmark(split: Path, prompts: list[str], max_identities: int, s
         shutil.copyfile(src, dst)
         refs[name] = dst.resolve()
     targets = write_targets(split, data, names, out)
-    path = write_benchmark(target or out / "tiny.jsonl", build_cases(names, refs, prompts, max_identities, seed, targets))
-    logger.info("wrote %s from held-out identities %s; target photos per identity: %s", path, names,
-                {n: len(t) for n, t in targets.items()})
+    clips = write_ground_truth(split, data, out)
+    path = write_benchmark(target or out / "tiny.jsonl",
+                           build_cases(names, refs, prompts, max_identities, seed, targets, clips))
+    logger.info("wrote %s from held-out identities %s; target photos per identity: %s; ground-truth clips for %s",
+                path, names, {n: len(t) for n, t in targets.items()}, sorted("+".join(sorted(k)) for k in clips))
     return path

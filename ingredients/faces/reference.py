@@ -7,7 +7,8 @@ the reference code does instead, see below). Then
 
     id_cond[k]       = recognizer vector (rec_dim) ⊕ pooled, L2-normalised CLIP embedding (clip_dim)
     id_vit_hidden[s] = CLIP block inputs at scale s, [K, tokens, width], s = 0..4 (coarse to fine)
-    canvas           = white W x H image with the K crops pasted side by side (see canvas_layout)
+    canvas           = white W x H image with the K crops pasted side by side (see canvas_layout:
+                       the authors' placement by default, `canvas_layout: authors`)
 
 Results are cached on disk by content: sha256 of the photo bytes, the backend's and the CLIP
 tower's identity (names, model files, weight digest) and the settings that change the output.
@@ -64,8 +65,9 @@ from ingredients.files.atomic import write_bytes
 logger = logging.getLogger(__name__)
 
 CACHE_VERSION = 2  # 2: EVA-CLIP input grayed before the resize, not clamped (as the reference)
-# the reference layout for K = 2 on 720 x 480: faces of 360 px at x = 360 i, y = 60
+# the 'centred' layout: faces of 3/4 of the canvas height (360 px on 480), fewer when K faces need it
 FACE_TO_CANVAS_HEIGHT = 0.75
+CANVAS_LAYOUTS = ("authors", "centred")
 
 # The reference code's face processing as settings (merge over a profile's faces: section).
 # ConsisID, models/consisid_utils.py::process_face_embeddings(_infer) + prepare_face_models:
@@ -116,6 +118,7 @@ class FaceSettings:
     crop_size: int = 512
     canvas_width: int = 720
     canvas_height: int = 480
+    canvas_layout: str = "authors"
     clip_gray: bool = True
     id_vector: str = "normalized"
     min_face_size: float = 64.0
@@ -138,6 +141,8 @@ class FaceSettings:
                 raise ValueError(f"face settings: {key} must be positive, got {getattr(self, key)!r}")
         if self.alignment not in ("arcface", "facexlib"):
             raise ValueError(f"face settings: alignment must be 'arcface' or 'facexlib', got {self.alignment!r}")
+        if self.canvas_layout not in CANVAS_LAYOUTS:
+            raise ValueError(f"face settings: canvas_layout must be one of {CANVAS_LAYOUTS}, got {self.canvas_layout!r}")
         if self.facexlib_face not in ("center", "first"):
             raise ValueError(f"face settings: facexlib_face must be 'center' or 'first', got {self.facexlib_face!r}")
         if self.id_source not in ("photo", "crop"):
@@ -165,6 +170,7 @@ class FaceSettings:
     def output_settings(self) -> dict:
         """The settings that change the conditioning (part of the cache key)."""
         out = {"crop_size": int(self.crop_size), "canvas": [int(self.canvas_width), int(self.canvas_height)],
+               "canvas_layout": self.canvas_layout,
                "clip_gray": bool(self.clip_gray), "id_vector": self.id_vector, "alignment": self.alignment,
                "max_long_edge": None if self.max_long_edge is None else int(self.max_long_edge)}
         if self.alignment == "facexlib":
@@ -236,16 +242,28 @@ def face_messages(faces: Sequence[Face], face: Face, path: str | Path, image_sha
     return messages
 
 
-def canvas_layout(num_faces: int, width: int, height: int) -> list[tuple[int, int, int]]:
-    """(x, y, size) of each face on the canvas: a centred row of equal squares.
+def canvas_layout(num_faces: int, width: int, height: int, layout: str = "authors") -> list[tuple[int, int, int]]:
+    """(x, y, size) of each face on the canvas.
 
-    size = min(3/4 of the height, width / K); the row is centred horizontally, the faces vertically.
-    K = 2 on 720 x 480 gives the reference placement exactly (360 px at x = 0 and 360, y = 60);
-    K = 1 puts one 360 px face in the middle (x = 180, y = 60); K = 3 gives 240 px at x = 0, 240, 480,
-    y = 120.
+    'authors': the Ingredients inference pipeline (feizc/Ingredients models/utils.py,
+    `process_face_embeddings_infer`): line 278 `Image.new("RGB", (720, 480), color=(255, 255, 255))`,
+    line 340 `img.resize((360, 360))` (PIL's default filter, bicubic), line 341
+    `new_img.paste(img, (360*i, 60))` for identity i = 0, 1, ... (line 342 `i += 1`). So K = 1 sits at
+    x = 0 (not centred) and on 720 x 480 a third face (x = 720) falls off the canvas, as there (PIL's
+    paste clips). On another canvas the same geometry scaled by the width: size = min(W // 2, H),
+    x = size x i, y = (H - size) // 2 (exactly 360, 360 i, 60 on 720 x 480).
+    'centred': a centred row of equal squares, size = min(3/4 of the height, W / K), centred
+    horizontally and vertically (K = 2 on 720 x 480 equals 'authors'; K = 1 at x = 180).
     """
     if num_faces < 1:
         raise ValueError(f"need at least one face, got {num_faces}")
+    if layout not in CANVAS_LAYOUTS:
+        raise ValueError(f"canvas layout must be one of {CANVAS_LAYOUTS}, got {layout!r}")
+    if layout == "authors":
+        size = min(width // 2, height)
+        if size < 1:
+            raise ValueError(f"canvas {width}x{height} is too small for a face")
+        return [(size * i, (height - size) // 2, size) for i in range(num_faces)]
     size = min(int(height * FACE_TO_CANVAS_HEIGHT), width // num_faces)
     if size < 1:
         raise ValueError(f"canvas {width}x{height} is too small for {num_faces} faces")
@@ -254,10 +272,11 @@ def canvas_layout(num_faces: int, width: int, height: int) -> list[tuple[int, in
     return [(x0 + i * size, y, size) for i in range(num_faces)]
 
 
-def make_canvas(crops: np.ndarray, width: int, height: int) -> Image.Image:
-    """White RGB canvas with crops [K, S, S, 3] resized (bicubic) and pasted per canvas_layout."""
+def make_canvas(crops: np.ndarray, width: int, height: int, layout: str = "authors") -> Image.Image:
+    """White RGB canvas with crops [K, S, S, 3] resized (bicubic) and pasted per canvas_layout
+    (a face placed past the right edge is clipped, as PIL's paste does in the authors' pipeline)."""
     canvas = Image.new("RGB", (int(width), int(height)), (255, 255, 255))
-    for crop, (x, y, size) in zip(crops, canvas_layout(len(crops), int(width), int(height))):
+    for crop, (x, y, size) in zip(crops, canvas_layout(len(crops), int(width), int(height), layout)):
         face = Image.fromarray(np.ascontiguousarray(crop))
         if face.size != (size, size):
             face = face.resize((size, size), Image.Resampling.BICUBIC)
@@ -530,7 +549,7 @@ def process_references(photo_paths: Sequence[str | Path], conditioner: FaceCondi
     id_cond = torch.cat([rec, features.pooled.float()], dim=-1).contiguous()  # [K, rec_dim + clip_dim]
     if background is not None:  # the canvas shows the whitened colour crops (ConsisID's return_face_features_image_2)
         crops_arr = np.where(background[..., None], np.uint8(255), crops_arr)
-    canvas = make_canvas(crops_arr, settings.canvas_width, settings.canvas_height)
+    canvas = make_canvas(crops_arr, settings.canvas_width, settings.canvas_height, settings.canvas_layout)
     result = ReferenceConditioning(crops=crops_arr, id_cond=id_cond, id_vit_hidden=features.hidden, canvas=canvas,
                                    faces=faces, paths=paths, warnings=messages, cache_key=key)
     if cache_dir is not None:

@@ -3,7 +3,8 @@
 Each line is `{"case_id": str, "prompt": str, "references": [image path, ...], "seed": int}`, with
 an optional `"targets": [[image path, ...], ...]`: per identity (in reference order), other photos of
 the same person than its reference (the copy-paste metric's targets; an identity may have none, and a
-case without the key has none). Reference and target paths are relative to the benchmark file's folder (or absolute); a relative path may not
+case without the key has none), and an optional `"ground_truth": video path`: a real clip of exactly
+these people (the `vae_roundtrip` baseline's input). Reference, target and ground-truth paths are relative to the benchmark file's folder (or absolute); a relative path may not
 leave that folder (`../` is refused) so a benchmark cannot read files outside its own tree.
 `case_id` names the method's output video `{case_id}.mp4`, so it must be a plain file name.
 """
@@ -20,7 +21,7 @@ from ingredients.files.jsonl import jsonl_lines
 
 CASE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 REQUIRED_KEYS = ("case_id", "prompt", "references", "seed")
-OPTIONAL_KEYS = ("targets",)
+OPTIONAL_KEYS = ("targets", "ground_truth")
 
 
 class BenchmarkError(ValueError):
@@ -30,13 +31,15 @@ class BenchmarkError(ValueError):
 @dataclass(frozen=True)
 class Case:
     """One benchmark case. `references` are resolved absolute paths, in identity order; `targets`:
-    () or, per identity, a tuple of other photos of that person (resolved paths, maybe empty)."""
+    () or, per identity, a tuple of other photos of that person (resolved paths, maybe empty);
+    `ground_truth`: a real video of these people, or None."""
 
     case_id: str
     prompt: str
     references: tuple[Path, ...]
     seed: int
     targets: tuple[tuple[Path, ...], ...] = ()
+    ground_truth: Path | None = None
 
     def to_json(self, root: Path | None = None) -> dict:
         """The case as a JSON line; paths relative to `root` when given and inside it."""
@@ -47,6 +50,8 @@ class Case:
                "seed": self.seed}
         if self.targets:
             out["targets"] = [[rel(t) for t in per_id] for per_id in self.targets]
+        if self.ground_truth is not None:
+            out["ground_truth"] = rel(self.ground_truth)
         return out
 
 
@@ -104,7 +109,9 @@ def parse_case(obj: object, root: Path, where: str) -> Case:
             f"e.g. [[\"a_2.png\"], []], got {raw_targets!r}"
         )
     targets = tuple(tuple(_resolve_reference(root, t, where) for t in per_id) for per_id in raw_targets)
-    return Case(case_id=case_id, prompt=prompt, references=references, seed=seed, targets=targets)
+    ground_truth = _resolve_reference(root, obj["ground_truth"], where) if "ground_truth" in obj else None
+    return Case(case_id=case_id, prompt=prompt, references=references, seed=seed, targets=targets,
+                ground_truth=ground_truth)
 
 
 def read_benchmark(path: str | os.PathLike) -> list[Case]:

@@ -210,7 +210,7 @@ class ClipEncoder:
         settings = self.conditioner.settings
         return dataclasses.replace(
             base, crops=crops, id_cond=base.id_cond[order], id_vit_hidden=[h[order] for h in base.id_vit_hidden],
-            canvas=make_canvas(crops, settings.canvas_width, settings.canvas_height),
+            canvas=make_canvas(crops, settings.canvas_width, settings.canvas_height, settings.canvas_layout),
             faces=[base.faces[i] for i in order], paths=wanted,
         )
 

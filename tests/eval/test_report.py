@@ -120,3 +120,19 @@ def test_log_to_mlflow_one_run_per_method(run_dir, tmp_path, monkeypatch):
         assert "no CLIP weights configured" in run.data.tags["missing.clip_score"]
         assert {a.path for a in client.list_artifacts(run_id)} >= {"metrics.json", "per_video.jsonl"}
     assert (tmp_path / "mlruns").is_dir()
+
+
+def test_tiny_banner_cites_the_vae_roundtrip_row_and_routing_baselines_are_shown(tmp_path):
+    from eval.report import banner, routing_section
+
+    metrics = {"vae_roundtrip": {"face_sim/dlib": 0.0123, "face_found/dlib": 0.0, "by_k": {}},
+               "oracle": {"face_sim/dlib": 0.815, "face_found/dlib": 1.0, "by_k": {}}}
+    text = banner("tiny", metrics, {}, "dlib")
+    assert "vae_roundtrip" in text and "face_sim/dlib 0.012 (oracle 0.815)" in text
+    assert "no vae_roundtrip row was evaluated here" in banner("tiny", {"oracle": metrics["oracle"]}, {}, "dlib")
+    log = tmp_path / "val_log.csv"
+    log.write_text("step,split,val_loss,routing_acc,routing_acc_majority,routing_acc_chance\n"
+                   "0,heldout,1.0,0.5,0.6,0.5\n4,heldout,0.9,0.667,0.6,0.5\n5,heldout,0.9,,,\n")
+    html_text = "".join(routing_section({"stage2": log, "absent": tmp_path / "none.csv"}))
+    assert "<td>stage2</td><td>heldout</td><td>4</td>" in html_text and "0.667" in html_text and "0.6" in html_text
+    assert routing_section({}) == []

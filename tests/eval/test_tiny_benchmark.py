@@ -37,3 +37,10 @@ def test_cases_carry_targets_from_the_heldout_videos(tmp_path, dlib_analyzer):
     # first and last fully visible frame: two targets per person shown in a video, far apart
     names = {p.name.split("__")[0] for p in (tmp_path / "bench" / "targets").iterdir()}
     assert names == in_videos and summary.heldout_identities
+    # ground truth: a held-out shot of exactly the case's people, for the vae_roundtrip baseline
+    shots = set()
+    for rel in json.loads((raw / "split.json").read_text())["heldout_videos"]:
+        shots |= {frozenset(s["identities"]) for s in json.loads((raw / rel.replace(".mp4", ".gt.json")).read_text())["shots"]}
+    with_truth = [c for c in cases if c.ground_truth is not None]
+    assert with_truth and all(frozenset(r.stem for r in c.references) in shots for c in with_truth)
+    assert all(frozenset(r.stem for r in c.references) not in shots for c in cases if c.ground_truth is None)

@@ -33,15 +33,45 @@ def clean_photos(photo_dir, k):
     return [photo_dir / "grace_hopper.png"] + [photo_dir / f"person_{i}.png" for i in range(k - 1)]
 
 
-def test_layout_reproduces_reference_for_two_faces():
-    assert canvas_layout(2, 720, 480) == [(0, 60, 360), (360, 60, 360)]
-    assert canvas_layout(1, 720, 480) == [(180, 60, 360)]
-    assert canvas_layout(3, 720, 480) == [(0, 120, 240), (240, 120, 240), (480, 120, 240)]
-    assert canvas_layout(4, 720, 480) == [(0, 150, 180), (180, 150, 180), (360, 150, 180), (540, 150, 180)]
-    assert canvas_layout(2, 64, 64) == [(0, 16, 32), (32, 16, 32)]
-    assert canvas_layout(1, 64, 64) == [(8, 8, 48)]
+def test_centred_layout_for_k_faces():
+    c = "centred"
+    assert canvas_layout(2, 720, 480, c) == [(0, 60, 360), (360, 60, 360)]
+    assert canvas_layout(1, 720, 480, c) == [(180, 60, 360)]
+    assert canvas_layout(3, 720, 480, c) == [(0, 120, 240), (240, 120, 240), (480, 120, 240)]
+    assert canvas_layout(4, 720, 480, c) == [(0, 150, 180), (180, 150, 180), (360, 150, 180), (540, 150, 180)]
+    assert canvas_layout(2, 64, 64, c) == [(0, 16, 32), (32, 16, 32)]
+    assert canvas_layout(1, 64, 64, c) == [(8, 8, 48)]
     with pytest.raises(ValueError, match="at least one face"):
         canvas_layout(0, 720, 480)
+    with pytest.raises(ValueError, match="canvas layout must be one of"):
+        canvas_layout(1, 720, 480, "middle")
+
+
+def authors_canvas(crops: np.ndarray) -> np.ndarray:
+    """feizc/Ingredients models/utils.py, process_face_embeddings_infer, transcribed line by line
+    (the face crops given; their cropped_faces[0] is facexlib's 512 px RGB crop)."""
+    new_img = Image.new("RGB", (720, 480), color=(255, 255, 255))  # line 278
+    i = 0  # line 280
+    for crop in crops:  # line 281
+        img = Image.fromarray(crop, "RGB")  # line 339
+        img = img.resize((360, 360))  # line 340
+        new_img.paste(img, (360 * i, 60))  # line 341
+        i += 1  # line 342
+    return np.array(new_img)  # line 344
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_default_canvas_is_the_authors_for_every_k(k):
+    """The default layout: identity i at (360 i, 60), 360 px, K = 1 at x = 0 (not centred, as the
+    'centred' layout puts it at x = 180); a third face falls off the 720 px canvas as there."""
+    rng = np.random.default_rng(k)
+    crops = rng.integers(0, 256, (k, 512, 512, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(np.asarray(make_canvas(crops, 720, 480)), authors_canvas(crops))
+    assert canvas_layout(k, 720, 480) == [(360 * i, 60, 360) for i in range(k)]
+    assert FaceSettings().canvas_layout == "authors"
+    # the same geometry on the tiny and rehearsal canvases: size W // 2, y centred
+    assert canvas_layout(2, 128, 128) == [(0, 32, 64), (64, 32, 64)]
+    assert canvas_layout(1, 96, 64) == [(0, 8, 48)]
 
 
 def test_canvas_pastes_resized_crops_on_white():
@@ -82,7 +112,8 @@ def test_end_to_end_shapes_and_placement(conditioner, photo_dir, dlib_analyzer, 
     mask = np.ones(canvas.shape[:2], bool)
     for crop, (x, y, size) in zip(result.crops, canvas_layout(k, 720, 480)):
         expected = np.asarray(Image.fromarray(crop).resize((size, size), Image.Resampling.BICUBIC))
-        np.testing.assert_array_equal(canvas[y:y + size, x:x + size], expected)
+        shown = canvas[y:y + size, x:x + size]  # the authors' layout puts a third face past the edge
+        np.testing.assert_array_equal(shown, expected[:, :shown.shape[1]])
         mask[y:y + size, x:x + size] = False
     assert (canvas[mask] == 255).all()
     # different people: their identity vectors are below the same-person threshold

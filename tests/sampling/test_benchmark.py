@@ -85,6 +85,10 @@ def test_optional_targets_per_identity_round_trip(root):
         with_targets, without]
     assert json.loads((root / "again.jsonl").read_text().splitlines()[0])["targets"] == [["refs/b.png"], []]
     assert "targets" not in json.loads((root / "again.jsonl").read_text().splitlines()[1])
+    # ground_truth: a real clip of the case's people (any file path, resolved like the references)
+    (case,) = read_benchmark(write_lines(root / "gt.jsonl", [line("c0", ground_truth="refs/a.png")]))
+    assert case.ground_truth == (root / "refs" / "a.png").resolve() and with_targets.ground_truth is None
+    assert json.loads(write_benchmark(root / "gt2.jsonl", [case]).read_text())["ground_truth"] == "refs/a.png"
 
 
 @pytest.mark.parametrize("targets, message", [

@@ -1,0 +1,115 @@
+"""The vae_roundtrip baseline: each case's ground-truth clip (the benchmark's optional `ground_truth`)
+encoded and decoded by the model's own VAE at the sampling size, written as `{case_id}.mp4` and
+evaluated like any method. It is the ceiling every generated method reaches through that VAE: a
+low face score of a generated method splits into what the autoencoder loses (this row) and what the
+generator loses (the rest).
+
+    python -m eval.vae_roundtrip --benchmark FILE --model MODEL_FOLDER --out DIR [--params params.yaml]
+
+Size: the `sample:` section's height / width / num_frames, defaulting as sampling does to the
+transformer's sample size (sample_height x sample_width latents x the VAE's spatial factor,
+sample_frames frames). The clip's first frames are taken (the largest 4 k + 1 count the VAE decodes
+back to the same length, at most num_frames), each resized to the sampling size (area
+interpolation); the latent is the posterior's mode, so the row is deterministic. Cases without a
+ground-truth clip get no video and are listed with the reason in `DIR/absent.json`, which
+`eval.run` reports as missing (never a number).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from ingredients.config import load_params, section, stage_parser, validate_model
+from ingredients.files.atomic import write_json
+from ingredients.files.video_io import read_video, write_video
+from ingredients.sampling.benchmark import Case, read_benchmark
+from ingredients.sampling.sample import SampleParams
+
+logger = logging.getLogger(__name__)
+
+NO_GROUND_TRUTH = "the case has no ground-truth clip in the benchmark (its optional 'ground_truth' key)"
+
+
+def load_vae(model: Path):
+    """The model folder's VAE, with the class its model_index.json names (diffusers)."""
+    import diffusers
+
+    index = json.loads((model / "model_index.json").read_text())
+    library, class_name = index["vae"]
+    if library != "diffusers":
+        raise ValueError(f"{model}/model_index.json: vae from {library!r}; only diffusers VAEs are supported")
+    return getattr(diffusers, class_name).from_pretrained(model / "vae").eval()
+
+
+def sampling_size(model: Path, vae, params: SampleParams) -> tuple[int, int, int]:
+    """(num_frames, height, width) sampling uses: the sample: section, else the transformer's config."""
+    cfg = json.loads((model / "transformer" / "config.json").read_text())
+    spatial = 2 ** (len(vae.config.block_out_channels) - 1)
+    return (params.num_frames or int(cfg["sample_frames"]), params.height or int(cfg["sample_height"]) * spatial,
+            params.width or int(cfg["sample_width"]) * spatial)
+
+
+def decodable_frames(available: int, wanted: int, temporal: int) -> int:
+    """The largest temporal x k + 1 frame count <= min(available, wanted) (CogVideoX's VAE keeps it)."""
+    n = min(available, wanted)
+    if n < 1:
+        raise ValueError(f"a ground-truth clip needs at least 1 frame, got {available}")
+    return (n - 1) // temporal * temporal + 1
+
+
+@torch.no_grad()
+def roundtrip(vae, frames: np.ndarray, height: int, width: int) -> np.ndarray:
+    """uint8 frames [F, H0, W0, 3] -> resized to height x width, VAE-encoded (posterior mode) and
+    decoded, uint8 [F, height, width, 3]."""
+    resized = np.stack([cv2.resize(f, (width, height), interpolation=cv2.INTER_AREA) for f in frames])
+    x = torch.from_numpy(resized).float().div(127.5).sub(1.0)  # [F, H, W, 3] in [-1, 1]
+    x = x.permute(3, 0, 1, 2)[None].to(vae.dtype)  # [F, H, W, 3] -> [1, 3, F, H, W]
+    latent = vae.encode(x).latent_dist.mode()
+    out = vae.decode(latent).sample[0]  # [3, F, H, W]
+    out = out.float().clamp(-1, 1).add(1).mul(127.5).round().byte()
+    return out.permute(1, 2, 3, 0).numpy()  # [3, F, H, W] -> [F, H, W, 3]
+
+
+def write_roundtrips(cases: list[Case], model: Path, out: Path, params: SampleParams) -> dict[str, str]:
+    """Write `{case_id}.mp4` for every case with a ground-truth clip; returns {case_id: reason} of the
+    others (also written to out/absent.json)."""
+    vae = load_vae(model)
+    num_frames, height, width = sampling_size(model, vae, params)
+    temporal = int(getattr(vae.config, "temporal_compression_ratio", 4))
+    out.mkdir(parents=True, exist_ok=True)
+    absent = {}
+    for case in cases:
+        if case.ground_truth is None:
+            absent[case.case_id] = NO_GROUND_TRUTH
+            continue
+        clip, _fps = read_video(case.ground_truth)
+        clip = clip[:decodable_frames(len(clip), num_frames, temporal)]
+        write_video(out / f"{case.case_id}.mp4", roundtrip(vae, clip, height, width), fps=params.fps)
+        logger.info("%s: %d frames of %s through the VAE at %dx%d", case.case_id, len(clip), case.ground_truth.name,
+                    width, height)
+    write_json(out / "absent.json", absent)
+    return absent
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = stage_parser("eval.vae_roundtrip", __doc__)
+    parser.add_argument("--benchmark", required=True)
+    parser.add_argument("--model", required=True, type=Path, help="model folder whose VAE is used (e.g. models/stage2/model)")
+    parser.add_argument("--out", required=True, type=Path)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    params = (validate_model(SampleParams, section(load_params(args.params), "sample", args.params), "sample")
+              if args.params else SampleParams())
+    cases = read_benchmark(args.benchmark)
+    absent = write_roundtrips(cases, args.model, args.out, params)
+    logger.info("vae_roundtrip: %d of %d cases have a ground-truth clip", len(cases) - len(absent), len(cases))
+
+
+if __name__ == "__main__":
+    main()
