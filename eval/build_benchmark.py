@@ -52,6 +52,20 @@ class BenchmarkParams(BaseModel):
     opens2v: OpenS2VParams = Field(default_factory=OpenS2VParams)
 
 
+def check_references_are_images(cases, where: str) -> None:
+    """Refuse a reference file that is not an image (here, not later in the oracle or in sampling)."""
+    from PIL import Image, UnidentifiedImageError
+
+    for case in cases:
+        for ref in case.references:
+            try:
+                with Image.open(ref) as image:
+                    image.verify()
+            except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+                raise BenchmarkError(f"{where}: case {case.case_id!r}: reference {ref} is not an image "
+                                     f"({type(err).__name__}: {err}); replace it with a PNG or JPEG photo") from None
+
+
 def build_benchmark(params: BenchmarkParams, out: Path) -> Path:
     """Write OUT/benchmark.jsonl from the configured source; returns its path."""
     source = Path(params.path)
@@ -64,6 +78,7 @@ def build_benchmark(params: BenchmarkParams, out: Path) -> Path:
         import_opens2v(source, target, tuple(params.opens2v.files), params.opens2v.min_faces, params.seed)
     cases = read_benchmark(target)
     check_identity_counts(cases, params.max_identities, f"benchmark.path {params.path}", "benchmark.max_identities")
+    check_references_are_images(cases, f"benchmark.path {params.path}")
     counts = Counter(len(c.references) for c in cases)
     logger.info("benchmark %s: %d cases from %s %s; cases per K: %s", target, len(cases), params.source, params.path,
                 dict(sorted(counts.items())))

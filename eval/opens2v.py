@@ -23,6 +23,7 @@ import argparse
 import json
 import logging
 import os
+from dataclasses import replace
 from pathlib import Path
 
 from ingredients.sampling.benchmark import CASE_ID_PATTERN, BenchmarkError, Case, write_benchmark
@@ -72,11 +73,14 @@ def import_opens2v(dataset_root: str | os.PathLike, out_path: str | os.PathLike,
                    min_faces: int = 2, seed: int = 0) -> list[Case]:
     """Read the named case files under `dataset_root`, keep multi-face cases, write `out_path`.
 
-    A case id found in several files is imported once (the first file wins). Reference paths in
-    the output are absolute unless `out_path` lies at or above the dataset root.
+    A case id found in several files is imported once when the cases are the same (prompt and
+    references), and under distinct ids when they differ: the later one as `ID__FILESTEM`; both kinds
+    are counted in the log. Reference paths in the output are absolute unless `out_path` lies at or
+    above the dataset root.
     """
     root = Path(dataset_root)
     merged: dict[str, Case] = {}
+    same, differing = 0, []
     for name in json_names:
         path = root / name
         if not path.is_file():
@@ -84,10 +88,24 @@ def import_opens2v(dataset_root: str | os.PathLike, out_path: str | os.PathLike,
                 f"OpenS2V-Eval case file not found: {path}; download the dataset with "
                 "`hf download --repo-type dataset BestWishYsh/OpenS2V-Eval --local-dir <root>`"
             )
-        with path.open(encoding="utf-8") as f:
-            data = json.load(f)
+        try:
+            with path.open(encoding="utf-8") as f:
+                data = json.load(f)
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise BenchmarkError(f"{path}: not a readable JSON file ({err}); download the case file again") from None
         for case in convert_opens2v(data, root, min_faces=min_faces, seed=seed, where=str(path)):
-            merged.setdefault(case.case_id, case)
+            first = merged.get(case.case_id)
+            if first is None:
+                merged[case.case_id] = case
+            elif (first.prompt, first.references) == (case.prompt, case.references):
+                same += 1
+            else:  # one id, two different cases: keep both
+                renamed = replace(case, case_id=f"{case.case_id}__{Path(name).stem}")
+                merged[renamed.case_id] = renamed
+                differing.append(f"{case.case_id} -> {renamed.case_id}")
+    if same or differing:
+        logger.warning("OpenS2V-Eval case ids in several case files: %d identical (imported once), %d different "
+                       "(kept under distinct ids: %s)", same, len(differing), ", ".join(differing[:5]) + (" ..." if len(differing) > 5 else ""))
     cases = list(merged.values())
     if not cases:
         raise BenchmarkError(f"{root}: no case with at least {min_faces} face references in {list(json_names)}")

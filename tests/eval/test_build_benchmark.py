@@ -23,6 +23,17 @@ OPEN_DOMAIN = {
     "singleface_1": (["singleface/crop_man/2.png"], ["Man"]),
     "multiobject_1": (["multiobject/object/5.jpg", "multiobject/object/6.jpg"], ["Dog", "Cat"]),
 }
+def _png() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 150, 120)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+PNG = _png()  # a real (tiny) image: the stage refuses references that are not images
 HUMAN_DOMAIN = {"singlehuman_1": (["singlehuman/woman/7.jpg"], ["Woman"])}
 
 
@@ -35,7 +46,7 @@ def opens2v(tmp_path):
             paths = [f"Images/{p}" for p in paths]
             for p in paths:
                 (root / p).parent.mkdir(parents=True, exist_ok=True)
-                (root / p).write_bytes(b"image")
+                (root / p).write_bytes(PNG)
             data[case_id] = {"img_paths": paths, "prompt": f"prompt of {case_id}", "synthesis_flag": "True",
                              "class_label": labels}
         (root / name).write_text(json.dumps(data))
@@ -73,7 +84,7 @@ def test_cases_larger_than_max_identities_are_refused_by_name(opens2v, tmp_path)
 def test_jsonl_source_is_copied_with_its_references(tmp_path):
     ref = tmp_path / "elsewhere" / "a.png"
     ref.parent.mkdir()
-    ref.write_bytes(b"image")
+    ref.write_bytes(PNG)
     src = write_benchmark(tmp_path / "elsewhere" / "mine.jsonl", [Case("c1", "a prompt", (ref.resolve(),), 3)])
     cases = _run(tmp_path, source="jsonl", path=str(src))
     assert cases == [Case("c1", "a prompt", (ref.resolve(),), 3)]
@@ -83,3 +94,13 @@ def test_identity_count_check_names_the_limit():
     cases = [Case("big", "p", tuple(f"/r{i}" for i in range(3)), 0)]
     with pytest.raises(BenchmarkError, match=r"bench.jsonl: 1 case\(s\) have more references than the model's max_identities=2: big \(3\)"):
         check_identity_counts(cases, 2, "bench.jsonl", "the model's max_identities")
+
+
+def test_a_reference_that_is_not_an_image_is_refused_by_the_stage(tmp_path):
+    """Issue 21, finding 8: a non-image reference passed the benchmark stage and failed in the oracle."""
+    ref = tmp_path / "elsewhere" / "a.png"
+    ref.parent.mkdir()
+    ref.write_text("not a picture")
+    src = write_benchmark(tmp_path / "elsewhere" / "mine.jsonl", [Case("c1", "a prompt", (ref.resolve(),), 3)])
+    with pytest.raises(SystemExit, match=r"case 'c1': reference .*a\.png is not an image .*replace it with a PNG or JPEG"):
+        _run(tmp_path, source="jsonl", path=str(src))

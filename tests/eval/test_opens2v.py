@@ -53,3 +53,26 @@ def test_missing_image_and_missing_json_are_named(dataset, tmp_path):
         import_opens2v(dataset, tmp_path / "b.jsonl")
     with pytest.raises(FileNotFoundError, match="Single-Domain_Eval.json"):
         import_opens2v(dataset, tmp_path / "b.jsonl", json_names=("Single-Domain_Eval.json",))
+
+
+def test_a_case_id_in_two_files_is_kept_once_when_equal_and_twice_when_not(dataset, tmp_path, caplog):
+    """Issue 21, finding 8: ids in two case files (60 in OpenS2V-Eval, 30 with different images) kept
+    the first silently."""
+    human = {"multihuman_1": {"img_paths": ["Images/multihuman/man/14.jpg", "Images/multihuman/woman/13.jpg"],
+                              "prompt": "a man and a woman"}}
+    (dataset / "Human-Domain_Eval.json").write_text(json.dumps(human))
+    cases = import_opens2v(dataset, tmp_path / "b.jsonl")
+    assert [c.case_id for c in cases] == ["multihuman_1", "multihuman_1__Human-Domain_Eval"]
+    assert cases[1].prompt == "a man and a woman"
+    assert "1 different (kept under distinct ids: multihuman_1 -> multihuman_1__Human-Domain_Eval)" in caplog.text
+    opened = json.loads((dataset / "Open-Domain_Eval.json").read_text())
+    (dataset / "Human-Domain_Eval.json").write_text(json.dumps({"multihuman_1": opened["multihuman_1"]}))
+    assert [c.case_id for c in import_opens2v(dataset, tmp_path / "b.jsonl")] == ["multihuman_1"]
+    assert "1 identical (imported once)" in caplog.text
+
+
+def test_a_broken_case_file_is_named(dataset, tmp_path):
+    """Issue 21, finding 8: a JSON decode error did not name the file."""
+    (dataset / "Human-Domain_Eval.json").write_text('{"multihuman_1": ')
+    with pytest.raises(BenchmarkError, match=r"Human-Domain_Eval\.json: not a readable JSON file"):
+        import_opens2v(dataset, tmp_path / "b.jsonl")
