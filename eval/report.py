@@ -319,11 +319,29 @@ def comparability_section(out: Path, metrics: dict, backend: str | None) -> list
     return parts
 
 
+def curation_section(curation_report: str | os.PathLike | None) -> list[str]:
+    """The raw videos that gave no training clip, each with why (curation's report.json
+    `videos.outcomes`): a video the study silently lost would otherwise show only in a count."""
+    if curation_report is None or not Path(curation_report).is_file():
+        return []
+    videos = json.loads(Path(curation_report).read_text(encoding="utf-8"))["videos"]
+    nothing = {v: o for v, o in videos.get("outcomes", {}).items() if not o["clips"]}
+    parts = [f"<h2>Curation: videos that gave no clip</h2><p>{len(nothing)} of {videos['total']} videos "
+             f"(<code>{html.escape(str(curation_report))}</code>).</p>"]
+    if nothing:
+        parts.append("<ul>")
+        parts += [f"<li><b>{html.escape(v)}</b>: {html.escape(o['why'])}: {html.escape(o.get('message') or '')}</li>"
+                  for v, o in sorted(nothing.items())]
+        parts.append("</ul>")
+    return parts
+
+
 def render_report(eval_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None,
                   benchmark: str | os.PathLike | None = None, methods: dict[str, Path] | None = None,
                   n_columns: int = 6, max_cases: int | None = 12, train_logs: dict[str, Path] | None = None,
                   train_images: list[Path] | None = None, profile: str | None = None,
-                  val_logs: dict[str, Path] | None = None, plan: str | os.PathLike | None = None) -> Path:
+                  val_logs: dict[str, Path] | None = None, plan: str | os.PathLike | None = None,
+                  curation: str | os.PathLike | None = None) -> Path:
     """Write `out_dir/index.html` (default eval_dir/report) and its PNGs; returns the HTML path.
 
     The benchmark and method folders default to the run's sources.json. `profile` ('tiny' or
@@ -378,6 +396,7 @@ def render_report(eval_dir: str | os.PathLike, out_dir: str | os.PathLike | None
     parts += routing_section(val_logs or {})
     parts += training_section(out, train_logs or {}, list(train_images or []))
     parts += plan_section(plan)  # the plan stage's JSON: what the study costs on GPUs
+    parts += curation_section(curation)  # curation's report.json: videos that gave no clip
     gaps = []
     for m, d in sorted(missing.items()):
         overall_gaps, k_gaps = split_by_k(d)
@@ -410,6 +429,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="params profile of the evaluated videos (prepare.profile); tiny adds the banner saying "
                              "what that profile can show")
     parser.add_argument("--plan", default=None, help="the plan stage's plan.json: a section on what the study costs")
+    parser.add_argument("--curation", default=None, help="curation's report.json: a section listing the videos that gave no clip")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     logs = dict(spec.split("=", 1) for spec in args.train_log)
@@ -420,7 +440,8 @@ def main(argv: list[str] | None = None) -> None:
             images += found[-1:]
     render_report(args.eval, args.out, n_columns=args.columns, max_cases=args.max_cases,
                   train_logs={k: Path(v) for k, v in logs.items()}, train_images=images, profile=args.profile,
-                  val_logs={k: Path(v) for k, v in (spec.split("=", 1) for spec in args.val_log)}, plan=args.plan)
+                  val_logs={k: Path(v) for k, v in (spec.split("=", 1) for spec in args.val_log)}, plan=args.plan,
+                  curation=args.curation)
 
 
 if __name__ == "__main__":

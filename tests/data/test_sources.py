@@ -328,6 +328,10 @@ def test_a_range_past_the_end_is_named_not_counted_corrupt(layouts, tmp_path):
     assert "set end <= 24" in outcomes["v__10-100"]["message"]
     assert outcomes["v__50-60"]["why"] == "range_past_end" and "clips.jsonl:2" in outcomes["v__50-60"]["message"]
     assert report["videos"]["without_clips"] == 2
+    from eval.report import curation_section  # the report page lists them
+
+    page = "".join(curation_section(tmp_path / "out" / "report.json"))
+    assert "2 of 2 videos" in page and "<b>v__10-100</b>: range_past_end: " in page and "clips.jsonl:2" in page
 
 
 def test_an_unusable_split_or_too_many_failures_refuse_the_output():
