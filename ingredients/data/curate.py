@@ -1,29 +1,36 @@
 """Data curation: raw videos -> training clips with identities, reference crops, masks and captions.
 
-Per video: decode -> shots (PySceneDetect) -> face detection every `detect_stride` frames -> tracks
-within each shot -> tracks clustered into identities over the whole video (recognizer embeddings,
-agglomerative, cannot-link for co-visible tracks; one video's identities are consistent across its
-shots, which lets a clip take its reference crop from another shot) -> one candidate clip per shot ->
-filters (each drop counted by reason) -> per kept clip: caption, reference crop per identity, masks.
+Per video (`ingredients.data.video_curation`, the code a worker imports): shots (PySceneDetect) ->
+face detection every `detect_stride` frames -> tracks within each shot -> tracks clustered into
+identities over the whole video (recognizer embeddings, agglomerative, cannot-link for co-visible
+tracks; one video's identities are consistent across its shots, which lets a clip take its
+reference crop from another shot) -> one candidate clip per shot -> filters (each drop counted by
+reason) -> per kept clip: caption, reference crop per identity, masks. Frames stream through these
+passes (memory flat in video length).
 
-Each video's result is written atomically to `OUT/work/NAME.json` once it is complete (reference
-crops and masks are written before it), so a killed run resumes where it stopped: finished videos
-are reused when their file fingerprint and the settings fingerprint match (temp files of writes the
-kill interrupted are removed at the start). The manifest
-(`OUT/manifest.jsonl`), the report (`OUT/report.json`) and a contact sheet (`OUT/contact_sheet.png`)
-are written atomically at the end from all per-video results, in video order, so a resumed run
-produces the same manifest as an uninterrupted one.
+Each video's result is written atomically to `OUT/work/KEY.json` once it is complete (reference
+crops and masks are written before it; KEY is a plain name, never a path), so a killed run resumes
+where it stopped: finished videos are reused when their inputs' fingerprint (the video file, its
+caption sidecars, the range and caption its source gives) and the settings fingerprint match (temp
+files of writes the kill interrupted are removed at the start). The manifest (`OUT/manifest.jsonl`,
+and `OUT/val.jsonl`: the videos `data.val_fraction` holds out, whole videos), the report
+(`OUT/report.json`, with each video's outcome: the clips it gave or why none) and a contact sheet
+(`OUT/contact_sheet.png`) are written atomically at the end from all per-video results, in video
+order, so a resumed run produces the same manifest as an uninterrupted one.
 
-Corrupt or empty videos, videos without faces and missing or unreadable caption sidecars are
-counted (report `videos.skipped`) and skipped; so is a video whose curation raised or whose worker
-died past the retries (`failed`, not saved: the next run tries it again). The videos run on the
-`compute:` engine (`ingredients.compute`: a process pool of `num_workers`, or Ray tasks). With ground truth (`NAME.gt.json`, the tiny data),
-the report scores identity assignment and masks (see `ingredients.data.scoring`).
+Corrupt or empty videos, ranges past a video's end, videos without faces and missing or unreadable
+caption sidecars are counted (report `videos.skipped`) and skipped; so is a video whose curation
+raised or whose worker died past the retries (`failed`, not saved: the next run tries it again). The
+command exits non-zero, naming report.json, when no clip is kept, the training or validation set is
+empty, or more than `curate.max_failed_fraction` of the videos failed: DVC never caches such a
+folder. The videos run on the `compute:` engine (`ingredients.compute`: a process pool of
+`num_workers`, or Ray tasks). With ground truth (`NAME.gt.json`, the tiny data), the report scores
+identity assignment and masks (see `ingredients.data.scoring`).
 
 CLI: `python -m ingredients.data.curate --params params.yaml --out DIR` (reads `data:`, `curate:` and `compute:`;
 `--raw DIR` curates the top level of a folder instead of the `data:` source, e.g. the held-out videos).
 Sources (`ingredients.data.sources`): the synth folder, a recursive folder tree of videos, or a list
-of clips with frame ranges.
+of clips with frame or second ranges; everything they read lies under `data.path`.
 """
 
 from __future__ import annotations
