@@ -69,7 +69,8 @@ class FakeRun(contextlib.ExitStack):
 
     def phase(self) -> "Phase":
         """Measure one phase: `with run.phase() as p:` ... then p.peak_bytes (over the live bytes at
-        its start), p.flops, p.end_bytes (left live at its end, over the start)."""
+        its start), p.peak_other_bytes (the same for the bytes not set aside), p.flops, p.end_bytes
+        (left live at its end, over the start)."""
         return Phase(self)
 
 
@@ -78,12 +79,14 @@ class Phase:
         self.run = run
         self.start_bytes = 0
         self.peak_bytes = 0
+        self.peak_other_bytes = 0
         self.end_bytes = 0
         self.flops = 0
         self.flops_by_op: dict[str, int] = {}
 
     def __enter__(self) -> "Phase":
         self.start_bytes = self.run.memory.live
+        self._aside0 = self.run.memory.aside
         self.run.memory.reset_peak()
         self._flops0 = dict(self.run.flops.by_op)
         return self
@@ -91,6 +94,7 @@ class Phase:
     def __exit__(self, *exc) -> None:
         m = self.run.memory
         self.peak_bytes = m.peak - self.start_bytes
+        self.peak_other_bytes = m.peak_other - (self.start_bytes - self._aside0)
         self.end_bytes = m.live - self.start_bytes
         self.flops_by_op = {k: v - self._flops0.get(k, 0) for k, v in self.run.flops.by_op.items()
                             if v - self._flops0.get(k, 0)}

@@ -20,14 +20,20 @@ from torch.utils._pytree import tree_iter
 class LiveStorageCounter(TorchDispatchMode):
     """`live` and `peak` bytes of the storages created while the mode is on (or passed to `track`).
 
-    `reset_peak()` sets the peak to the current live bytes (to measure one phase).
+    `reset_peak()` sets the peak to the current live bytes (to measure one phase). `set_aside(t)` takes a
+    live tensor out of `peak_other` (the peak of the bytes not set aside), e.g. gradients as backward makes
+    them, so the activations' own peak is known whatever share of the gradients exists at that moment.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.live = 0
         self.peak = 0
+        self.aside = 0
+        self.peak_other = 0
         self._seen: dict[int, int] = {}  # id of a live storage -> its bytes
+        self._aside: set[int] = set()
+        self._last: tuple[int, int] = (-1, 0)
 
     def track(self, *tensors: torch.Tensor) -> None:
         """Count tensors that already exist (e.g. made outside the mode)."""
@@ -37,6 +43,16 @@ class LiveStorageCounter(TorchDispatchMode):
 
     def reset_peak(self) -> None:
         self.peak = self.live
+        self.peak_other = self.live - self.aside
+
+    def set_aside(self, t: torch.Tensor) -> None:
+        """Count `t`'s storage (already live) as set aside until it dies."""
+        key = id(t.untyped_storage())
+        if key in self._seen and key not in self._aside:
+            self._aside.add(key)
+            self.aside += self._seen[key]
+            if self._last[0] == key:  # made by the last op: it never counted among the others
+                self.peak_other = max(self._last[1], self.live - self.aside)
 
     def _add(self, t: torch.Tensor) -> None:
         try:
@@ -50,10 +66,16 @@ class LiveStorageCounter(TorchDispatchMode):
         self._seen[key] = nbytes
         self.live += nbytes
         self.peak = max(self.peak, self.live)
+        self._last = (key, self.peak_other)  # set_aside right after creation undoes this storage's share
+        self.peak_other = max(self.peak_other, self.live - self.aside)
         weakref.finalize(storage, self._free, key)
 
     def _free(self, key: int) -> None:
-        self.live -= self._seen.pop(key, 0)
+        nbytes = self._seen.pop(key, 0)
+        self.live -= nbytes
+        if key in self._aside:
+            self._aside.discard(key)
+            self.aside -= nbytes
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))

@@ -9,8 +9,8 @@ trainer: the VAE and the text encoder in the weight dtype; frozen transformer pa
 in float32. Inputs are the encoded clips' shapes (video latents, canvas latents, text embeddings, face
 features, index mask) at micro-batch `local_batch`, K = identities.max.
 
-Measured on the live-storage counter: weights, EMA copy, the forward+backward peak over them,
-gradients (the .grad tensors after backward), the optimizer state (what the first optimizer step
+Measured on the live-storage counter: weights, EMA copy, the forward+backward peak over them (and
+without the gradients, set aside as backward makes them), gradients (the .grad tensors after backward), the optimizer state (what the first optimizer step
 adds) and, when the text encoder and VAE encode on the device (precompute off), the encode phase.
 """
 
@@ -50,6 +50,7 @@ class StepMemory:
     optimizer_bytes: int
     ema_bytes: int
     step_peak_bytes: int                  # forward+backward peak over weights, EMA and optimizer state (grads included)
+    activation_peak_bytes: int            # the same peak without the gradients that exist at each moment
     encode_peak_bytes: int                # text + VAE encoding peak over the weights (0 when precomputed)
     flops: int                            # forward + backward (+ recompute) of one micro-batch
     flops_by_op: dict[str, int] = field(default_factory=dict)
@@ -57,8 +58,9 @@ class StepMemory:
 
     @property
     def activation_bytes(self) -> int:
-        """The step's peak over the persistent state, less the gradients (counted on their own)."""
-        return max(self.step_peak_bytes - self.grad_bytes, 0)
+        """The step's peak over the persistent state without the gradients (counted on their own): the
+        gradients backward has made so far are set aside as they appear."""
+        return self.activation_peak_bytes
 
 
 def weight_dtype(spec: StageSpec) -> torch.dtype:
@@ -149,6 +151,8 @@ def measure_training_step(spec: StageSpec, models: ProfileModels, local_batch: i
         encode_peak = 0
         if encoders:
             encode_peak = _encode_phase(run, dict(encoders), int(config["max_text_seq_length"]), num_frames, height, width, dtype)
+        for p in trainable:  # gradients are counted on their own (sharded or not), not as activations
+            p.register_post_accumulate_grad_hook(lambda q: run.memory.set_aside(q.grad))
         inputs = _step_inputs(config, masks, models.vit_tokens, latent_frames, height, width)
         autocast = torch.autocast("cpu", dtype=dtype) if dtype != torch.float32 else torch.autocast("cpu", enabled=False)
         with run.phase() as step:
@@ -177,6 +181,7 @@ def measure_training_step(spec: StageSpec, models: ProfileModels, local_batch: i
             optimizer_bytes=opt_phase.end_bytes,
             ema_bytes=ema_phase.end_bytes,
             step_peak_bytes=step.peak_bytes,
+            activation_peak_bytes=step.peak_other_bytes,
             encode_peak_bytes=encode_peak,
             flops=step.flops,
             flops_by_op=step.flops_by_op,

@@ -19,7 +19,7 @@ def step(trainable: int = 1_000_000_000, frozen: int = 5_000_000_000) -> StepMem
         parameters={"backbone": frozen, "projector": trainable}, trainable={"projector": trainable},
         weight_bytes={"transformer.backbone": 2 * frozen, "transformer.projector": 4 * trainable},
         trainable_bytes=4 * trainable, grad_bytes=4 * trainable, optimizer_bytes=8 * trainable, ema_bytes=0,
-        step_peak_bytes=4 * trainable + 10 * GIB, encode_peak_bytes=0, flops=10**15,
+        step_peak_bytes=4 * trainable + 10 * GIB, activation_peak_bytes=10 * GIB, encode_peak_bytes=0, flops=10**15,
         largest_block_bytes=2 * 100_000_000,
     )
 

@@ -42,3 +42,15 @@ def test_frozen_bf16_parameters_are_counted_at_their_dtype():
     with FakeRun() as run:
         run.materialise(model)
         assert run.memory.live == 2 * (64 * 64 + 64) * 2
+
+
+def test_set_aside_bytes_leave_the_other_peak_until_they_die():
+    with FakeRun() as run:
+        with run.phase() as p:
+            grad = torch.empty(100)  # 400 bytes, set aside (as the plan does with gradients)
+            run.memory.set_aside(grad)
+            act = torch.empty(50)  # 200 bytes
+            del act
+        assert p.peak_bytes == 600 and p.peak_other_bytes == 200
+        del grad
+        assert run.memory.aside == 0 and run.memory.live == 0
