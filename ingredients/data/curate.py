@@ -103,7 +103,9 @@ def curate(raw: str | os.PathLike | DataParams, out_dir: str | os.PathLike, para
     if skipped_before:  # list lines that named no usable clip: counted with the videos skipped
         report["videos"]["total"] += sum(skipped_before.values())
         report["videos"]["skipped"] = dict(sorted((Counter(report["videos"]["skipped"]) + skipped_before).items()))
-    report["source"] = {"source": source.source, "path": source.path}
+    # root: where the manifest's videos may live, for its readers (training): the folder curation read
+    report["source"] = {"source": source.source, "path": source.path,
+                        "root": os.path.relpath(Path(source.path).resolve(), out_dir.resolve())}
     report["split"] = {"val_fraction": source.val_fraction, "val_videos": sorted(held), "val_clips": len(val_clips),
                        "train_clips": len(train_clips)}
     report["throughput"]["engine"] = compute.engine if compute is not None else "local"

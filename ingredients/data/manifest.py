@@ -2,8 +2,10 @@
 
 Paths inside a row (video, reference crops, mask file) are relative to the manifest's folder, so a
 curated folder can be moved as a whole. They cannot escape their root: reference crops and masks must
-lie inside the manifest's folder, source videos inside the data root (by default the folder above the
-manifest's, which holds `raw/` beside `curated/`); absolute paths and escapes are refused on reading. Frame ranges are [start_frame, end_frame) of the source
+lie inside the manifest's folder, source videos inside the data root: by default the folder curation
+read (`data.path`, recorded in `report.json` beside the manifest as `source.root`, relative to the
+manifest's folder), else the folder above the manifest's (which holds `raw/` beside `curated/`);
+absolute paths and escapes are refused on reading. Frame ranges are [start_frame, end_frame) of the source
 video; `boxes` hold one entry per clip frame (None where the identity is not visible). The masks are
 the boxes when `mask_kind == "box"`; with `"segmentation"` the file `mask_path` holds `masks`, bool
 [K, F, H, W] in the order of `identities`.
@@ -87,16 +89,29 @@ def check_clip_paths(clip: ManifestClip, manifest_dir: Path, data_root: Path) ->
         _check_inside(manifest_dir, clip.mask_path, manifest_dir, "mask_path", "manifest's folder")
 
 
+def default_data_root(manifest_dir: Path) -> Path:
+    """Where a manifest's videos may live: the folder its curation read (report.json `source.root`,
+    relative to the manifest's folder), else the folder above the manifest's."""
+    report = manifest_dir / "report.json"
+    try:
+        root = json.loads(report.read_text(encoding="utf-8"))["source"]["root"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return manifest_dir.resolve().parent
+    if not isinstance(root, str) or Path(root).is_absolute():
+        raise ValueError(f"{report}: source.root {root!r} must be a path relative to the manifest's folder")
+    return (manifest_dir / root).resolve()
+
+
 def read_manifest(path: str | os.PathLike, data_root: str | os.PathLike | None = None) -> list[ManifestClip]:
     """Parse and validate a manifest, paths included; errors name the file and line.
 
-    `data_root` bounds where source videos may live (default: the folder above the manifest's).
+    `data_root` bounds where source videos may live (default: `default_data_root`).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"manifest not found: {path}; create it with `python -m ingredients.data.curate`")
     manifest_dir = path.parent
-    root = Path(data_root) if data_root is not None else manifest_dir.resolve().parent
+    root = Path(data_root) if data_root is not None else default_data_root(manifest_dir)
     clips = []
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):

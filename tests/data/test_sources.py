@@ -180,12 +180,20 @@ def test_editing_a_sidecar_reruns_its_video(layouts, tmp_path):
     folder.mkdir()
     shutil.copyfile(flat / "vid_000.mp4", folder / "vid_000.mp4")
     (folder / "vid_000.txt").write_text("first caption")
-    params, data, out = CurationParams(contact_sheet_clips=0), DataParams(source="videos", path=str(folder)), tmp_path / "out"
+    out = tmp_path / "project" / "data" / "curated"  # the videos lie outside the project's data/
+    params, data = CurationParams(contact_sheet_clips=0), DataParams(source="videos", path=str(folder))
     curate(data, out, params)
     (folder / "vid_000.txt").write_text("edited caption")
     report = curate(data, out, params)
     rows = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
     assert report["throughput"]["run_videos"] == 1 and rows and {r["caption"] for r in rows} == {"edited caption"}
+    # finding 4: training refused videos outside data/ ("outside the data root"); the manifest's readers
+    # now take the root curation read from report.json beside it
+    from ingredients.data.manifest import read_manifest
+
+    assert [c.caption for c in read_manifest(out / "manifest.jsonl")] == ["edited caption"] * len(rows)
+    with pytest.raises(ValueError, match="outside the data root"):
+        read_manifest(out / "manifest.jsonl", data_root=tmp_path / "project" / "data")
 
 
 def test_a_repaired_or_added_sidecar_changes_the_fingerprint(tmp_path):
