@@ -10,7 +10,7 @@ import logging
 
 import torch
 
-from ingredients.pipelines import IngredientsPipeline
+from ingredients.pipelines.pipeline_ingredients import IngredientsPipeline
 
 logger = logging.getLogger(__name__)
 

@@ -34,6 +34,7 @@ from ingredients.files.frames import to_uint8
 from ingredients.config import load_params, section, stage_parser, validate_model
 from ingredients.model_folder.folder import load_face_conditioner, load_pipeline
 from ingredients.models import IdentityBatch
+from ingredients.sampling.runtime import DTYPES, DType, Offload, StepCacheSignal, configure_pipeline
 from ingredients.files.video_io import write_video
 
 logger = logging.getLogger(__name__)
@@ -55,6 +56,17 @@ class SampleParams(BaseModel):
     fps: float = Field(8.0, gt=0)
     reference_batch_semantics: bool = False
     save_routing: bool = True
+    # runtime (ingredients/sampling/runtime.py; also read by `ingredients generate`)
+    dtype: DType = Field("float32", description="weights and activations: float32 | bfloat16 | float16 (GPU)")
+    vae_tiling: bool = Field(False, description="decode the video in overlapping spatial tiles (memory)")
+    vae_slicing: bool = Field(False, description="decode one video of the batch at a time (memory)")
+    offload: Offload = Field("none", description="none | model (enable_model_cpu_offload) | sequential "
+                                                 "(enable_sequential_cpu_offload); GPU only")
+    compile: bool = Field(False, description="torch.compile the transformer (fullgraph)")
+    step_cache: StepCacheSignal = Field("off", description="off | first_block | modulated_input (ingredients/pipelines/step_cache.py)")
+    step_cache_threshold: float = Field(0.05, ge=0)
+    identity_sdpa: bool | None = Field(None, description="None: as the model folder says")
+    fused_identity_injection: bool | None = Field(None, description="None: as the model folder says")
 
     def model_post_init(self, _context: Any) -> None:
         unknown = [m for m in self.methods if m not in METHODS]
@@ -104,7 +116,7 @@ def sample_benchmark(params: SampleParams, benchmark: Path, model: Path, out: Pa
         for folder in [out, *(out / m for m in params.methods)]:
             remove_stale_temps(folder, recursive=folder != out)
     state.wait_for_everyone()
-    pipe = load_pipeline(model).to(state.device)
+    pipe = configure_pipeline(load_pipeline(model, DTYPES[params.dtype]), params, state.device)
     check_identity_counts(cases, pipe.transformer.config.max_identities, str(benchmark),
                           f"the model's max_identities ({model}/transformer/config.json)")
     pipe.set_progress_bar_config(disable=True)

@@ -14,7 +14,7 @@ import PIL.Image
 import torch
 
 from ingredients.pipelines import IngredientsPipeline
-from ingredients.speed.step_cache import StepCacheConfig, disable_step_cache, enable_step_cache
+from ingredients.pipelines.step_cache import StepCacheConfig, disable_step_cache, enable_step_cache
 
 
 def latent_mse(reference: torch.Tensor, test: torch.Tensor) -> float:
