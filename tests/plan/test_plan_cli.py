@@ -76,8 +76,12 @@ def test_ingredients_plan_command_writes_the_same_schema(tmp_path):
     assert set(json.loads((tmp_path / "p.json").read_text())["stages"]) == {"sample"}
 
 
-def test_a_bad_plan_setting_names_the_key(tmp_path):
+def test_a_bad_plan_setting_names_the_key(tmp_path, monkeypatch):
+    from ingredients.config import ParamsError
+    from ingredients.plan.plan import main
+
     (tmp_path / "bad.yaml").write_text("plan:\n  mfu: 1.5\n")
-    done = subprocess.run([sys.executable, "-m", "ingredients.plan.plan", "--params", "params.yaml", str(tmp_path / "bad.yaml"),
-                           "--json", str(tmp_path / "p.json")], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert done.returncode != 0 and "plan.mfu" in done.stderr
+    monkeypatch.chdir(ROOT)
+    with pytest.raises(ParamsError, match=r"plan\.mfu"):
+        main(["--params", "params.yaml", str(tmp_path / "bad.yaml"), "--json", str(tmp_path / "p.json")])
+    assert not (tmp_path / "p.json").exists()
