@@ -78,7 +78,8 @@ def aggregate_video_metrics(records: list[dict]) -> tuple[dict[str, float], dict
         if name in out:
             missing[name] = f"averaged over {len(values[name])} of {n} videos; missing in {len(whys)}: {_describe(whys)}"
         else:
-            missing[name] = f"missing in all {n} videos: {_describe(whys)}"
+            where = f"all {n} videos" if len(whys) == n else f"{len(whys)} of {n} videos, no value in any"
+            missing[name] = f"missing in {where}: {_describe(whys)}"
     return out, missing
 
 

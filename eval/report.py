@@ -90,6 +90,9 @@ def case_strip(path: Path, case: Case, methods: dict[str, Path], layout: RunLayo
         axes[0, k].imshow(load_rgb(ref))
         axes[0, k].set_title(f"id{k}", color=ID_COLOURS[k % len(ID_COLOURS)], fontsize=8)
     for r, (method, folder) in enumerate(sorted(methods.items()), start=1):
+        if not (folder / f"{case.case_id}.mp4").is_file():  # declared absent (absent.json), e.g. no ground truth
+            axes[r, 0].text(0.0, 0.5, f"{method}: no video", transform=axes[r, 0].transAxes, fontsize=8)
+            continue
         video, _fps = read_video(folder / f"{case.case_id}.mp4", 0, max_frames)
         faces = load_faces(layout.cache_faces(method, case.case_id)).get(backend) if backend else None
         n_analysed = faces.n_frames if faces is not None else len(range(0, len(video), stride))

@@ -56,3 +56,12 @@ def test_identity_count_falls_back_to_the_stored_face_analysis(tmp_path, caplog)
     metrics, _ = aggregate(RECORDS, EvalParams(metrics=("face_sim",)), layout)
     assert metrics["m"]["by_k"] == {"2": {"face_sim/dlib": 0.5}}  # "solo" has neither: left out, with a warning
     assert "K unknown for 1 cases" in caplog.text
+
+
+def test_a_name_missing_in_some_videos_and_valued_in_none_says_how_many():
+    from eval.aggregate import aggregate_video_metrics
+
+    records = [{"case_id": "a", "metrics": {"flicker": 1.0}, "missing": {"face_sim": "no video: no ground truth"}},
+               {"case_id": "b", "metrics": {"flicker": 0.5}, "missing": {}}]
+    _, missing = aggregate_video_metrics(records)
+    assert missing["face_sim"] == "missing in 1 of 2 videos, no value in any: no video: no ground truth"

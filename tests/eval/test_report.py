@@ -136,3 +136,17 @@ def test_tiny_banner_cites_the_vae_roundtrip_row_and_routing_baselines_are_shown
     html_text = "".join(routing_section({"stage2": log, "absent": tmp_path / "none.csv"}))
     assert "<td>stage2</td><td>heldout</td><td>4</td>" in html_text and "0.667" in html_text and "0.6" in html_text
     assert routing_section({}) == []
+
+
+def test_frame_strip_of_a_method_without_the_case_video(run_dir, tmp_path):
+    """A method that declares a case absent (absent.json, e.g. vae_roundtrip without ground truth)
+    gets a 'no video' row in the strip, not a crash."""
+    from eval.report import case_strip
+    from eval.run_layout import RunLayout
+    from ingredients.sampling.benchmark import read_benchmark
+
+    sources = json.loads((run_dir / "sources.json").read_text())
+    (case,) = read_benchmark(sources["benchmark"])
+    methods = {"oracle": Path(sources["methods"]["oracle"]), "absent": tmp_path / "empty"}
+    png = case_strip(tmp_path / "strip.png", case, methods, RunLayout(run_dir), "dlib", 6, 2, 4)
+    assert np.asarray(Image.open(png)).std() > 10
