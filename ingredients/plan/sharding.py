@@ -13,7 +13,10 @@ DeepSpeed ZeRO-2/3, with the offload the config names): the sharding arithmetic,
   whose mixed-precision policy casts per block), gradients and optimizer state sharded, plus the working
   set of two blocks unsharded in bf16 (reshard after forward).
 - Offload (`offload_optimizer_device: cpu`, `fsdp_offload_params: true`) moves those terms off the device.
-Activations are the measured ones at the config's micro-batch (global batch / processes). The text
+Activations are the measured ones at the config's micro-batch (global batch / processes), measured under
+autocast as the trainer runs without FSDP / DeepSpeed: autocast keeps a bf16 copy of every trainable fp32
+weight for the whole forward (its weight cache), 2 bytes per trainable parameter. DeepSpeed (bf16 engine
+weights) and FSDP2 (bf16 gathered weights) cast no fp32 weight, so that copy is taken off their activations. The text
 encoder and VAE (when they encode on the device) are outside the DeepSpeed / FSDP engine: whole on
 every device. EMA under FSDP / DeepSpeed is refused by the trainer.
 """
@@ -122,6 +125,8 @@ def device_memory(m: StepMemory, cfg: AccelerateConfig, context_gib: float, allo
         grads = 0 if cfg.kind == "fsdp" else grads
     weights += encoders
     activations = m.activation_bytes
+    if cfg.kind in ("zero2", "zero3", "fsdp"):
+        activations = max(activations - m.autocast_cache_bytes, 0)
     peak = weights + grads + buckets + optimizer + ema + max(activations, m.encode_peak_bytes)
     allowance = context_gib * GIB + allocator_fraction * peak
     return DeviceMemory(

@@ -55,6 +55,7 @@ class StepMemory:
     flops: int                            # forward + backward (+ recompute) of one micro-batch
     flops_by_op: dict[str, int] = field(default_factory=dict)
     largest_block_bytes: int = 0          # the biggest transformer block's weights (FSDP / ZeRO-3 gather unit)
+    autocast_cache_bytes: int = 0         # autocast's low-precision copies of the trainable fp32 weights (in the activations)
 
     @property
     def activation_bytes(self) -> int:
@@ -185,6 +186,7 @@ def measure_training_step(spec: StageSpec, models: ProfileModels, local_batch: i
             encode_peak_bytes=encode_peak,
             flops=step.flops,
             flops_by_op=step.flops_by_op,
+            autocast_cache_bytes=sum(2 * p.numel() for p in trainable if p.dtype == torch.float32) if dtype != torch.float32 else 0,
             largest_block_bytes=max((sum(p.numel() * p.element_size() for p in b.parameters())
                                      for b in model.transformer_blocks), default=0),
         )
