@@ -32,9 +32,9 @@ def dvc(project: Path, *args: str, timeout: int = 1200) -> subprocess.CompletedP
 
 
 def make_project(project: Path, overrides: tuple[Path, ...], extra: dict | None = None) -> Path:
-    """Copy the packages and dvc.yaml into `project`, write params.yaml (params.yaml + `overrides` +
+    """Copy the packages, configs/ and dvc.yaml into `project`, write params.yaml (params.yaml + `overrides` +
     `extra`, merged in order), `git init` and `dvc init` there."""
-    for name in PACKAGES:
+    for name in (*PACKAGES, "configs"):
         shutil.copytree(ROOT / name, project / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "dvc.yaml", project / "dvc.yaml")
     params = load_merged(ROOT / "params.yaml", overrides)
@@ -52,9 +52,8 @@ def make_repo_copy(project: Path, params: dict | None = None) -> Path:
     """A committed git + DVC repository like a fresh clone: the packages, dvc.yaml, profiles/,
     experiments/ and params.yaml as they are in this repository (or `params`, for a test that must
     stay small), so the documented commands run verbatim in it."""
-    for name in PACKAGES:
+    for name in (*PACKAGES, "configs", "profiles", "scripts"):
         shutil.copytree(ROOT / name, project / name, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copytree(ROOT / "profiles", project / "profiles")
     for name in ("dvc.yaml", "params.yaml", ".gitignore", ".dvcignore"):
         shutil.copy(ROOT / name, project / name)
     if params is not None:
