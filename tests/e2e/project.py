@@ -54,7 +54,7 @@ def make_repo_copy(project: Path, params: dict | None = None) -> Path:
     stay small), so the documented commands run verbatim in it."""
     for name in (*PACKAGES, "configs", "profiles", "scripts"):
         shutil.copytree(ROOT / name, project / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("dvc.yaml", "params.yaml", ".gitignore", ".dvcignore"):
+    for name in ("dvc.yaml", "params.yaml", ".gitignore", ".dvcignore", "pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, project / name)
     if params is not None:
         (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
