@@ -3,6 +3,7 @@
     ingredients prepare --out models/tiny                        # the tiny profile, offline
     ingredients generate --photo a.jpg --photo b.jpg --prompt "..." --out video.mp4
     ingredients generate --from-json video.json --out again.mp4  # reproduce a generation
+    ingredients generate ... --params profiles/full.yaml          # its sample: dtype, VAE tiling, offload, compile
 
 `generate` writes the video, a PNG strip of frames beside it (`video.strip.png`) and a JSON with
 everything needed to reproduce it (`video.json`).
@@ -37,6 +38,7 @@ GENERATE_DEFAULTS: dict[str, Any] = {
     "frames": None,
     "fps": 8,
     "reference_batch_semantics": False,
+    "runtime": None,  # the sample: runtime keys used (dtype, vae_tiling, ...); from --params or an earlier JSON
 }
 PROFILE_SAMPLING = {"tiny": {"steps": 8, "guidance": 6.0}, "full": {"steps": 50, "guidance": 6.0}}
 
@@ -51,6 +53,8 @@ def resolve_generate_settings(args: argparse.Namespace) -> dict[str, Any]:
             raise SystemExit(f"{args.from_json}: unknown settings {sorted(unknown)}")
         settings.update(saved)
     for key in GENERATE_DEFAULTS:
+        if key == "runtime":
+            continue  # set from --params by sample_runtime
         value = getattr(args, key, None)
         if value is not None and not (key == "reference_batch_semantics" and value is False):
             settings[key] = value
@@ -63,6 +67,19 @@ def resolve_generate_settings(args: argparse.Namespace) -> dict[str, Any]:
         if not Path(photo).is_file():
             raise SystemExit(f"photo not found: {photo}")
     return settings
+
+
+def sample_runtime(params_file: Path | None, saved: dict | None):
+    """The sampling runtime settings (`sample:` keys dtype, vae_tiling, ...): from --params' sample:
+    section, else from an earlier generation's JSON, else the defaults (the tiny profile's)."""
+    from ingredients.config import load_params, section, validate_model
+    from ingredients.sampling.runtime import RUNTIME_KEYS
+    from ingredients.sampling.sample import SampleParams
+
+    if params_file is not None:
+        values = section(load_params(params_file), "sample", params_file)
+        return validate_model(SampleParams, {k: v for k, v in values.items() if k in RUNTIME_KEYS}, "sample")
+    return validate_model(SampleParams, dict(saved or {}), "sample")
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:
@@ -101,8 +118,13 @@ def cmd_generate(args: argparse.Namespace) -> None:
         if settings[key] is None:
             settings[key] = value
 
+    from ingredients.sampling.runtime import DTYPES, RUNTIME_KEYS, configure_pipeline
+
+    runtime = sample_runtime(args.params, settings["runtime"])
+    settings["runtime"] = {k: getattr(runtime, k) for k in RUNTIME_KEYS}
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     start = time.perf_counter()
-    pipe = load_pipeline(model)
+    pipe = configure_pipeline(load_pipeline(model, DTYPES[runtime.dtype]), runtime, device)
     conditioner = load_face_conditioner(model, pipe, cache_dir=args.cache_dir)
     references = conditioner(settings["photos"])  # warns about doubtful photos itself
     out = pipe(
@@ -177,6 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--reference-batch-semantics", dest="reference_batch_semantics", action="store_true",
                    help="route both guidance branches with the negative branch's features, as the reference does")
     g.add_argument("--from-json", dest="from_json", help="reuse the settings of an earlier generation's JSON")
+    g.add_argument("--params", type=Path, help="params file whose sample: runtime keys apply (dtype, vae_tiling, "
+                                               "vae_slicing, offload, compile, step_cache, ...; e.g. a profile)")
     g.add_argument("--cache-dir", dest="cache_dir", default=".ingredients_cache/references",
                    help="cache of processed reference photos")
     g.set_defaults(func=cmd_generate)

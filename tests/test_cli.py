@@ -79,3 +79,28 @@ def test_generate_bad_inputs_exit_with_the_reason(tiny_folder, tmp_path):
     with pytest.raises(SystemExit, match=r"error: .*multiples of 16"):
         main(["generate", "--photo", _photos()[0], "--prompt", "a man", "--height", "120", *out])
     assert not (tmp_path / "v.mp4").exists()
+
+
+def test_generate_reads_the_sample_runtime_keys_of_params(tiny_folder, tmp_path):
+    """--params: its sample: dtype and VAE slicing apply and are recorded; --from-json reuses them. (VAE tiling
+    with the CogVideoX VAE's default tiles does not run on the tiny 128 x 128 model: its image encode
+    gives one latent column short; the full profile's 480 x 720 is what the defaults are for.)"""
+    import yaml
+
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"sample": {"steps": 8, "dtype": "bfloat16", "vae_slicing": True}}))
+    out = tmp_path / "video.mp4"
+    main(["generate", "--model", str(tiny_folder), "--photo", _photos()[0], "--prompt", "a person in a park",
+          "--steps", "1", "--out", str(out), "--params", str(params), "--cache-dir", str(tmp_path / "cache")])
+    runtime = json.loads(out.with_suffix(".json").read_text())["settings"]["runtime"]
+    assert runtime["dtype"] == "bfloat16" and runtime["vae_tiling"] is False and runtime["vae_slicing"] is True
+    assert runtime["offload"] == "none" and runtime["step_cache"] == "off"
+    assert read_video(out)[0].shape == (9, 128, 128, 3)
+    again = tmp_path / "again.mp4"
+    main(["generate", "--from-json", str(out.with_suffix(".json")), "--out", str(again), "--cache-dir", str(tmp_path / "cache")])
+    assert json.loads(again.with_suffix(".json").read_text())["settings"]["runtime"] == runtime
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"sample": {"offload": "model"}}))
+    with pytest.raises(SystemExit, match="sample.offload is .model. but sampling runs on the CPU"):
+        main(["generate", "--model", str(tiny_folder), "--photo", _photos()[0], "--prompt", "x", "--steps", "1",
+              "--out", str(tmp_path / "v.mp4"), "--params", str(bad), "--cache-dir", str(tmp_path / "cache")])
