@@ -142,6 +142,7 @@ class Trainer:
         self.prepare_distributed()
         self.prepare_resume()
         self.prepare_validation()
+        self.park_text_encoder()
         with self.prepare_tracking():
             self.train()
             self.save_model()
@@ -242,6 +243,27 @@ class Trainer:
             self.pipe._prepare_rotary_positional_embeddings(self.height, self.width, self.num_latent_frames, device)
             if cfg.use_rotary_positional_embeddings else None
         )
+
+    def park_text_encoder(self) -> None:
+        """With precompute on, every training and validation clip's prompt is encoded by now (the cache and
+        the encoder's per-prompt memo hold them): the text encoder (T5-XXL: 9.5 GB in bf16) leaves the
+        device for the loop. Validation sampling brings it back for its prompts (`_text_encoder_on_device`).
+        The VAE stays: image-noise augmentation encodes the noised canvas every step."""
+        self.text_encoder_parked = bool(self.spec.precompute.enabled and self.pipe.text_encoder is not None)
+        if self.text_encoder_parked:
+            self.pipe.text_encoder.to("cpu")
+            logger.info("precompute on: text encoder moved off %s for the training loop", self.accelerator.device)
+
+    @contextlib.contextmanager
+    def _text_encoder_on_device(self):
+        if not getattr(self, "text_encoder_parked", False):
+            yield
+            return
+        self.pipe.text_encoder.to(self.accelerator.device)
+        try:
+            yield
+        finally:
+            self.pipe.text_encoder.to("cpu")
 
     def _check_init_stage(self) -> None:
         info_path = self.paths.init / TRAINING_INFO
@@ -589,7 +611,7 @@ class Trainer:
             written.append(self._save_png(image, folder / f"{stem}_routing.png"))
         if v.inference_steps > 0:
             canvas = self.encoder.references(clip.reference_paths).canvas
-            with self.accelerator.autocast():
+            with self._text_encoder_on_device(), self.accelerator.autocast():
                 video = sample_clip(self.pipe, clip, canvas, v.inference_steps, v.guidance_scale, v.seed,
                                     self.height, self.width, self.num_frames)
             written.append(self._save_png(PIL.Image.fromarray(frame_strip(video)), folder / f"{stem}_sample.png"))

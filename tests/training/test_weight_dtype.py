@@ -48,3 +48,33 @@ def test_bf16_run_with_a_frozen_bf16_backbone_trains_validates_and_saves(tiny_ma
     model_dir = Trainer(build_stage_spec(params, "stage1"), RunPaths(tiny_manifest, small_model, tmp_path / "run")).fit()
     assert (model_dir / "transformer" / "config.json").is_file()
     assert len(list((tmp_path / "run" / "validation").glob("*_sample.png"))) == 2  # step 0 and the last step
+
+
+def test_text_encoder_leaves_the_device_after_precompute_and_returns_for_validation_sampling(
+        tiny_manifest, small_model, tmp_path, monkeypatch):
+    """precompute on: after the clips are encoded the text encoder is moved to the CPU for the loop, and
+    to the device only around validation sampling (on a GPU: 9.5 GB of T5-XXL off the device)."""
+    import torch.nn as nn
+
+    moves: list[str] = []
+    original = nn.Module.to
+
+    def recording_to(module, *args, **kwargs):
+        if module is getattr(recording_to, "watched", None):
+            moves.append(str(args[0]) if args else str(kwargs.get("device", kwargs.get("dtype"))))
+        return original(module, *args, **kwargs)
+
+    params = train_params(stage1={"steps": 2, "validation": {"num_clips": 1, "inference_steps": 1, "timesteps": [500]}})
+    trainer = Trainer(build_stage_spec(params, "stage1"), RunPaths(tiny_manifest, small_model, tmp_path / "run"))
+    prepare_validation = trainer.prepare_validation
+
+    def watch_after_validation_clips():
+        prepare_validation()
+        recording_to.watched = trainer.pipe.text_encoder  # what happens to it from here on
+
+    monkeypatch.setattr(trainer, "prepare_validation", watch_after_validation_clips)
+    monkeypatch.setattr(nn.Module, "to", recording_to)
+    trainer.fit()
+    assert trainer.text_encoder_parked
+    # parked once, then device -> cpu around each of the two validation samplings (step 0 and the last)
+    assert moves == ["cpu", "cpu", "cpu", "cpu", "cpu"]
