@@ -20,9 +20,12 @@ import importlib.util
 import logging
 import os
 import re
+import signal
 import socket
+import sys
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from typing import Any, Literal, TypeVar
 
@@ -53,7 +56,7 @@ class ComputeParams(BaseModel):
     task_cpus: float = Field(1.0, gt=0, description="CPUs one task reserves")
     task_gpus: float = Field(0.0, ge=0, description="GPUs one task reserves")
     task_memory_mb: int | None = Field(None, ge=1, description="memory one task reserves (MiB); null = no reservation")
-    max_retries: int = Field(3, ge=0, description="reruns of a task whose worker died (exceptions are not retried)")
+    max_retries: int = Field(3, ge=0, description="reruns of an item whose worker died, on Ray and in the local pool (exceptions are not retried)")
     connect_timeout_s: float = Field(15.0, gt=0, description="seconds to reach `address` before the stage fails naming it")
 
     @field_validator("address")
@@ -99,11 +102,57 @@ def run_map(fn: Callable[[T], R], items: Iterable[T], params: ComputeParams | No
                 result = exc
             yield item, result
     else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            futures = {pool.submit(fn, item): item for item in items}
-            for fut in tqdm(as_completed(futures), total=len(futures), desc=desc, unit="item"):
-                exc = fut.exception()
-                yield futures[fut], (exc if exc is not None else fut.result())
+        yield from _run_pool(fn, items, workers, params.max_retries, desc)
+
+
+def die_with_parent() -> None:
+    """Pool initializer: the kernel kills this worker when the process that started it dies (Linux
+    PR_SET_PDEATHSIG), so a stage killed with SIGKILL leaves no worker writing for minutes."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+
+
+def _outcome(fut: Future) -> Any:
+    exc = fut.exception()
+    return exc if exc is not None else fut.result()
+
+
+def _run_alone(fn: Callable[[T], R], item: T, retries: int) -> R | BaseException:
+    """`fn(item)` in a process of its own, rerun up to `retries` times while that process dies."""
+    for _ in range(retries + 1):
+        with ProcessPoolExecutor(max_workers=1, initializer=die_with_parent) as solo:
+            result = _outcome(solo.submit(fn, item))
+        if not isinstance(result, BrokenProcessPool):
+            return result
+    return result
+
+
+def _run_pool(fn: Callable[[T], R], items: list[T], workers: int, retries: int,
+              desc: str) -> Iterator[tuple[T, R | BaseException]]:
+    """A pool of `workers` processes. A worker that dies (the OOM killer, a crash in native code)
+    breaks the whole pool and every unfinished item with it; those items then run again, each in a
+    process of its own (`workers` at a time, up to `retries` reruns), so only the item that kills its
+    worker every time comes back failed (a BrokenProcessPool), as on Ray."""
+    broken: list[T] = []
+    with tqdm(total=len(items), desc=desc, unit="item") as bar:
+        with ProcessPoolExecutor(max_workers=workers, initializer=die_with_parent) as pool:
+            futures = {pool.submit(fn, item): i for i, item in enumerate(items)}
+            for fut in as_completed(futures):
+                result = _outcome(fut)
+                if isinstance(result, BrokenProcessPool):
+                    broken.append(items[futures[fut]])
+                    continue
+                bar.update()
+                yield items[futures[fut]], result
+        if broken:
+            logger.warning("%s: a worker died; %d unfinished items rerun one process each", desc, len(broken))
+            with ThreadPoolExecutor(max_workers=workers) as threads:
+                alone = {threads.submit(_run_alone, fn, item, retries): item for item in broken}
+                for fut in as_completed(alone):
+                    bar.update()
+                    yield alone[fut], fut.result()
 
 
 def _call(fn: Callable[[T], R], item: T) -> R:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import signal
+from pathlib import Path
 
 import pytest
 
@@ -23,6 +24,55 @@ def _die_on(x: int, victim: int) -> int:
     if x == victim:
         os.kill(os.getpid(), signal.SIGKILL)
     return x
+
+
+def _record_and_sleep(x: int, folder: str) -> int:
+    import time
+
+    Path(folder, f"{x}.pid").write_text(str(os.getpid()))
+    time.sleep(120)
+    return x
+
+
+def test_a_dead_local_worker_costs_only_its_own_item():
+    """The OOM killer takes one pool worker: the pool breaks and every unfinished item with it; they
+    rerun, each in a process of its own, and only the item that kills its worker every time fails."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    out = dict(run_map(functools.partial(_die_on, victim=1), range(6), ComputeParams(max_retries=1), workers=2))
+    assert {k: v for k, v in out.items() if k != 1} == {0: 0, 2: 2, 3: 3, 4: 4, 5: 5}
+    assert isinstance(out[1], BrokenProcessPool)
+
+
+def test_killing_the_stage_kills_its_pool_workers(tmp_path):
+    """SIGKILL of the stage (the parent): its pool workers die with it instead of working on."""
+    import subprocess
+    import sys
+    import time
+
+    script = ("import functools, sys\n"
+              "from ingredients.compute import run_map\n"
+              "from tests.test_compute import _record_and_sleep\n"
+              "for _ in run_map(functools.partial(_record_and_sleep, folder=sys.argv[1]), range(2), workers=2): pass\n")
+    stage = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], cwd=Path(__file__).resolve().parents[1])
+    deadline = time.monotonic() + 120
+    while len(list(tmp_path.glob("*.pid"))) < 2:
+        assert stage.poll() is None and time.monotonic() < deadline, "the workers did not start"
+        time.sleep(0.2)
+    workers = [int(p.read_text()) for p in tmp_path.glob("*.pid")]
+    stage.send_signal(signal.SIGKILL)
+    stage.wait(timeout=30)
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{pid}").exists() and "zombie" not in _state(pid) for pid in workers):
+        assert time.monotonic() < deadline, f"pool workers {workers} outlived the killed stage"
+        time.sleep(0.2)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split("\n")[0].lower()
+    except (OSError, IndexError):
+        return "zombie"
 
 
 def test_schema_names_the_key(tmp_path):
