@@ -45,10 +45,12 @@ ELSEWHERE = {  # command: why it cannot run here
     "python -m ingredients.speed.sampling_speed --size full --device cuda --models ours --steps 50 --sweep step_cache --cache-threshold 0.05 --out speed_full_cache.json": "a GPU",
     "python -m ingredients.speed.sampling_speed --mode quality --pipeline-folder MODEL_DIR --device cuda --steps 50 --step-cache first_block --cache-threshold 0.05 --out quality_fbc.json": "a GPU and a full-size model",
     "python -m ingredients.speed.sampling_speed --mode pipeline --pipeline-folder MODEL_DIR --device cuda --steps 50 --out pipe_plain.json": "a GPU and a full-size model",
+    "bash scripts/device_check.sh --plan outputs/plan/full.json": "a GPU (its rehearsal form runs in tests/speed/test_device_check.py)",
     "python -m eval.opens2v --root OpenS2V-Eval --out bench.jsonl": "the OpenS2V-Eval download (its layout is tested on a fixture in tests/eval/test_opens2v.py)",
 }
 
 MEASUREMENTS = {  # command: the test that runs its test-sized form
+    "python -m ingredients.speed.identity_cost identity-cost --size reduced --rounds 7 --compile --out compile.json": "tests/models/test_transformer.py (fullgraph compile, eager and inductor)",
     "python -m ingredients.speed.identity_cost identity-cost --size full --rounds 5": "tests/benchmarks/test_identity_cost.py (slow, same size)",
     "python -m ingredients.speed.identity_cost identity-cost --size full --rounds 3 --out identity_cost.json": "tests/benchmarks/test_identity_cost.py",
     "python -m ingredients.speed.sampling_speed --size reduced --device cpu --steps 50 --sweep identity_sdpa,fused_injection,id_tokens,step_cache --out reduced.json": "tests/speed/",
