@@ -213,12 +213,15 @@ def _group_bytes(model: nn.Module, spec: StageSpec) -> dict[str, int]:
 @torch.no_grad()
 def _encode_phase(run: FakeRun, encoders: dict[str, nn.Module], text_length: int, num_frames: int, height: int,
                   width: int, dtype: torch.dtype) -> int:
-    """The trainer's per-clip encoding (ClipEncoder): the clip and the canvas through the VAE, the caption
-    through the text encoder; returns the peak over the weights."""
+    """The trainer's per-clip encoding (ClipEncoder): the clip through the VAE and the caption through the
+    text encoder when not precomputed (the text encoder is then on the device), else only the canvas
+    (image noise on); returns the peak over the weights."""
     peak = 0
     if "vae" in encoders:
+        # precomputed: only the noise-augmented canvas (one frame) is encoded per step; else the clip too
+        frames = 1 if "text_encoder" not in encoders else num_frames
         with run.phase() as p:
-            encoders["vae"].encode(run.empty(1, 3, num_frames, height, width, dtype=dtype)).latent_dist.parameters
+            encoders["vae"].encode(run.empty(1, 3, frames, height, width, dtype=dtype)).latent_dist.parameters
         peak = max(peak, p.peak_bytes)
     if "text_encoder" in encoders:
         with run.phase() as p:
