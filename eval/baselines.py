@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from ingredients.config import load_params, section, validate_model
+from ingredients.config import load_section
 from ingredients.sampling.benchmark import Case, read_benchmark
 from ingredients.faces.image_io import load_rgb
 from eval.video_faces import largest_face
@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--params", type=Path, default=None, help="params file; its `baselines:` section (default: BaselineParams' defaults)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
-    p = (validate_model(BaselineParams, section(load_params(args.params), "baselines", args.params), "baselines")
+    p = (load_section(args.params, "baselines", BaselineParams)
          if args.params else BaselineParams())
     if args.kind in ("oracle", "target_oracle"):
         from ingredients.faces.registry import build_analyzer

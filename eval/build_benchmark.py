@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from eval.opens2v import OPENS2V_FILES, import_opens2v
 from eval.tiny_benchmark import build_tiny_benchmark
-from ingredients.config import load_params, section, stage_parser, validate_model
+from ingredients.config import load_section, stage_parser
 from ingredients.sampling.benchmark import BenchmarkError, check_identity_counts, read_benchmark, write_benchmark
 
 logger = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    params = validate_model(BenchmarkParams, section(load_params(args.params), "benchmark", args.params), "benchmark")
+    params = load_section(args.params, "benchmark", BenchmarkParams)
     try:
         build_benchmark(params, args.out)
     except (BenchmarkError, FileNotFoundError) as err:

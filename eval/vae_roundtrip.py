@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 import torch
 
-from ingredients.config import load_params, section, stage_parser, validate_model
+from ingredients.config import load_section, stage_parser
 from ingredients.files.atomic import write_json
 from ingredients.files.video_io import read_video, write_video
 from ingredients.sampling.benchmark import Case, read_benchmark
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True, type=Path)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    params = (validate_model(SampleParams, section(load_params(args.params), "sample", args.params), "sample")
+    params = (load_section(args.params, "sample", SampleParams)
               if args.params else SampleParams())
     cases = read_benchmark(args.benchmark)
     absent = write_roundtrips(cases, args.model, args.out, params)

@@ -44,7 +44,7 @@ from collections import Counter
 from pathlib import Path
 
 from ingredients.compute import ComputeParams, compute_params, run_map
-from ingredients.config import load_params, section, validate_model
+from ingredients.config import load_params, load_section, section
 from ingredients.data.curation_params import CurationParams, params_from_mapping
 from ingredients.data.manifest import ManifestClip, write_manifest
 from ingredients.data.scoring import pool_scores
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.raw is not None:
         source: str | DataParams = args.raw
     elif args.params:
-        source = validate_model(DataParams, section(load_params(args.params), "data", args.params), "data")
+        source = load_section(args.params, "data", DataParams)
     else:
         parser.error("give --raw DIR or --params with a `data:` section")
     try:

@@ -33,7 +33,7 @@ import numpy as np
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
-from ingredients.config import load_params, section, validate_model
+from ingredients.config import load_section
 from ingredients.files.atomic import write_json, write_png, write_text
 from ingredients.files.video_io import write_video
 
@@ -508,7 +508,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True, help="output folder for the raw videos")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    params = (validate_model(SynthParams, section(load_params(args.params), "synth", args.params), "synth")
+    params = (load_section(args.params, "synth", SynthParams)
               if args.params else SynthParams())
     summary = synthesize(args.out, **params.model_dump())
     logger.info("%d videos in %s; held out: %s", len(summary.videos), args.out, summary.heldout_identities)

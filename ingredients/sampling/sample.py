@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from ingredients.files.atomic import remove_stale_temps, write_json
 from ingredients.files.frames import to_uint8
-from ingredients.config import load_params, section, stage_parser, validate_model
+from ingredients.config import load_section, stage_parser
 from ingredients.model_folder.folder import load_face_conditioner, load_pipeline
 from ingredients.models import IdentityBatch
 from ingredients.sampling.runtime import DTYPES, DType, Offload, StepCacheSignal, configure_pipeline
@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cache-dir", type=Path, default=Path(".ingredients_cache/references"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    params = validate_model(SampleParams, section(load_params(args.params), "sample", args.params), "sample")
+    params = load_section(args.params, "sample", SampleParams)
     results = sample_benchmark(params, args.benchmark, args.model, args.out, args.cache_dir)
     done = sum(not r.skipped for r in results)
     logger.info("sampled %d videos (%d already present) into %s", done, len(results) - done, args.out)
