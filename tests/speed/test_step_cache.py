@@ -164,3 +164,17 @@ def test_enable_and_disable_errors():
         StepCacheConfig(signal="teacache")
     with pytest.raises(ValueError, match="threshold"):
         StepCacheConfig(threshold=-1.0)
+
+
+def test_the_cached_forward_takes_exactly_the_transformers_arguments():
+    """StepCache.forward restates the transformer's signature (it replaces `forward` on the instance):
+    an argument added to one and not the other fails here, not silently at sampling time."""
+    import inspect
+
+    from ingredients.models import IngredientsTransformer3DModel
+    from ingredients.pipelines.step_cache import StepCache
+
+    def parameters(fn):
+        return [(p.name, p.default, p.kind) for p in inspect.signature(fn).parameters.values()]
+
+    assert parameters(StepCache.forward) == parameters(IngredientsTransformer3DModel.forward)
