@@ -85,3 +85,18 @@ def test_a_bad_plan_setting_names_the_key(tmp_path, monkeypatch):
     with pytest.raises(ParamsError, match=r"plan\.mfu"):
         main(["--params", "params.yaml", str(tmp_path / "bad.yaml"), "--json", str(tmp_path / "p.json")])
     assert not (tmp_path / "p.json").exists()
+
+
+@pytest.mark.slow  # full size: about 2 min of CPU (three fake steps of the 6.4 B model, the sampling phases)
+def test_the_full_profile_fits_8_x_80_gb_for_training_and_1_x_80_gb_for_sampling(tmp_path):
+    out = tmp_path / "plan.json"
+    done = subprocess.run([sys.executable, "-m", "ingredients.plan.plan", "--params", "params.yaml", "profiles/full.yaml",
+                           "--stage", "train_stage2", "--stage", "sample", "--json", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 0, done.stderr[-3000:]
+    plan = json.loads(out.read_text())
+    ddp = plan["stages"]["train_stage2"]["configs"]["multi_gpu_ddp"]
+    assert ddp["num_processes"] == 8 and ddp["micro_batch"] == 1 and ddp["fits"]
+    assert plan["stages"]["train_stage2"]["parameters"] > 6_000_000_000
+    configured = [c for c in plan["stages"]["sample"]["configs"].values() if c["configured"]]
+    assert len(configured) == 1 and configured[0]["fits"]

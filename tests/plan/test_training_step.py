@@ -37,7 +37,6 @@ def test_gradients_optimizer_and_frozen_weights_match_the_parameters(models):
     assert m.flops > 0 and m.activation_bytes > 0
 
 
-@pytest.mark.slow  # two fake steps: about 40 s of CPU on a loaded 2-core machine (suite budget)
 def test_gradient_checkpointing_lowers_the_activations_and_adds_the_recompute(models):
     on = measure_training_step(stage2(gradient_checkpointing=True), models, local_batch=2, num_identities=2)
     off = measure_training_step(stage2(gradient_checkpointing=False), models, local_batch=2, num_identities=2)
