@@ -6,9 +6,9 @@
 #   ingredients plan --params params.yaml profiles/full.yaml --json outputs/plan/full.json
 #   bash scripts/device_check.sh --plan outputs/plan/full.json
 # Without a plan JSON the lines say "no plan". On a CPU: bash scripts/device_check.sh --size rehearsal
-# (the test suite runs it so). Arguments go to `python -m ingredients.speed.device_check` (--help).
+# (the test suite runs it so). Arguments go to `python -m instruments.speed.device_check` (--help).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-.venv/bin/python}"
 [ -x "$PY" ] || PY=python3
-exec timeout "${DEVICE_CHECK_TIMEOUT_S:-480}" "$PY" -m ingredients.speed.device_check "$@"
+exec timeout "${DEVICE_CHECK_TIMEOUT_S:-480}" "$PY" -m instruments.speed.device_check "$@"

@@ -7,7 +7,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("ingredients", "eval", "experiments")
+PACKAGES = ("ingredients", "eval", "experiments", "instruments")
 
 
 def module_files(root: Path = ROOT) -> dict[str, Path]:
@@ -37,8 +37,10 @@ def imports_of(name: str, path: Path, modules: dict[str, Path], dynamic: bool = 
                 base = ".".join(anchor + ([node.module] if node.module else []))
             # `from pkg import submodule` depends on the submodule; `from pkg import name` on pkg
             targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base for alias in node.names]
-        elif dynamic and isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in modules:
-            targets = [node.value]  # a module named in a string: importlib.import_module (the metric registry)
+        elif dynamic and isinstance(node, ast.Constant) and isinstance(node.value, str) \
+                and node.value.split(":")[0] in modules:
+            # a module named in a string, alone (the metric registry) or as "module:Class" (the face backends)
+            targets = [node.value.split(":")[0]]
         else:
             continue
         for target in targets:

@@ -39,41 +39,44 @@ ELSEWHERE = {  # command: why it cannot run here
     "accelerate launch --config_file configs/accelerate/multi_gpu_ddp.yaml -m ingredients.sampling.sample --params params.yaml --benchmark data/benchmark/benchmark.jsonl --model models/stage2/model --out outputs/samples": "GPUs",
     "accelerate launch --multi_gpu --num_processes 8 -m ingredients.sampling.sample ...": "8 GPUs",
     "ray start --address=HEAD_IP:6379 --num-cpus=32 --num-gpus=0": "a second machine (the head node's side runs in tests/e2e/test_ablation_queue.py)",
-    "python -m ingredients.speed.sampling_speed --size full --device cuda --steps 50 --out speed_full.json": "a GPU",
-    "python -m ingredients.speed.sampling_speed --size full --device cuda --models ours --steps 50 --extrapolate-from 10 --sweep identity_sdpa,fused_injection,id_tokens --out speed_full_sweep.json": "a GPU",
-    "python -m ingredients.speed.sampling_speed --size full --device cuda --models ours --steps 50 --extrapolate-from 10 --sweep compile --out speed_full_compile.json": "a GPU",
-    "python -m ingredients.speed.sampling_speed --size full --device cuda --models ours --steps 50 --sweep step_cache --cache-threshold 0.05 --out speed_full_cache.json": "a GPU",
-    "python -m ingredients.speed.sampling_speed --mode quality --pipeline-folder MODEL_DIR --device cuda --steps 50 --step-cache first_block --cache-threshold 0.05 --out quality_fbc.json": "a GPU and a full-size model",
-    "python -m ingredients.speed.sampling_speed --mode pipeline --pipeline-folder MODEL_DIR --device cuda --steps 50 --out pipe_plain.json": "a GPU and a full-size model",
-    "bash scripts/device_check.sh --plan outputs/plan/full.json": "a GPU (its rehearsal form runs in tests/speed/test_device_check.py)",
+    "python -m instruments.speed.sampling_speed --size full --device cuda --steps 50 --out speed_full.json": "a GPU",
+    "python -m instruments.speed.sampling_speed --size full --device cuda --models ours --steps 50 --extrapolate-from 10 --sweep identity_sdpa,fused_injection,id_tokens --out speed_full_sweep.json": "a GPU",
+    "python -m instruments.speed.sampling_speed --size full --device cuda --models ours --steps 50 --extrapolate-from 10 --sweep compile --out speed_full_compile.json": "a GPU",
+    "python -m instruments.speed.sampling_speed --size full --device cuda --models ours --steps 50 --sweep step_cache --cache-threshold 0.05 --out speed_full_cache.json": "a GPU",
+    "python -m instruments.speed.sampling_speed --mode quality --pipeline-folder MODEL_DIR --device cuda --steps 50 --step-cache first_block --cache-threshold 0.05 --out quality_fbc.json": "a GPU and a full-size model",
+    "python -m instruments.speed.sampling_speed --mode pipeline --pipeline-folder MODEL_DIR --device cuda --steps 50 --out pipe_plain.json": "a GPU and a full-size model",
+    "bash scripts/device_check.sh --plan outputs/plan/full.json": "a GPU (its rehearsal form runs in tests/instruments/speed/test_device_check.py)",
     "python -m eval.opens2v --root OpenS2V-Eval --out bench.jsonl": "the OpenS2V-Eval download (its layout is tested on a fixture in tests/eval/test_opens2v.py)",
 }
 
 MEASUREMENTS = {  # command: the test that runs its test-sized form
-    "python -m ingredients.speed.identity_cost identity-cost --size reduced --rounds 7 --compile --out compile.json": "tests/models/test_transformer.py (fullgraph compile, eager and inductor)",
-    "python -m ingredients.speed.identity_cost identity-cost --size full --rounds 5": "tests/benchmarks/test_identity_cost.py (slow, same size)",
-    "python -m ingredients.speed.identity_cost identity-cost --size full --rounds 3 --out identity_cost.json": "tests/benchmarks/test_identity_cost.py",
-    "python -m ingredients.speed.sampling_speed --size reduced --device cpu --steps 50 --sweep identity_sdpa,fused_injection,id_tokens,step_cache --out reduced.json": "tests/speed/",
-    "python -m ingredients.speed.sampling_speed --mode quality --steps S --step-cache SIGNAL --cache-threshold T": "tests/speed/test_step_cache.py",
+    "python -m instruments.speed.identity_cost identity-cost --size reduced --rounds 7 --compile --out compile.json": "tests/models/test_transformer.py (fullgraph compile, eager and inductor)",
+    "python -m instruments.speed.identity_cost identity-cost --size full --rounds 5": "tests/benchmarks/test_identity_cost.py (slow, same size)",
+    "python -m instruments.speed.identity_cost identity-cost --size full --rounds 3 --out identity_cost.json": "tests/benchmarks/test_identity_cost.py",
+    "python -m instruments.speed.sampling_speed --size reduced --device cpu --steps 50 --sweep identity_sdpa,fused_injection,id_tokens,step_cache --out reduced.json": "tests/instruments/speed/",
+    "python -m instruments.speed.sampling_speed --mode quality --steps S --step-cache SIGNAL --cache-threshold T": "tests/instruments/speed/test_step_cache.py",
     "python -m ingredients.data.synth --out raw && python -m ingredients.data.curate --raw raw --out cur": "tests/data/test_curate.py",
     "python -m ingredients.training.train --params params.yaml --stage stage1 --manifest data/curated/manifest.jsonl --init models/base --out models/stage1": "tests/training/test_train_tiny.py",
-    "python scripts/bench_compute.py": "tests/test_compute.py",
-    "python -m eval.load_measurement --videos 200 --out runs/load": "tests/eval/test_load_measurement.py",
-    "python -m pytest tests/eval/test_load_measurement.py -m slow -q -p no:cacheprovider --basetemp=/tmp/lt_slow": "itself (slow)",
+    "python -m instruments.bench_compute": "tests/test_compute.py",
+    "python -m instruments.load_measurement --videos 200 --out runs/load": "tests/instruments/test_load_measurement.py",
+    "python -m pytest tests/instruments/test_load_measurement.py -m slow -q -p no:cacheprovider --basetemp=/tmp/lt_slow": "itself (slow)",
     "accelerate launch --config_file configs/accelerate/cpu_ddp.yaml -m ingredients.training.train --params params.yaml --stage stage2 --manifest data/curated/manifest.jsonl --val-manifest data/curated_heldout/manifest.jsonl --init models/stage1/model --out models/stage2_ddp": "tests/training/test_ddp.py (slow)",
     "OMP_NUM_THREADS=1 accelerate launch --config_file configs/accelerate/cpu_ddp.yaml -m ingredients.sampling.sample ...": "tests/sampling/test_sample_processes.py (slow)",
+    "ingredients plan --params params.yaml profiles/full.yaml": "tests/plan/test_plan_cli.py (slow: the full profile's plan, minutes of fake steps)",
+    "ingredients plan --params params.yaml profiles/full.yaml configs/plan/<file>.yaml --backbone-only --stage sample": "tests/plan/test_plan_cli.py (the calibration files, at full size: minutes)",
     "git clone … && bash scripts/setup.sh && dvc repro": "how the fresh-clone time was taken; tests/e2e/test_readme_commands.py runs the README's first command",
 }
 
 NOT_COMMANDS = {  # inline code that is not a command to run
     "python -m experiments.ablations run FILE [FILE ...]": "the synopsis",
     "python -m experiments.params params.yaml [override ...]": "the synopsis",
+    "ingredients plan --params params.yaml profiles/full.yaml [override.yaml ...] [--gpus N] [--gpu-memory-gib G] [--mfu M] [--backbone-only] [--stage train_stage1|train_stage2|sample ...] [--json outputs/plan/plan.json]": "the synopsis",
     "dvc exp run -n <file stem> -S key=value ...": "what experiments.ablations generates",
     "dvc exp run --run-all": "what `queue --run` runs",
     "accelerate launch --cpu --num_processes 2": "the pitfall the docs warn against",
     "ray symmetric-run": "a Ray feature the docs mention",
     "python -m ingredients.training.train": "a module name",
-    "python -m ingredients.speed.sampling_speed": "a module name",
+    "python -m instruments.speed.sampling_speed": "a module name",
     "python -m eval.run": "a module name",
     "dvc exp run -S sample.steps=N": "the measured pattern (tests/e2e/test_pipeline.py runs it with N filled)",
 }
@@ -177,6 +180,9 @@ def test_commands_that_cannot_run_here_pass_their_programs_syntax_check(program,
         with pytest.raises(SystemExit) as exit_:
             main([words[1], "--help"])
         assert exit_.value.code == 0 and "usage" in capsys.readouterr().out.lower()
+    elif words[0] == "bash":  # a shell script: bash's own syntax check
+        run = subprocess.run(["bash", "-n", str(ROOT / words[1])], capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr
     elif words[:2] == ["accelerate", "launch"]:
         from accelerate.commands.launch import launch_command_parser
 

@@ -2,8 +2,9 @@
 no import circle among project modules, and no module imports from a floor above its own.
 
 Floors, lowest first: the method's base (params loader, files, MLflow runs) < models and pipelines <
-faces < data (manifest) < model folder < speed < training (checkpoints) < sampling (samples) <
-`eval` (metrics) < `experiments` (the code that sees every stage). Imports inside functions count:
+faces < data (manifest) < model folder < training (checkpoints) < sampling (samples) < `eval`
+(metrics) < `experiments` (the code that sees every stage) < `instruments` (what no stage runs:
+measurements, the rehearsal tree, stand-in models, fixture builders). Imports inside functions count:
 a lazy import is still a dependency.
 """
 
@@ -19,11 +20,11 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("ingredients.faces",),
     ("ingredients.data",),
     ("ingredients.model_folder",),
-    ("ingredients.speed",),
     ("ingredients.training",),
     ("ingredients.sampling", "ingredients.plan", "ingredients.cli"),
     ("eval",),
     ("experiments",),
+    ("instruments",),
 )
 
 

@@ -4,7 +4,7 @@ Default suite: the reduced size, run once (benchmarks disabled) so the code cann
 Slow: `test_identity_cost_ratio_full_width` holds issue 2's goal (identity modules <= 1.09x the bare
 backbone at the full-width size), `.venv/bin/python -m pytest tests/benchmarks/test_identity_cost.py -m slow -k ratio -s`.
 Measure: `.venv/bin/python -m pytest tests/benchmarks/test_identity_cost.py -m slow --benchmark-enable`
-or `python -m ingredients.speed.identity_cost identity-cost --size full` (numbers in docs/benchmarks.md).
+or `python -m instruments.speed.identity_cost identity-cost --size full` (numbers in docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import statistics
 import pytest
 import torch
 
-from ingredients.speed.identity_cost import SIZES, build_models, identity_cost_callables, make_inputs, time_interleaved
+from instruments.speed.identity_cost import SIZES, build_models, identity_cost_callables, make_inputs, time_interleaved
 
 logger = logging.getLogger(__name__)
 

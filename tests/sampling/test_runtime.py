@@ -67,7 +67,7 @@ def test_configure_pipeline_applies_every_switch():
 def test_sample_stage_reads_the_runtime_keys(tmp_path):
     """`python -m ingredients.sampling.sample` with dtype bfloat16 and VAE tiling + slicing: the video is
     written and samples.json records the runtime settings used."""
-    from eval.sample_benchmark import write_sample_benchmark
+    from instruments.sample_benchmark import write_sample_benchmark
     from ingredients.model_folder.folder import prepare_tiny_folder
 
     prepare_tiny_folder(tmp_path / "model", seed=0, **SMALL_MODEL)

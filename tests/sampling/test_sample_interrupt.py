@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from eval.sample_benchmark import write_sample_benchmark
+from instruments.sample_benchmark import write_sample_benchmark
 from ingredients.files.video_io import read_video
 from tests.interruption import assert_no_partial_outputs, run_and_kill, run_to_end
 from tests.training.conftest import SMALL_MODEL

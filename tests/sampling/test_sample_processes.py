@@ -14,7 +14,7 @@ import pytest
 import yaml
 from safetensors.numpy import load_file
 
-from eval.sample_benchmark import write_sample_benchmark
+from instruments.sample_benchmark import write_sample_benchmark
 from tests.training.conftest import REPO_ROOT, SMALL_MODEL
 
 METHODS = ("ours", "no_identity")  # ours also writes routing files

@@ -8,7 +8,7 @@ import torch
 from diffusers.models.embeddings import get_3d_rotary_pos_embed
 from diffusers.pipelines.cogvideo.pipeline_cogvideox_image2video import get_resize_crop_region_for_grid
 
-from ingredients.speed.timed_models import BenchSize
+from instruments.speed.timed_models import BenchSize
 
 LATENT_CHANNELS = 16
 VAE_SPATIAL = 8

@@ -18,7 +18,7 @@ from torch import nn
 
 from ingredients.models import IdentityBatch, IngredientsTransformer3DModel
 from ingredients.model_folder.tiny import SCHEDULER_CONFIG
-from ingredients.speed.sampling_inputs import SamplingInputs
+from instruments.speed.sampling_inputs import SamplingInputs
 
 ID_TOKEN_MODES = ("once", "per_step")
 

@@ -10,9 +10,9 @@ import statistics
 import pytest
 import torch
 
-from ingredients.speed.sampling_speed import main
+from instruments.speed.sampling_speed import main
 from ingredients.models import IdentityBatch
-from ingredients.speed import SamplingInputs, denoise
+from instruments.speed import SamplingInputs, denoise
 from ingredients.model_folder.tiny import build_tiny_pipeline
 
 
@@ -108,7 +108,7 @@ def test_denoise_loop_is_the_pipeline_loop():
 def test_full_size_models_have_the_released_shapes(parity_dir):
     """Built on the meta device (no memory): ours is exactly the authors' full checkpoint (CogVideoX-5B-I2V,
     42 layers, cross_attn_interval 2); ConsisID is the same minus the routers; bare is the backbone."""
-    from ingredients.speed import SIZES, build_model
+    from instruments.speed import SIZES, build_model
 
     models = {kind: build_model(kind, SIZES["full"], device="meta") for kind in ("ours", "consisid", "bare")}
     shapes = {kind: {n: list(t.shape) for n, t in m.state_dict().items()} for kind, m in models.items()}

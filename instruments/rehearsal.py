@@ -1,6 +1,6 @@
 """A weights tree in every released layout the full profile reads, with tiny random weights.
 
-    python -m ingredients.model_folder.rehearsal --out weights_rehearsal/ [--seed 0]
+    python -m instruments.rehearsal --out weights_rehearsal/ [--seed 0]
 
 It mirrors `weights/` of profiles/full.yaml, so profiles/rehearsal.yaml points every `prepare.full`
 key (and the faces / curate / eval paths) into it and the full profile runs on CPU through its own
@@ -235,7 +235,7 @@ def write_facexlib(folder: Path, seed: int) -> None:
 
 def write_face_encoder(folder: Path, seed: int) -> Path:
     """face_encoder/: antelopev2 ONNX stand-ins, EVA-CLIP in its original format, facexlib's weights."""
-    from ingredients.faces.onnx_stand_ins import BrightestCellSCRFD, write_fake_antelopev2
+    from instruments.onnx_stand_ins import BrightestCellSCRFD, write_fake_antelopev2
 
     folder.mkdir(parents=True, exist_ok=True)
     write_fake_antelopev2(folder, seed=seed, detector=BrightestCellSCRFD())
@@ -298,7 +298,7 @@ def write_rehearsal_tree(out: str | Path, seed: int = 0) -> dict[str, Path]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m ingredients.model_folder.rehearsal", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m instruments.rehearsal", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("weights_rehearsal"))
     parser.add_argument("--seed", type=int, default=0)

@@ -1,6 +1,6 @@
 """Evaluation under load: N tiny videos evaluated in one run and in S shard runs, in subprocesses.
 
-    python -m eval.load_measurement --videos 200 --out DIR [--shards 4] [--compare 50] [--jobs 1]
+    python -m instruments.load_measurement --videos 200 --out DIR [--shards 4] [--compare 50] [--jobs 1]
                              [--frames 9] [--height 128] [--width 128] [--params params.yaml]
 
 Builds a benchmark of N cases from real photos shipped in installed packages (K = 1..2 identities,
@@ -48,7 +48,7 @@ from tqdm import tqdm
 from eval.baselines import composite, face_crop, moving_background
 from ingredients.sampling.benchmark import Case, read_benchmark, write_benchmark
 from ingredients.faces.image_io import load_rgb
-from eval.sample_benchmark import packaged_photos
+from instruments.sample_benchmark import packaged_photos
 from ingredients.files.video_io import write_video
 from ingredients.files.atomic import atomic_path, write_json
 from ingredients.faces.registry import build_analyzer
@@ -183,9 +183,9 @@ def measure_main(argv: list[str]) -> None:
     import runpy
 
     if len(argv) < 2:
-        raise SystemExit("usage: python -m eval.load_measurement measure REPORT TARGET [ARGS...]")
+        raise SystemExit("usage: python -m instruments.load_measurement measure REPORT TARGET [ARGS...]")
     report, target, *args = argv
-    # ingredients.speed imports lazily: this brings in no sampling stack to inflate the peak
+    # instruments.speed imports lazily: this brings in no sampling stack to inflate the peak
     from ingredients.peak_memory import peak_bytes, peak_memory
 
     startup = peak_bytes(peak_memory("cpu", since_reset=False))
@@ -229,7 +229,7 @@ def run_measured(commands: dict[str, list[str]], log_dir: Path, jobs: int = 1) -
                 name = pending.pop(0)
                 rss = log_dir / f"{name}.rss.json"
                 rss.unlink(missing_ok=True)
-                argv = [sys.executable, "-m", "eval.load_measurement", "measure", str(rss), *commands[name]]
+                argv = [sys.executable, "-m", "instruments.load_measurement", "measure", str(rss), *commands[name]]
                 with open(log_dir / f"{name}.log", "wb") as fh:
                     running[name] = (subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT), time.perf_counter())
             time.sleep(0.05)
@@ -320,7 +320,7 @@ def run_load_measurement(out: str | os.PathLike, videos: int = 200, shards: int 
     shard_commands = {f"shard{i}": eval_command(benchmark, video_dir, runs_dir / f"shard{i}", (i, shards), params_path)
                       for i in range(shards)}
     if sizes:
-        commands["fid_probe"] = ["eval.load_measurement:fid_probe"]
+        commands["fid_probe"] = ["instruments.load_measurement:fid_probe"]
     results = run_measured(commands | shard_commands, out / "logs", jobs)
     merge_argv = ["eval.merge", "--runs", *(str(runs_dir / n) for n in shard_commands),
                   "--out", str(runs_dir / "merged")]
@@ -362,7 +362,7 @@ def run_load_measurement(out: str | os.PathLike, videos: int = 200, shards: int 
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m eval.load_measurement", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m instruments.load_measurement", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--videos", type=int, default=200, help="number of cases and videos")
     parser.add_argument("--out", required=True, help="working folder; its runs/ is cleared first")

@@ -1,6 +1,6 @@
 """Sampling speed and memory: ours vs ConsisID vs the bare CogVideoX backbone, one guided denoising run each.
 
-    python -m ingredients.speed.sampling_speed --size full --device cuda --steps 50 [--extrapolate-from M] --out FILE.json
+    python -m instruments.speed.sampling_speed --size full --device cuda --steps 50 [--extrapolate-from M] --out FILE.json
 
 `--mode loop` (default) builds the three transformers with random weights (no downloads), one after the
 other in this process, and times the denoising loop of a 49 x 480 x 720 video (latents 13 x 60 x 90;
@@ -39,7 +39,7 @@ from torch import nn
 
 from ingredients.files.atomic import write_json
 from ingredients.models import IngredientsTransformer3DModel
-from ingredients.speed import (
+from instruments.speed import (
     COMPILE_MODES,
     ID_TOKEN_MODES,
     MODEL_KINDS,
@@ -63,7 +63,7 @@ from ingredients.speed import (
     warmup_forwards,
 )
 from ingredients.peak_memory import peak_bytes, peak_memory, reset_peak_memory
-from ingredients.speed.timed_models import identity_feature_dims
+from instruments.speed.timed_models import identity_feature_dims
 
 logger = logging.getLogger(__name__)
 
@@ -337,7 +337,7 @@ def _load_pipeline(args: argparse.Namespace, device: torch.device):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m ingredients.speed.sampling_speed", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m instruments.speed.sampling_speed", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--mode", choices=("loop", "pipeline", "quality"), default="loop")
     parser.add_argument("--size", choices=sorted(SIZES), default="reduced")
@@ -406,7 +406,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         torch.set_num_threads(args.threads)
     runners = {"loop": run_loop_benchmark, "pipeline": run_pipeline_benchmark, "quality": run_quality}
     result = runners[args.mode](args)
-    result["command"] = "python -m ingredients.speed.sampling_speed " + " ".join(argv if argv is not None else sys.argv[1:])
+    result["command"] = "python -m instruments.speed.sampling_speed " + " ".join(argv if argv is not None else sys.argv[1:])
     if args.out:
         write_json(args.out, result)
         logger.info("wrote %s", args.out)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from diffusers.hooks import FirstBlockCacheConfig
 
-from ingredients.speed import (
+from instruments.speed import (
     SIGNALS,
     StepCacheConfig,
     build_model,
@@ -16,7 +16,7 @@ from ingredients.speed import (
     enable_step_cache,
     identity_kwargs,
 )
-from tests.speed.conftest import REDUCED, forward_kwargs, ours
+from tests.instruments.speed.conftest import REDUCED, forward_kwargs, ours
 
 
 @pytest.mark.parametrize("signal", SIGNALS)

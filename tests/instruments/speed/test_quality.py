@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from ingredients.speed.sampling_speed import main
-from ingredients.speed import (
+from instruments.speed.sampling_speed import main
+from instruments.speed import (
     StepCacheConfig,
     decode_frames,
     frame_psnr,

@@ -1,6 +1,6 @@
 """Device check: real peak memory and time of the full-size steps, beside the cost plan's predictions.
 
-    python -m ingredients.speed.device_check [--size full|rehearsal] [--plan outputs/plan/plan.json]
+    python -m instruments.speed.device_check [--size full|rehearsal] [--plan outputs/plan/plan.json]
                                              [--compile regional|full|off] [--steps 2]
 
 Random weights (nothing is downloaded), one device. Measures, each with the allocator's peaks
@@ -192,7 +192,7 @@ def result_line(name: str, measured: dict[str, float], predicted: dict[str, floa
 
 
 def main(argv: list[str] | None = None) -> list[str]:
-    parser = argparse.ArgumentParser(prog="python -m ingredients.speed.device_check", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m instruments.speed.device_check", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", choices=sorted(SIZES), default="full")
     parser.add_argument("--plan", type=Path, default=Path("outputs/plan/plan.json"), help="the plan JSON, if present")

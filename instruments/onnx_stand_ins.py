@@ -2,7 +2,7 @@
 
 Exported with torch.onnx into the antelopev2 folder layout, so insightface's own loading code
 (model routing by input/output shapes, SCRFD decoding, ArcFace `get_feat`) runs on them unchanged.
-Used by the tests and by the full profile's rehearsal tree (ingredients.model_folder.rehearsal).
+Used by the tests and by the full profile's rehearsal tree (instruments.rehearsal).
 
 The detector follows SCRFD-10G-BNKPS's output layout as insightface's SCRFD reads it: 9 outputs,
 score / bbox / kps for strides 8, 16, 32, two anchors per cell, no batch axis, dynamic H and W.

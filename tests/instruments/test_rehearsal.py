@@ -13,8 +13,8 @@ import yaml
 from ingredients.config import ParamsError, load_merged
 from ingredients.model_folder.folder import face_settings, load_face_conditioner, load_pipeline
 from ingredients.model_folder.prepare import main
-from ingredients.faces.onnx_stand_ins import BrightestCellSCRFD, write_fake_antelopev2
-from ingredients.model_folder.rehearsal import (
+from instruments.onnx_stand_ins import BrightestCellSCRFD, write_fake_antelopev2
+from instruments.rehearsal import (
     FRAMES,
     HEIGHT,
     WIDTH,
@@ -22,7 +22,7 @@ from ingredients.model_folder.rehearsal import (
     write_clip_score,
     write_ingredients_release,
 )
-from ingredients.model_folder.rehearsal import main as rehearsal_main
+from instruments.rehearsal import main as rehearsal_main
 
 REPO = Path(__file__).resolve().parents[2]
 PREFIX = "weights_rehearsal"

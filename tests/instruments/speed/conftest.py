@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ingredients.speed import SIZES, build_model, make_sampling_inputs, make_scheduler
-from ingredients.speed.timed_models import identity_feature_dims
-from ingredients.speed.denoise_loop import model_input
+from instruments.speed import SIZES, build_model, make_sampling_inputs, make_scheduler
+from instruments.speed.timed_models import identity_feature_dims
+from instruments.speed.denoise_loop import model_input
 
 REDUCED = SIZES["reduced"]
 

@@ -1,6 +1,6 @@
 """Curation throughput on the tiny data: local engine vs Ray with 1 and 2 task slots (videos/s).
 
-    python scripts/bench_compute.py [--videos 4] [--rounds 1]
+    python -m instruments.bench_compute [--videos 4] [--rounds 1]
 
 Each run curates into a fresh folder; Ray runs include starting and stopping the local instance
 (reported separately), so `ray overhead per video` = (Ray wall - local wall) / videos.

@@ -1,4 +1,4 @@
-"""Evaluation under load (eval.load_measurement): one run over N videos equals S shard runs merged, and
+"""Evaluation under load (instruments.load_measurement): one run over N videos equals S shard runs merged, and
 peak memory does not grow with the number of videos."""
 
 import json
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from ingredients.sampling.benchmark import read_benchmark
-from eval.load_measurement import (
+from instruments.load_measurement import (
     PHOTOS,
     ProcessRun,
     build_load_benchmark,
@@ -75,7 +75,7 @@ def test_small_load_single_run_equals_four_shards_merged(tmp_path):
 
 
 def test_rss_growth_subtracts_the_fid_step_only_when_only_the_large_run_has_fid():
-    probe = ProcessRun("fid_probe", ("eval.load_measurement:fid_probe",), 0, 1.0, 900.0, 640.0, Path("x.log"))
+    probe = ProcessRun("fid_probe", ("instruments.load_measurement:fid_probe",), 0, 1.0, 900.0, 640.0, Path("x.log"))
     small = {"peak_rss_mib": 720.0, "fid_face_computed": False}
     assert rss_growth([small, {"peak_rss_mib": 990.0, "fid_face_computed": True}], probe) == {
         "rss_growth_mib": 270.0, "fid_step_mib": 260.0, "rss_growth_beyond_fid_mib": 10.0}

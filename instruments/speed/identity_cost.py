@@ -1,6 +1,6 @@
 """Speed measurements: the identity modules' cost against the bare CogVideoX backbone.
 
-`python -m ingredients.speed.identity_cost identity-cost [--size full|reduced] [--threads 2] [--rounds 3] [--compile] [--out FILE]`
+`python -m instruments.speed.identity_cost identity-cost [--size full|reduced] [--threads 2] [--rounds 3] [--compile] [--out FILE]`
 times one forward of the bare `CogVideoXTransformer3DModel` and of `IngredientsTransformer3DModel`
 with the same backbone weights (K identities, ID tokens precomputed, and with the projector run in the
 forward), interleaved round by round, and reports medians and ratios as JSON; `--compile` adds the
@@ -175,7 +175,7 @@ def identity_cost(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m ingredients.speed.identity_cost", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m instruments.speed.identity_cost", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("identity-cost", help="identity modules vs bare backbone, one forward, CPU float32")
     p.add_argument("--size", choices=sorted(SIZES), default="reduced")

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from ingredients.speed.sampling_speed import main
-from ingredients.speed import apply_memory_switches, decode_frames, frame_psnr, generate_latents, tiny_call_kwargs
+from instruments.speed.sampling_speed import main
+from instruments.speed import apply_memory_switches, decode_frames, frame_psnr, generate_latents, tiny_call_kwargs
 from ingredients.peak_memory import peak_bytes, peak_memory, reset_peak_memory
 from ingredients.model_folder.tiny import build_tiny_pipeline
 

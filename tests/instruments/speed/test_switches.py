@@ -7,7 +7,7 @@ import time
 import pytest
 import torch
 
-from ingredients.speed import (
+from instruments.speed import (
     build_model,
     compile_transformer,
     denoise,
@@ -15,7 +15,7 @@ from ingredients.speed import (
     set_fused_identity_injection,
     set_identity_sdpa,
 )
-from tests.speed.conftest import REDUCED, forward_kwargs, ours
+from tests.instruments.speed.conftest import REDUCED, forward_kwargs, ours
 
 
 def _forward(model, inputs):
@@ -40,8 +40,8 @@ def test_identity_sdpa_switch_same_output(inputs):
 @pytest.mark.parametrize("identities", [1, 2, 4])
 def test_fused_injection_switch_same_output(inputs, identities):
     """Mixing before `to_out` (folded when K x Q < dim_head: K <= 1 here) equals the reference's per-identity `to_out`."""
-    from ingredients.speed import make_sampling_inputs
-    from ingredients.speed.timed_models import identity_feature_dims
+    from instruments.speed import make_sampling_inputs
+    from instruments.speed.timed_models import identity_feature_dims
 
     inputs = make_sampling_inputs(REDUCED, identities, *identity_feature_dims(REDUCED))
     model = ours(cross_attn_interval=1)
