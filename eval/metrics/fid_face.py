@@ -128,26 +128,41 @@ def _digest(path: str, _mtime_ns: int, _size: int) -> str:
     return file_sha256(path)
 
 
+def distribution_samples(inputs, backend: str) -> tuple[np.ndarray, np.ndarray, int] | str:
+    """(reference samples [distinct photos, D], generated samples [<= sum K, D], videos) of one
+    method for `backend`, or the reason there are none (shared by fid_face and kid_face)."""
+    faces = {c: f for c in inputs.case_ids if (f := inputs.faces(c, backend)) is not None}
+    if not faces:
+        return f"no video of this method has a {backend!r} face analysis (see face_sim/{backend} reasons)"
+    real = reference_samples(faces, inputs.references)
+    fake = np.concatenate([identity_samples(f) for f in faces.values()])
+    return real, fake, len(faces)
+
+
+def too_few(real: np.ndarray, fake: np.ndarray, videos: int, need: int, why: str) -> str | None:
+    """The missing reason when either side has fewer than `need` samples."""
+    if len(real) >= need and len(fake) >= need:
+        return None
+    return (f"too few face samples: {len(real)} distinct reference photos and {len(fake)} generated faces "
+            f"(at most one per identity per video, over {videos} videos), need at least {need} on each side ({why})")
+
+
 @register("fid_face", level="aggregate", prepare=prepare)
 def compute(inputs) -> MetricResult:
     """inputs: eval.aggregate.AggregateInputs for one method."""
     result = MetricResult()
     for backend in inputs.params.face_backends:
         name = f"fid_face/{backend}"
-        faces = {c: f for c in inputs.case_ids if (f := inputs.faces(c, backend)) is not None}
-        if not faces:
-            result.missing[name] = f"no video of this method has a {backend!r} face analysis (see face_sim/{backend} reasons)"
+        samples = distribution_samples(inputs, backend)
+        if isinstance(samples, str):
+            result.missing[name] = samples
             continue
-        dim = next(iter(faces.values())).refs.shape[1]
-        real = reference_samples(faces, inputs.references)  # [distinct photos, D]
-        fake = np.concatenate([identity_samples(f) for f in faces.values()])  # [<= sum K, D]
+        real, fake, videos = samples
+        dim = real.shape[1]
         need = min_samples(dim, inputs.params.fid_min_samples_factor)
-        if len(real) < need or len(fake) < need:
-            result.missing[name] = (
-                f"too few face samples: {len(real)} distinct reference photos and {len(fake)} generated faces "
-                f"(at most one per identity per video, over {len(faces)} videos), need at least {need} on each "
-                f"side ({inputs.params.fid_min_samples_factor:g} x {dim}-d features)"
-            )
+        reason = too_few(real, fake, videos, need, f"{inputs.params.fid_min_samples_factor:g} x {dim}-d features")
+        if reason:
+            result.missing[name] = reason
             continue
         result.values[name] = frechet_distance(
             torch.from_numpy(real).double(), torch.from_numpy(fake).double(), PrecomputedFeatures(dim)

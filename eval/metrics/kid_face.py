@@ -17,10 +17,9 @@ fixed seed, so a rerun or a merged run gives the same value. Scale differs from 
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
-from eval.metrics.fid_face import PrecomputedFeatures, identity_samples, prepare, reference_samples
+from eval.metrics.fid_face import PrecomputedFeatures, distribution_samples, prepare, too_few
 from eval.registry import MetricResult, register
 
 NAME = "kid_face"
@@ -52,25 +51,19 @@ def kernel_distance(real: torch.Tensor, fake: torch.Tensor, feature: torch.nn.Mo
 def compute(inputs) -> MetricResult:
     """inputs: eval.aggregate.AggregateInputs for one method."""
     result = MetricResult()
-    need = inputs.params.kid_min_samples
     for backend in inputs.params.face_backends:
         name = f"{NAME}/{backend}"
-        faces = {c: f for c in inputs.case_ids if (f := inputs.faces(c, backend)) is not None}
-        if not faces:
-            result.missing[name] = f"no video of this method has a {backend!r} face analysis (see face_sim/{backend} reasons)"
+        samples = distribution_samples(inputs, backend)
+        if isinstance(samples, str):
+            result.missing[name] = samples
             continue
-        dim = next(iter(faces.values())).refs.shape[1]
-        real = reference_samples(faces, inputs.references)  # [distinct photos, D]
-        fake = np.concatenate([identity_samples(f) for f in faces.values()])  # [<= sum K, D]
-        if len(real) < need or len(fake) < need:
-            result.missing[name] = (
-                f"too few face samples: {len(real)} distinct reference photos and {len(fake)} generated faces "
-                f"(at most one per identity per video, over {len(faces)} videos), need at least {need} on each side "
-                "(eval.kid_min_samples)"
-            )
+        real, fake, videos = samples
+        reason = too_few(real, fake, videos, inputs.params.kid_min_samples, "eval.kid_min_samples")
+        if reason:
+            result.missing[name] = reason
             continue
         mean, std = kernel_distance(torch.from_numpy(real).double(), torch.from_numpy(fake).double(),
-                                    PrecomputedFeatures(dim))
+                                    PrecomputedFeatures(real.shape[1]))
         result.values[name] = mean
         result.values[f"{name}/std"] = std
     return result
