@@ -40,7 +40,7 @@ def test_experiment_command_names_the_run_and_the_keys():
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ({"sample": {"stepz": 3}}, r"sample\.stepz: unknown key; allowed keys here: fps, guidance_scale"),
+        ({"sample": {"stepz": 3}}, r"sample\.stepz: unknown key; allowed keys here: .*fps, .*guidance_scale"),
         ({"sample": {"steps": "many"}}, r"sample\.steps: Input should be a valid integer"),
         ({"prepare": {"profile": "huge"}}, r"prepare\.profile: Input should be 'tiny' or 'full'"),
         ({"sample": {"methods": ["ours", "magic"]}}, r"unknown \['magic'\]; allowed"),
