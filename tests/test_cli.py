@@ -81,6 +81,8 @@ def test_generate_bad_inputs_exit_with_the_reason(tiny_folder, tmp_path):
     assert not (tmp_path / "v.mp4").exists()
 
 
+# slow: the default suite measured 19 min 24 s on a fresh clone with it (budget 15); runs under -m slow
+@pytest.mark.slow
 def test_generate_reads_the_sample_runtime_keys_of_params(tiny_folder, tmp_path):
     """--params: its sample: dtype and VAE slicing apply and are recorded; --from-json reuses them. (VAE tiling
     with the CogVideoX VAE's default tiles does not run on the tiny 128 x 128 model: its image encode

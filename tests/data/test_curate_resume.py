@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import os
 import signal
 import subprocess
@@ -13,6 +15,8 @@ from ingredients.data.curation_params import CurationParams
 from tests.interruption import assert_no_partial_outputs
 
 
+# slow: the default suite measured 19 min 24 s on a fresh clone with it (budget 15); runs under -m slow
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_manifest(tiny_raw, tiny_curated):
     ref_out, _ = tiny_curated
     out = tiny_raw.parent / "killed"  # same depth as the reference output: same relative paths

@@ -76,6 +76,8 @@ def test_records_and_aggregates(setup):
     assert "no face in any of the 32 sampled frames" in missing["no_face"]["face_sim_opens2v/dlib"]
 
 
+# slow: the default suite measured 19 min 24 s on a fresh clone with it (budget 15); runs under -m slow
+@pytest.mark.slow
 def test_identical_inputs_give_identical_metrics_json(setup, tmp_path):
     """A fresh run through the CLI (own analyzer, no cache) writes byte-identical outputs."""
     params = tmp_path / "params.yaml"
@@ -90,6 +92,8 @@ def test_identical_inputs_give_identical_metrics_json(setup, tmp_path):
     assert again.per_video.read_bytes() == full.per_video.read_bytes()
 
 
+# slow: the default suite measured 19 min 24 s on a fresh clone with it (budget 15); runs under -m slow
+@pytest.mark.slow
 def test_split_runs_merge_to_the_same_aggregates(setup, tmp_path):
     m = setup["methods"]
     two = {k: m[k] for k in ("oracle", "no_face")}

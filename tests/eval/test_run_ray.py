@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from eval.baselines import make_no_face, make_oracle
 from eval.face_backends import AnalyzerPool
 from eval.params import EvalParams
@@ -34,6 +36,8 @@ def test_ray_engine_gives_the_local_engine_files(tmp_path, make_benchmark, dlib_
     assert evaluate(bench, methods, tmp_path / "ray", PARAMS, compute=ray_env) == local
 
 
+# slow: the default suite measured 19 min 24 s on a fresh clone with it (budget 15); runs under -m slow
+@pytest.mark.slow
 def test_ray_engine_through_the_stage_command(tmp_path, make_benchmark, dlib_analyzer, ray_env):
     """`python -m eval.run` exactly as dvc.yaml runs it, with `compute.engine: ray`: eval.run is
     `__main__` there, and cloudpickle ships `__main__`'s functions by value with their globals; the

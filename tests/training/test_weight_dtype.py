@@ -4,6 +4,8 @@ float32 for the optimizer."""
 
 from __future__ import annotations
 
+import pytest
+
 import torch
 
 from ingredients.training import RunPaths, Trainer, build_stage_spec
@@ -42,6 +44,8 @@ def test_full_precision_casts_nothing(tiny_manifest, small_model, tmp_path):
     assert {p.dtype for p in trainer.transformer.parameters()} == {torch.float32}
 
 
+# slow: the default suite measured 19 min 24 s on a fresh clone with it (budget 15); runs under -m slow
+@pytest.mark.slow
 def test_bf16_run_with_a_frozen_bf16_backbone_trains_validates_and_saves(tiny_manifest, small_model, tmp_path):
     params = train_params(common={"mixed_precision": "bf16"},
                           stage1={"steps": 2, "validation": {"num_clips": 1, "inference_steps": 1, "timesteps": [500]}})
