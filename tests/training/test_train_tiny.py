@@ -19,9 +19,11 @@ from ingredients.training.trainer import TRAIN_COLUMNS
 from tests.training.conftest import train_params
 
 # measured once (seed 0, 10 stage-1 steps at lr 2e-3): validation loss 1.691 -> 1.355 (-20 %);
-# 20 stage-2 steps: validation routing loss 0.693 -> 0.299, routing accuracy 0.48 -> 0.88
+# 20 stage-2 steps: validation routing loss 0.693 -> 0.299, routing accuracy 0.48 -> 0.88 with the centred
+# canvas; with the authors' canvas (faces.canvas_layout: authors, the default since): loss 0.693 -> 0.516
+# (-26 %), accuracy 0.50 -> 0.869 against a majority-class baseline of 0.571 on the same tokens
 STAGE1_MIN_DROP = 0.10
-STAGE2_MIN_ROUTING_DROP = 0.30
+STAGE2_MIN_ROUTING_DROP = 0.20
 
 
 def _rows(path: Path) -> list[dict]:
@@ -128,6 +130,7 @@ def test_stage2_routing_loss_falls_and_is_logged_separately(stage2):
     start, end = val[0], val[-1]
     assert float(end["val_routing_loss"]) < (1 - STAGE2_MIN_ROUTING_DROP) * float(start["val_routing_loss"])
     assert float(end["routing_acc"]) > float(start["routing_acc"]) + 0.2
+    assert float(end["routing_acc"]) > float(end["routing_acc_majority"]) + 0.2  # beats always guessing one identity
     assert {"routing_acc/0", "routing_acc/1"} <= set(end)
     routing_map = Image.open(out / "validation" / "step-00000020_train_clips_routing.png")
     assert routing_map.size == (5 * 64, 2 * 64)  # labels over predicted routing
