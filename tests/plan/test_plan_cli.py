@@ -69,7 +69,7 @@ def test_relations(plan):
     assert sample["flops_per_video"] > sample["steps"] * sample["flops_per_step"]
 
 
-@pytest.mark.slow  # a second plan run (the python -m run above is in the default suite); suite budget
+@pytest.mark.slow  # a second plan run (the python -m run above); suite budget
 def test_ingredients_plan_command_writes_the_same_schema(tmp_path):
     (tmp_path / "small.yaml").write_text(SMALL)
     exe = Path(sys.executable).parent / "ingredients"
