@@ -78,6 +78,12 @@ def main(argv: list[str] | None = None) -> None:
     # run: the files are merged into one experiment (e.g. a profile and your study's settings);
     # queue: one experiment per file
     groups = [args.files] if args.command == "run" else [[p] for p in args.files]
+    if args.command == "queue" and not args.dry_run:
+        done = existing_experiments()
+        for group in [g for g in groups if "+".join(p.stem for p in g) in done]:
+            logger.warning("experiment %r already exists for this commit (an earlier run): kept as it is, not queued "
+                           "again; `dvc exp remove %s` to run it anew", group[0].stem, group[0].stem)
+        groups = [g for g in groups if "+".join(p.stem for p in g) not in done]
     for group in groups:
         cmd = exp_command(group, queue=args.command == "queue")
         if args.dry_run:
@@ -93,6 +99,12 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit("experiments that did not succeed: " + ", ".join(f"{n} ({s})" for n, s in sorted(failed.items()))
                              + "; see `dvc queue logs <name>`")
         logger.info("all %d experiments succeeded; compare them: dvc exp show --only-changed", len(names))
+
+
+def existing_experiments() -> set[str]:
+    """Names of the DVC experiments of the current commit (DVC refuses to queue a name twice)."""
+    out = subprocess.run(["dvc", "exp", "list", "--name-only"], capture_output=True, text=True, check=True).stdout
+    return {line.strip() for line in out.splitlines() if line.strip()}
 
 
 def queue_states(names: list[str]) -> dict[str, str]:
