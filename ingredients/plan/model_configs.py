@@ -5,12 +5,16 @@ config, plus the identity modules), its VAE (diffusers AutoencoderKLCogVideoX, v
 CogVideoX-5b-I2V) and its text encoder (transformers T5EncoderModel, google/t5-v1_1-xxl, as in
 text_encoder/config.json). Tiny profile: the tiny model's configs (`model_folder.tiny`) and the
 MiniLM text encoder's config shipped in its package. `prepare.transformer` overrides apply to both.
+When `prepare.full.backbone` holds the configs (downloaded, or the rehearsal tree), the full profile's
+plan reads them instead: the plan is of the model the study builds.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ingredients.model_folder.tiny import TINY_FRAMES, TINY_HEIGHT, TINY_WIDTH, text_encoder_folder, tiny_transformer_config, tiny_vae_config
@@ -59,6 +63,27 @@ FULL_VIT_TOKENS = 577
 TINY_VIT_TOKENS = 65
 
 
+def backbone_folder(prepare: dict[str, Any]) -> Path | None:
+    """`prepare.full.backbone` when its transformer, VAE and text encoder configs are there: the plan is
+    then of the model the study will build (the real folder, or the rehearsal tree's), else None."""
+    folder = (prepare.get("full") or {}).get("backbone")
+    if folder is None:
+        return None
+    folder = Path(folder)
+    names = ("transformer", "vae", "text_encoder")
+    return folder if all((folder / name / "config.json").is_file() for name in names) else None
+
+
+def _config_for(folder: Path, cls_name: str) -> dict[str, Any]:
+    """A diffusers config.json, restricted to the keys the class takes (drops `_class_name` and the like)."""
+    if cls_name == "IngredientsTransformer3DModel":
+        from ingredients.models import IngredientsTransformer3DModel as cls
+    else:
+        from diffusers import AutoencoderKLCogVideoX as cls
+    allowed = set(inspect.signature(cls.__init__).parameters) - {"self"}
+    return {k: v for k, v in json.loads((folder / "config.json").read_text()).items() if k in allowed}
+
+
 @dataclass(frozen=True)
 class ProfileModels:
     """What one profile builds: configs, the text encoder's class ('t5' or 'bert'), default video size."""
@@ -78,9 +103,15 @@ def profile_models(prepare: dict[str, Any]) -> ProfileModels:
     profile = prepare.get("profile", "tiny")
     overrides = dict(prepare.get("transformer") or {})
     if profile == "full":
-        return ProfileModels(transformer=overrides, vae=dict(FULL_VAE_CONFIG), text_encoder_kind="t5",
-                             text_encoder=dict(FULL_T5_CONFIG), vit_tokens=FULL_VIT_TOKENS,
-                             num_frames=49, height=480, width=720)
+        folder = backbone_folder(prepare)
+        if folder is None:  # planning before the download: CogVideoX-5B-I2V's configs, written above
+            return ProfileModels(transformer=overrides, vae=dict(FULL_VAE_CONFIG), text_encoder_kind="t5",
+                                 text_encoder=dict(FULL_T5_CONFIG), vit_tokens=FULL_VIT_TOKENS,
+                                 num_frames=49, height=480, width=720)
+        return ProfileModels(transformer={**_config_for(folder / "transformer", "IngredientsTransformer3DModel"), **overrides},
+                             vae=_config_for(folder / "vae", "AutoencoderKLCogVideoX"), text_encoder_kind="t5",
+                             text_encoder=json.loads((folder / "text_encoder" / "config.json").read_text()),
+                             vit_tokens=FULL_VIT_TOKENS, num_frames=49, height=480, width=720)
     if profile != "tiny":
         raise ValueError(f"prepare.profile: {profile!r} is not a profile the plan knows (tiny, full)")
     bert = json.loads((text_encoder_folder() / "config.json").read_text())
