@@ -139,7 +139,7 @@ def test_training_validates_on_videos_it_never_trained_on(project):
 
 def test_sampling_and_evaluation_ran_on_the_benchmark_file(project):
     metrics = json.loads((project / "outputs/eval/metrics.json").read_text())
-    assert set(metrics) == {"ours", "ours_no_router", "canvas_only", "no_identity", "oracle"}
+    assert set(metrics) == {"ours", "ours_no_router", "canvas_only", "no_identity", "oracle", "vae_roundtrip"}
     assert set(metrics["ours"]["by_k"]) == {"1", "2"}
     for method in ("ours", "oracle"):
         assert len(list((project / "outputs/samples" if method == "ours" else project / "outputs/baselines").rglob(
@@ -156,4 +156,4 @@ def test_one_mlflow_run_per_stage_and_method_tagged_with_the_experiment(project)
     expected = {name.removeprefix("train_") for name in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]}
     assert {stage for _, stage in rows} == expected
     assert sorted(name for name, stage in rows if stage == "evaluate") == sorted(
-        ["ours", "ours_no_router", "canvas_only", "no_identity", "oracle"])
+        ["ours", "ours_no_router", "canvas_only", "no_identity", "oracle", "vae_roundtrip"])
