@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from experiments.params import validate_params
+from study.params import validate_params
 from ingredients.config import deep_merge, flatten, load_params
 
 logger = logging.getLogger(__name__)

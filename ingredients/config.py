@@ -8,7 +8,7 @@ stage and has one typed schema, kept beside the stage that reads it (`TrackingPa
 `CurationParams` in `ingredients.data.curation_params`, the `train` stages in
 `ingredients.training.stage_spec`, `SampleParams` in `ingredients.sampling.sample`, `EvalParams` in
 `eval.params`, `BenchmarkParams` in `eval.build_benchmark`). A stage validates only its own sections;
-`experiments.params` validates them all. Every error is a `ParamsError` naming the full key
+`study.params` validates them all. Every error is a `ParamsError` naming the full key
 (`train.stage2.routing.weight`), the value and the allowed values.
 """
 

@@ -1,5 +1,5 @@
 """MLflow runs: one place that opens runs, tags them and checks the server (training logs live
-through it; `experiments.mlflow_stage` logs each finished DVC stage through it).
+through it; `study.mlflow_stage` logs each finished DVC stage through it).
 
 Runs are tagged with the stage, the DVC experiment name (`DVC_EXP_NAME`, set by `dvc exp run`) and the
 git revision, so the MLflow UI compares stages, methods and ablations. The default store is a SQLite

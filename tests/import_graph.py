@@ -7,7 +7,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("ingredients", "eval", "experiments", "instruments")
+PACKAGES = ("ingredients", "eval", "study", "experiments", "instruments")
 
 
 def module_files(root: Path = ROOT) -> dict[str, Path]:

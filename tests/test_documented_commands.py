@@ -51,8 +51,8 @@ ELSEWHERE = {  # command: why it cannot run here
 
 MEASUREMENTS = {  # command: the test that runs its test-sized form
     "python -m instruments.speed.identity_cost identity-cost --size reduced --rounds 7 --compile --out compile.json": "tests/models/test_transformer.py (fullgraph compile, eager and inductor)",
-    "python -m instruments.speed.identity_cost identity-cost --size full --rounds 5": "tests/benchmarks/test_identity_cost.py (slow, same size)",
-    "python -m instruments.speed.identity_cost identity-cost --size full --rounds 3 --out identity_cost.json": "tests/benchmarks/test_identity_cost.py",
+    "python -m instruments.speed.identity_cost identity-cost --size full --rounds 5": "tests/instruments/speed/test_identity_cost.py (slow, same size)",
+    "python -m instruments.speed.identity_cost identity-cost --size full --rounds 3 --out identity_cost.json": "tests/instruments/speed/test_identity_cost.py",
     "python -m instruments.speed.sampling_speed --size reduced --device cpu --steps 50 --sweep identity_sdpa,fused_injection,id_tokens,step_cache --out reduced.json": "tests/instruments/speed/",
     "python -m instruments.speed.sampling_speed --mode quality --steps S --step-cache SIGNAL --cache-threshold T": "tests/instruments/speed/test_step_cache.py",
     "python -m ingredients.data.synth --out raw && python -m ingredients.data.curate --raw raw --out cur": "tests/data/test_curate.py",
@@ -69,7 +69,7 @@ MEASUREMENTS = {  # command: the test that runs its test-sized form
 
 NOT_COMMANDS = {  # inline code that is not a command to run
     "python -m experiments.ablations run FILE [FILE ...]": "the synopsis",
-    "python -m experiments.params params.yaml [override ...]": "the synopsis",
+    "python -m study.params params.yaml [override ...]": "the synopsis",
     "ingredients plan --params params.yaml profiles/full.yaml [override.yaml ...] [--gpus N] [--gpu-memory-gib G] [--mfu M] [--backbone-only] [--stage train_stage1|train_stage2|sample ...] [--json outputs/plan/plan.json]": "the synopsis",
     "dvc exp run -n <file stem> -S key=value ...": "what experiments.ablations generates",
     "dvc exp run --run-all": "what `queue --run` runs",

@@ -35,7 +35,7 @@ def uncovered(stage: dict, root: Path = ROOT) -> list[str]:
     return [str(path) for path in needed if not any(path == d or d in path.parents for d in deps)]
 
 
-CODE = ("ingredients", "eval", "experiments", "instruments")
+CODE = ("ingredients", "eval", "study", "experiments", "instruments")
 
 
 @functools.lru_cache(maxsize=4)

@@ -68,10 +68,10 @@ ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
     ("data: {source: list, list_file: clips.jsonl, captions_file: c.csv}",
      "data.captions_file: Value error, only for source 'videos' or 'synth'"),
 ])
-def test_cross_field_rules_through_experiments_params(tmp_path, override, message):
-    """Issue 20: `python -m experiments.params params.yaml bad.yaml` passed what the curate stage refuses
+def test_cross_field_rules_through_study_params(tmp_path, override, message):
+    """Issue 20: `python -m study.params params.yaml bad.yaml` passed what the curate stage refuses
     (its `main`, in-process: a subprocess costs a minute of imports on a loaded machine)."""
-    from experiments.params import main
+    from study.params import main
 
     bad = tmp_path / "bad.yaml"
     bad.write_text(override + "\n")

@@ -14,7 +14,7 @@ import yaml
 from ingredients.config import load_merged
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("ingredients", "eval", "experiments", "instruments")
+PACKAGES = ("ingredients", "eval", "study", "experiments", "instruments")
 
 
 def env(project: Path) -> dict[str, str]:

@@ -24,7 +24,7 @@ ABLATIONS = sorted(p.stem for p in (ROOT / "experiments").glob("*.yaml"))
 QUEUE = "python -m experiments.ablations queue experiments/*.yaml --run"  # README, Ablations
 SHOW = "dvc exp show --only-changed"
 SHOW_MD = "dvc exp show --only-changed --md"  # experiments/README.md
-COMPARE = "dvc exp show --only-changed && python -m experiments.mlflow_stage ui"  # README, step 5
+COMPARE = "dvc exp show --only-changed && python -m study.mlflow_stage ui"  # README, step 5
 LOGS = "dvc queue logs NAME"
 RUN_ONE = "python -m experiments.ablations run experiments/no_routing_loss.yaml"  # experiments/README.md
 

@@ -84,9 +84,9 @@ STUDY = {
 
 
 COMMANDS = (  # README, "Rehearse the real study on CPU" (and step 4 of "Run the real study"), verbatim
-    "python -m experiments.params params.yaml profiles/full.yaml my_study.yaml > /dev/null",
+    "python -m study.params params.yaml profiles/full.yaml my_study.yaml > /dev/null",
     "python -m instruments.rehearsal --out weights_rehearsal",
-    "python -m experiments.params params.yaml profiles/full.yaml profiles/rehearsal.yaml my_study.yaml > /dev/null",
+    "python -m study.params params.yaml profiles/full.yaml profiles/rehearsal.yaml my_study.yaml > /dev/null",
     "python -m experiments.ablations run profiles/full.yaml profiles/rehearsal.yaml my_study.yaml",
 )
 EXPERIMENT = "full+rehearsal+my_study"

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from ingredients.config import load_params
-from tests.e2e.project import ROOT, dvc, env, make_project
+from tests.e2e.project import PACKAGES, ROOT, dvc, env, make_project
 
 OVERRIDE = Path(__file__).with_name("smaller_than_tiny.yaml")
 _env, _dvc = env, dvc
@@ -102,13 +102,13 @@ def _free_port() -> int:
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed (scripts/setup.sh installs it)")
 def test_mlflow_ui_compare_view_shows_the_methods(project, tmp_path):
-    """Start the documented MLflow UI (`python -m experiments.mlflow_stage ui`) on the run's store, open the
+    """Start the documented MLflow UI (`python -m study.mlflow_stage ui`) on the run's store, open the
     compare view headless, stop it by PID."""
     import urllib.request
 
     port = _free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "experiments.mlflow_stage", "ui", "--params", "params.yaml", "--port", str(port)],
+        [sys.executable, "-m", "study.mlflow_stage", "ui", "--params", "params.yaml", "--port", str(port)],
         cwd=project, env={**_env(project), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
@@ -160,7 +160,7 @@ def test_editing_a_file_reruns_exactly_the_stages_that_import_it(project):
 
     wanted = {name: set(needed(stage, project)) for name, stage in stages(project).items()}
     used = set().union(*wanted.values())
-    unused = sorted(str(p.relative_to(project)) for pkg in ("ingredients", "eval", "experiments", "instruments")
+    unused = sorted(str(p.relative_to(project)) for pkg in PACKAGES
                     for p in (project / pkg).rglob("*.py") if str(p.relative_to(project)) not in used)
     assert unused, "every file is imported by some stage: pick another probe"
     for path, expected in ((unused[0], set()), ("ingredients/compute.py", {n for n, w in wanted.items() if "ingredients/compute.py" in w})):

@@ -12,7 +12,7 @@ from PIL import Image
 from eval.aggregate import flat_items, split_by_k
 from eval.baselines import make_no_face, make_oracle
 from eval.face_backends import AnalyzerPool
-from experiments.mlflow_eval import log_to_mlflow
+from study.mlflow_eval import log_to_mlflow
 from eval.params import EvalParams
 from eval.report import main as report_main
 from eval.report import render_report

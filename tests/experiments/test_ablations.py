@@ -14,7 +14,7 @@ import pytest
 from dvc.utils.hydra import apply_overrides
 
 from experiments.ablations import exp_command, override_args
-from experiments.params import validate_params
+from study.params import validate_params
 from ingredients.config import load_merged, load_params
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,3 +58,9 @@ def test_absent_keys_are_added_with_plus_present_ones_changed(tmp_path):
     assert "+prepare.full.backbone=\"weights_rehearsal/CogVideoX-5b-I2V\"" in cmd
     assert "train.common.mixed_precision=\"no\"" in cmd
 
+
+
+def test_experiment_command_names_the_run_and_the_keys():
+    cmd = exp_command(ROOT / "experiments" / "no_routing_loss.yaml", queue=True)
+    assert cmd[:5] == ["dvc", "exp", "run", "--queue", "-n"] and cmd[5] == "no_routing_loss"
+    assert cmd[6:] == ["-S", "train.stage2.routing.weight=0.0"]

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from experiments.mlflow_stage import log_stage, ui_command
+from study.mlflow_stage import log_stage, ui_command
 from ingredients.mlflow_run import TrackingUnavailable
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,12 +47,12 @@ def _listening_hosts(port: int) -> set[str]:
 
 
 def test_the_readme_documents_the_ui_command():
-    assert "python -m experiments.mlflow_stage ui" in (ROOT / "README.md").read_text()
+    assert "python -m study.mlflow_stage ui" in (ROOT / "README.md").read_text()
 
 
 def test_ui_binds_loopback_only_and_stops_by_pid(tmp_path):
     port = _free_port()
-    cmd = [sys.executable, "-m", "experiments.mlflow_stage", "ui", "--params", str(_params(tmp_path)), "--port", str(port)]
+    cmd = [sys.executable, "-m", "study.mlflow_stage", "ui", "--params", str(_params(tmp_path)), "--port", str(port)]
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     server = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               start_new_session=True)
@@ -111,7 +111,7 @@ def test_failed_evaluation_logging_keeps_the_metrics_file(tmp_path):
     content = json.dumps({"ours": {"face_sim/dlib": 0.5}}, indent=2) + "\n"
     (out / "metrics.json").write_text(content)
     params = _params(tmp_path, uri=f"http://127.0.0.1:{_free_port()}")
-    proc = subprocess.run([sys.executable, "-m", "experiments.mlflow_eval", "--params", str(params),
+    proc = subprocess.run([sys.executable, "-m", "study.mlflow_eval", "--params", str(params),
                            "--eval", str(out)], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
     assert "is unreachable" in proc.stderr and "set tracking.uri to a local store" in proc.stderr

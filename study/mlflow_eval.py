@@ -1,4 +1,4 @@
-"""`python -m experiments.mlflow_eval --params params.yaml --eval outputs/eval`: log an evaluation to MLflow, one MLflow run per method, tagged, with the eval params, the
+"""`python -m study.mlflow_eval --params params.yaml --eval outputs/eval`: log an evaluation to MLflow, one MLflow run per method, tagged, with the eval params, the
 method's aggregate metrics (overall, and per identity count K as `by_k.<K>.<metric>`) and the
 run's files as artifacts.
 
@@ -88,7 +88,7 @@ def log_evaluation(params_file: Path, eval_dir: Path) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m experiments.mlflow_eval", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m study.mlflow_eval", description=__doc__.split("\n\n")[0])
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--eval", type=Path, required=True, help="evaluation folder (metrics.json, per_video.jsonl, ...)")
     args = parser.parse_args(argv)

@@ -1,7 +1,7 @@
 """Face-stack speed: reference processing per photo, dlib detection + embedding per video frame.
 
 In the default suite (--benchmark-disable) each runs once as a smoke test. Measure with
-`.venv/bin/python -m pytest tests/benchmarks/test_faces_bench.py --benchmark-enable`; the
+`.venv/bin/python -m pytest tests/instruments/speed/test_faces_speed.py --benchmark-enable`; the
 per-frame benchmarks also store frames per second in extra_info (`--benchmark-json` shows it).
 """
 

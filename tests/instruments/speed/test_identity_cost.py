@@ -2,9 +2,9 @@
 
 Default suite: the reduced size, run once (benchmarks disabled) so the code cannot rot.
 Slow: `test_identity_cost_ratio_full_width` holds issue 2's goal (identity modules <= 1.09x the bare
-backbone at the full-width size), `.venv/bin/python -m pytest tests/benchmarks/test_identity_cost.py -m slow -k ratio -s`.
-Measure: `.venv/bin/python -m pytest tests/benchmarks/test_identity_cost.py -m slow --benchmark-enable`
-or `python -m instruments.speed.identity_cost identity-cost --size full` (numbers in docs/benchmarks.md).
+backbone at the full-width size), `.venv/bin/python -m pytest tests/instruments/speed/test_identity_cost.py -m slow -k ratio -s`.
+Measure: `.venv/bin/python -m pytest tests/instruments/speed/test_identity_cost.py -m slow --benchmark-enable`
+or `python -m instruments.speed.identity_cost identity-cost --size full` (numbers in docs/measurements.md).
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def test_identity_cost_ratio_full_width():
 
     Rounds are interleaved (bare, ours) after a warm-up; each round's ratio compares two adjacent
     forwards, so load drift hits both alike, and the median of the rounds' ratios is held to the goal
-    (docs/benchmarks.md: 1.054x idle). Minutes on 2 cores.
+    (docs/measurements.md: 1.054x idle). Minutes on 2 cores.
     """
     torch.set_num_threads(2)
     size = SIZES["full"]

@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from experiments.ablations import exp_command
-from experiments.params import validate_params
+from study.params import validate_params
 from ingredients.config import ParamsError, apply_overrides, deep_merge, flatten, load_params
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,12 +28,6 @@ def test_every_override_file_validates_and_changes_something(path):
     assert merged != base
     # the -S form DVC receives gives the same params as merging the file
     assert apply_overrides(base, flatten(override)) == merged
-
-
-def test_experiment_command_names_the_run_and_the_keys():
-    cmd = exp_command(ROOT / "experiments" / "no_routing_loss.yaml", queue=True)
-    assert cmd[:5] == ["dvc", "exp", "run", "--queue", "-n"] and cmd[5] == "no_routing_loss"
-    assert cmd[6:] == ["-S", "train.stage2.routing.weight=0.0"]
 
 
 @pytest.mark.parametrize(

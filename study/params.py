@@ -1,4 +1,4 @@
-"""The params schema over all sections: `python -m experiments.params params.yaml [override.yaml ...]`
+"""The params schema over all sections: `python -m study.params params.yaml [override.yaml ...]`
 validates every section with the schema of the stage that owns it and prints the merged params.
 
 Each stage validates only its own sections when it runs; this module sees them all, so a profile or
@@ -42,7 +42,7 @@ SECTIONS: dict[str, Callable[[Mapping[str, Any], str], Any]] = {
     "tracking": _model(TrackingParams),
     "synth": _model(SynthParams),
     "prepare": _model(PrepareParams),
-    "faces": lambda data, where: FaceSettings.from_dict(data),
+    "faces": _model(FaceSettings),
     "data": _model(DataParams),
     "curate": _model(CurationParams),
     "compute": _model(ComputeParams),
@@ -76,7 +76,7 @@ def validate_params(params: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m experiments.params", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m study.params", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("params", type=Path)
     parser.add_argument("overrides", type=Path, nargs="*")

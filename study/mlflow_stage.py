@@ -1,8 +1,8 @@
-"""The MLflow logging step of every DVC stage: `python -m experiments.mlflow_stage {log-stage,ui}`.
+"""The MLflow logging step of every DVC stage: `python -m study.mlflow_stage {log-stage,ui}`.
 
 `log-stage` logs a finished stage's params sections, the numbers of its JSON metrics files and its
 artifacts as one run; `ui` starts the MLflow UI on the store params.yaml logs to. Runs are opened and
-tagged by `ingredients.mlflow_run`; an evaluation folder is logged by `experiments.mlflow_eval`.
+tagged by `ingredients.mlflow_run`; an evaluation folder is logged by `study.mlflow_eval`.
 """
 
 from __future__ import annotations
@@ -61,11 +61,11 @@ def ui_command(params_file: Path, host: str = "127.0.0.1", port: int = 5000) -> 
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m experiments.mlflow_stage {log-stage,ui} ...`: the MLflow logging step of DVC stages,
-    and the UI on the local store (evaluation: `python -m experiments.mlflow_eval`)."""
+    """`python -m study.mlflow_stage {log-stage,ui} ...`: the MLflow logging step of DVC stages,
+    and the UI on the local store (evaluation: `python -m study.mlflow_eval`)."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m experiments.mlflow_stage", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m study.mlflow_stage", description=main.__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     s = sub.add_parser("log-stage", help="log a finished stage's params, metrics and artifacts")
     s.add_argument("--stage", required=True)
