@@ -163,9 +163,8 @@ def measure_training_step(spec: StageSpec, models: ProfileModels, local_batch: i
                                 timestep=inputs.timesteps, image_rotary_emb=rotary, return_dict=False)[0]
                     loss = diffusion_loss(scheduler, out, inputs.noisy, inputs.latents, inputs.timesteps).mean()
                 else:
-                    loss = compute_losses(model, inputs, scheduler, rotary, int(config["patch_size"]),
-                                          spec.loss.diffusion_weight, spec.routing.weight, spec.routing.kind,
-                                          spec.loss.face_weight).total
+                    loss = compute_losses(model, inputs, scheduler, rotary, int(config["patch_size"]), spec.loss,
+                                          spec.routing).total
             loss.backward()
         grad_bytes = sum(p.grad.numel() * p.grad.element_size() for p in trainable if p.grad is not None)
         with run.phase() as opt_phase:

@@ -18,6 +18,7 @@ from ingredients.models import routing_loss
 from ingredients.training.clip_encoding import EncodedClip, canvas_latents, sample_video_latents
 from ingredients.training.diffusion_loss import diffusion_loss, face_region_weights
 from ingredients.training.sample_randomness import PERMUTATION_STREAM, sample_generators
+from ingredients.training.stage_spec import LossSpec, Routing
 
 
 @dataclass
@@ -141,15 +142,14 @@ def compute_losses(
     scheduler,
     image_rotary_emb,
     patch_size: int,
-    diffusion_weight: float = 1.0,
-    routing_weight: float = 0.0,
-    routing_kind: str = "ce",
-    face_weight: float = 0.0,
+    loss: LossSpec = LossSpec(),
+    routing: Routing = Routing(),
 ) -> StepLosses:
-    """Forward `model` (plain or wrapped by accelerate) and compute the stage's losses.
+    """Forward `model` (plain or wrapped by accelerate) and compute the stage's losses, weighted as
+    `loss` and `routing` say.
 
-    The routing loss is computed whenever the model routes (it is logged even at weight 0); it
-    enters the total only with routing_weight > 0.
+    The routing loss (of kind `routing.kind`) is computed whenever the model routes (it is logged even
+    at weight 0); it enters the total only with routing.weight > 0.
     """
     out = model(
         hidden_states=inputs.model_input,
@@ -163,16 +163,16 @@ def compute_losses(
         return_dict=True,
     )
     weights = None
-    if face_weight > 0:
-        weights = face_region_weights(inputs.index_mask, tuple(inputs.latents.shape), patch_size, face_weight)
+    if loss.face_weight > 0:
+        weights = face_region_weights(inputs.index_mask, tuple(inputs.latents.shape), patch_size, loss.face_weight)
     per_sample = diffusion_loss(scheduler, out.sample, inputs.noisy, inputs.latents, inputs.timesteps, weights)
     diffusion = per_sample.mean()
     logits = list(out.routing_logits or [])
-    routing = routing_loss(logits, inputs.index_mask, inputs.id_mask, routing_kind) if logits else None
-    total = diffusion_weight * diffusion
-    if routing is not None and routing_weight > 0:
-        total = total + routing_weight * routing
-    return StepLosses(total=total, diffusion=diffusion, per_sample=per_sample, routing=routing, routing_logits=logits)
+    routed = routing_loss(logits, inputs.index_mask, inputs.id_mask, routing.kind) if logits else None
+    total = loss.diffusion_weight * diffusion
+    if routed is not None and routing.weight > 0:
+        total = total + routing.weight * routed
+    return StepLosses(total=total, diffusion=diffusion, per_sample=per_sample, routing=routed, routing_logits=logits)
 
 
 def routing_hits(logits: list[torch.Tensor], index_mask: torch.Tensor) -> tuple[torch.Tensor, int]:

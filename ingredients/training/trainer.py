@@ -66,7 +66,7 @@ from ingredients.training.stage_spec import StageSpec
 from ingredients.training.step import StepInputs, build_step_inputs, compute_losses, identity_permutations, permute_identities
 from ingredients.training.trainable import add_backbone_lora, cast_frozen_parameters, configure_trainable, load_trainable_state_dict, merge_backbone_lora, trainable_state_dict
 from ingredients.files.frames import frame_strip
-from ingredients.training.validation import ValidationClip, evaluate, routing_map_image, sample_clip
+from ingredients.training.validation import ValidationClip, routing_map_image, sample_clip, validation_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ class Trainer:
             return False
         return json.loads((self.resume_path / "state.json").read_text())["step"] >= self.spec.steps
 
-    def evaluate(self) -> dict[str, float] | None:
+    def validate_without_training(self) -> dict[str, float] | None:
         """Validation metrics of the --init model without training (val_log.csv and the validation
         images are written under out/); e.g. a trained model folder on another held-out manifest."""
         self.prepare_accelerator()
@@ -524,8 +524,7 @@ class Trainer:
     def training_step(self, batch: dict, micro: int):
         spec = self.spec
         return compute_losses(self.model, self.step_inputs(batch, micro), self.noise_scheduler, self.image_rotary_emb,
-                              self.patch_size, spec.loss.diffusion_weight, spec.routing.weight, spec.routing.kind,
-                              spec.loss.face_weight)
+                              self.patch_size, spec.loss, spec.routing)
 
     def step_inputs(self, batch: dict, micro: int) -> StepInputs:
         """This process's share of a global batch -> model inputs: identity order, encodings (the
@@ -588,10 +587,9 @@ class Trainer:
         if acc.is_main_process and self.val_clips:
             model = acc.unwrap_model(self.model)
             v = spec.validation
-            res = evaluate(
+            res = validation_metrics(
                 model, self.val_clips, self.noise_scheduler, self.image_rotary_emb, self.patch_size,
-                self.pipe.vae_scaling_factor_image, self.empty_prompt, v.timesteps, v.seed,
-                spec.loss.diffusion_weight, spec.routing.weight, spec.routing.kind, spec.loss.face_weight,
+                self.pipe.vae_scaling_factor_image, self.empty_prompt, v.timesteps, v.seed, spec.loss, spec.routing,
                 bool(self.pipe.vae.config.invert_scale_latents), acc.device, acc.autocast,
             )
             result = res.metrics

@@ -33,6 +33,7 @@ from ingredients.files.frames import to_uint8
 
 from ingredients.training.clip_encoding import EncodedClip
 from ingredients.training.sample_randomness import VALIDATION_STREAM, sample_generators
+from ingredients.training.stage_spec import LossSpec, Routing
 from ingredients.training.step import build_step_inputs, compute_losses, routing_hits
 
 logger = logging.getLogger(__name__)
@@ -108,7 +109,7 @@ def routing_map_image(frames: torch.Tensor, routing_index: torch.Tensor, index_m
 # ------------------------------------------------------------------------------------------ metrics
 
 @torch.no_grad()
-def evaluate(
+def validation_metrics(
     model,
     clips: list[ValidationClip],
     scheduler,
@@ -118,15 +119,14 @@ def evaluate(
     empty_prompt_embeds: torch.Tensor,
     timesteps: list[int],
     seed: int,
-    diffusion_weight: float = 1.0,
-    routing_weight: float = 0.0,
-    routing_kind: str = "ce",
-    face_weight: float = 0.0,
+    loss: LossSpec = LossSpec(),
+    routing: Routing = Routing(),
     invert_scale_latents: bool = False,
     device: torch.device | str = "cpu",
     autocast: Any = None,
 ) -> ValidationResult:
-    """Validation metrics of `model` (unwrapped, any mode) on `clips` (see the module docstring)."""
+    """Validation metrics of `model` (unwrapped, any mode) on `clips`, the losses weighted as the stage's
+    `loss` and `routing` weight them in training (see the module docstring)."""
     if not clips:
         raise ValueError("no validation clips")
     was_training = model.training
@@ -147,8 +147,7 @@ def evaluate(
                     timesteps=torch.tensor([t]), invert_scale_latents=invert_scale_latents, device=device,
                 )
                 with autocast() if autocast is not None else contextlib.nullcontext():
-                    losses = compute_losses(model, inputs, scheduler, image_rotary_emb, patch_size, diffusion_weight,
-                                            routing_weight, routing_kind, face_weight)
+                    losses = compute_losses(model, inputs, scheduler, image_rotary_emb, patch_size, loss, routing)
                 diff.append(float(losses.diffusion))
                 if losses.routing_logits and clip.num_identities > 1:
                     h, n = routing_hits(losses.routing_logits, inputs.index_mask)
@@ -172,7 +171,7 @@ def evaluate(
         metrics["val_routing_loss"] = float(np.mean(rout))
     else:
         missing["val_routing_loss"] = "no multi-identity validation clip with a labelled token, or no router"
-    metrics.update(validation_total(metrics, missing, diffusion_weight, routing_weight))
+    metrics.update(validation_total(metrics, missing, loss, routing))
     if hits is not None and labelled > 0:
         per_point = (hits.double() / labelled).tolist()
         metrics.update({f"routing_acc/{n}": a for n, a in enumerate(per_point)})
@@ -195,17 +194,17 @@ def routing_baselines(label_counts: dict[int, int], chance_sum: float, labelled:
     return {"routing_acc_majority": max(label_counts.values()) / labelled, "routing_acc_chance": chance_sum / labelled}
 
 
-def validation_total(metrics: dict[str, float], missing: dict[str, str], diffusion_weight: float,
-                     routing_weight: float) -> dict[str, float]:
+def validation_total(metrics: dict[str, float], missing: dict[str, str], loss: LossSpec,
+                     routing: Routing) -> dict[str, float]:
     """{"val_loss": ...} as the training total (the routing term enters only at weight > 0), or {} with
     the reason in `missing` when that total needs a routing loss that was not measured."""
-    total = diffusion_weight * metrics["val_diffusion_loss"]
-    if routing_weight > 0:
+    total = loss.diffusion_weight * metrics["val_diffusion_loss"]
+    if routing.weight > 0:
         if "val_routing_loss" not in metrics:
-            missing["val_loss"] = f"routing.weight is {routing_weight} but the routing loss is missing: " + missing.get(
+            missing["val_loss"] = f"routing.weight is {routing.weight} but the routing loss is missing: " + missing.get(
                 "val_routing_loss", "not measured")
             return {}
-        total += routing_weight * metrics["val_routing_loss"]
+        total += routing.weight * metrics["val_routing_loss"]
     return {"val_loss": total}
 
 

@@ -123,14 +123,14 @@ def test_routing_loss_teaches_the_router(tmp_path):
         spec = build_stage_spec(_params(cache, weight), "stage2")
         out = root / f"stage2_{label}"
         Trainer(spec, RunPaths(train_manifest, stage1_model, out, val_manifest=heldout["seen_identities"])).fit()
-        evaluator = Trainer(spec.model_copy(update={"init_from": "model"}),
-                            RunPaths(train_manifest, out / "model", root / f"eval_{label}_unseen",
+        on_unseen = Trainer(spec.model_copy(update={"init_from": "model"}),
+                            RunPaths(train_manifest, out / "model", root / f"validate_{label}_unseen",
                                      val_manifest=heldout["unseen_identities"]))
         on_train = Trainer(spec.model_copy(update={"init_from": "model"}),
-                           RunPaths(train_manifest, out / "model", root / f"eval_{label}_train", val_manifest=train_manifest))
-        results[label] = {"seen_identities": _val_rows(out), "unseen_identities": evaluator.evaluate(),
-                          "training_clips": on_train.evaluate()}
-    results["chance"] = {split: _chance(evaluator, m) for split, m in heldout.items()}
+                           RunPaths(train_manifest, out / "model", root / f"validate_{label}_train", val_manifest=train_manifest))
+        results[label] = {"seen_identities": _val_rows(out), "unseen_identities": on_unseen.validate_without_training(),
+                          "training_clips": on_train.validate_without_training()}
+    results["chance"] = {split: _chance(on_unseen, m) for split, m in heldout.items()}
     (root / "routing_experiment.json").write_text(json.dumps(results, indent=2, sort_keys=True))
     logger.info("routing experiment: %s", json.dumps(results, indent=2, sort_keys=True))
 

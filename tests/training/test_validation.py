@@ -19,7 +19,8 @@ from ingredients.mlflow_run import TrackingParams
 from ingredients.model_folder.tiny import SCHEDULER_CONFIG
 from ingredients.training import RunPaths, Trainer, build_stage_spec
 from ingredients.training.clip_encoding import EncodedClip
-from ingredients.training.validation import ValidationClip, evaluate
+from ingredients.training.stage_spec import LossSpec, Routing
+from ingredients.training.validation import ValidationClip, validation_metrics
 from tests.training.conftest import train_params
 
 NUM_TOKENS = 32  # 2 latent frames x 4 x 4 patches of the fake clips below
@@ -48,26 +49,27 @@ def _clip(k: int, labels: torch.Tensor) -> ValidationClip:
     return ValidationClip(f"clip_k{k}", torch.zeros(5, 3, 64, 64), labels, "a prompt", [], encoded)
 
 
-def _evaluate(clip: ValidationClip, model, routing_weight: float):
-    return evaluate(model, [clip], CogVideoXDPMScheduler(**SCHEDULER_CONFIG), None, 2, 0.7, torch.zeros(32, 384),
-                    [300, 700], seed=0, diffusion_weight=1.0, routing_weight=routing_weight)
+def _metrics(clip: ValidationClip, model, routing_weight: float):
+    return validation_metrics(model, [clip], CogVideoXDPMScheduler(**SCHEDULER_CONFIG), None, 2, 0.7,
+                              torch.zeros(32, 384), [300, 700], seed=0, loss=LossSpec(diffusion_weight=1.0),
+                              routing=Routing(weight=routing_weight))
 
 
 def test_val_loss_is_missing_when_its_routing_term_cannot_be_computed():
     single = _clip(1, torch.zeros(NUM_TOKENS, dtype=torch.long))
-    res = _evaluate(single, _ZeroModel(torch.zeros(NUM_TOKENS, 1)), routing_weight=1.0)
+    res = _metrics(single, _ZeroModel(torch.zeros(NUM_TOKENS, 1)), routing_weight=1.0)
     assert "val_loss" not in res.metrics and "val_routing_loss" not in res.metrics
     assert "routing.weight is 1.0 but the routing loss is missing" in res.missing["val_loss"]
     # at routing weight 0 the total has no routing term: it is the diffusion loss
-    res = _evaluate(single, _ZeroModel(torch.zeros(NUM_TOKENS, 1)), routing_weight=0.0)
+    res = _metrics(single, _ZeroModel(torch.zeros(NUM_TOKENS, 1)), routing_weight=0.0)
     assert res.metrics["val_loss"] == res.metrics["val_diffusion_loss"]
     # a multi-identity clip without a labelled token: no routing loss (not 0), no routing accuracy
     unlabelled = _clip(2, torch.full((NUM_TOKENS,), -1))
-    res = _evaluate(unlabelled, _ZeroModel(torch.zeros(NUM_TOKENS, 2)), routing_weight=1.0)
+    res = _metrics(unlabelled, _ZeroModel(torch.zeros(NUM_TOKENS, 2)), routing_weight=1.0)
     assert not {"val_loss", "val_routing_loss", "routing_acc"} & set(res.metrics), res.metrics
     # labelled: total = diffusion + weight * routing; uniform logits give CE = log 2
     labels = torch.arange(NUM_TOKENS) % 2
-    res = _evaluate(_clip(2, labels), _ZeroModel(torch.zeros(NUM_TOKENS, 2)), routing_weight=0.5)
+    res = _metrics(_clip(2, labels), _ZeroModel(torch.zeros(NUM_TOKENS, 2)), routing_weight=0.5)
     assert res.metrics["val_routing_loss"] == pytest.approx(float(torch.log(torch.tensor(2.0))))
     assert res.metrics["val_loss"] == pytest.approx(res.metrics["val_diffusion_loss"] + 0.5 * res.metrics["val_routing_loss"])
 
@@ -78,12 +80,12 @@ def test_routing_accuracy_comes_with_majority_and_chance_baselines():
     labels = torch.where(torch.arange(NUM_TOKENS) % 4 == 3, 1, 0)
     labels[:4] = -1  # background tokens count for none of them
     always_one = torch.stack([torch.zeros(NUM_TOKENS), torch.ones(NUM_TOKENS)], dim=-1)  # [N, K = 2]
-    res = _evaluate(_clip(2, labels), _ZeroModel(always_one), routing_weight=0.0)
+    res = _metrics(_clip(2, labels), _ZeroModel(always_one), routing_weight=0.0)
     assert res.metrics["routing_acc"] == pytest.approx(7 / 28)
     assert res.metrics["routing_acc_majority"] == pytest.approx(21 / 28)
     assert res.metrics["routing_acc_chance"] == pytest.approx(0.5)
     # not measurable without labelled tokens: missing with routing_acc, never 0
-    res = _evaluate(_clip(2, torch.full((NUM_TOKENS,), -1)), _ZeroModel(always_one), routing_weight=0.0)
+    res = _metrics(_clip(2, torch.full((NUM_TOKENS,), -1)), _ZeroModel(always_one), routing_weight=0.0)
     assert not {"routing_acc", "routing_acc_majority", "routing_acc_chance"} & set(res.metrics)
 
 
