@@ -29,19 +29,19 @@ The two reference recipes, as settings: CONSISID_FACE_SETTINGS and INGREDIENTS_F
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
 import os
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Literal, Mapping, Sequence, get_args
 
 import numpy as np
 import torch
 from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from ingredients.faces.base import Face, FaceAnalyzer, box_iou
 from ingredients.faces.embedding import embed_detected_face
@@ -58,7 +58,7 @@ from ingredients.faces.facexlib_alignment import (
 from ingredients.faces.image_io import load_rgb
 from ingredients.faces.registry import build_analyzer
 
-from ingredients.config import ParamsError
+from ingredients.config import validate_model
 from ingredients.files import hashing
 from ingredients.files.atomic import write_bytes
 
@@ -67,7 +67,8 @@ logger = logging.getLogger(__name__)
 CACHE_VERSION = 2  # 2: EVA-CLIP input grayed before the resize, not clamped (as the reference)
 # the 'centred' layout: faces of 3/4 of the canvas height (360 px on 480), fewer when K faces need it
 FACE_TO_CANVAS_HEIGHT = 0.75
-CANVAS_LAYOUTS = ("authors", "centred")
+CanvasLayout = Literal["authors", "centred"]
+CANVAS_LAYOUTS: tuple[str, ...] = get_args(CanvasLayout)
 
 # The reference code's face processing as settings (merge over a profile's faces: section).
 # ConsisID, models/consisid_utils.py::process_face_embeddings(_infer) + prepare_face_models:
@@ -88,9 +89,9 @@ INGREDIENTS_FACE_SETTINGS: dict[str, Any] = {
 
 # ------------------------------------------------------------------------------------------ settings
 
-@dataclass(frozen=True)
-class FaceSettings:
-    """Settings of the face conditioner, read from a plain dict (params.yaml).
+class FaceSettings(BaseModel):
+    """The `faces:` section of params.yaml: settings of the face conditioner. Validate plain data with
+    `validate_model(FaceSettings, data, "faces")` (errors name `faces.<key>`).
 
     backend: face backend name (registry); backend_options: its keyword options; model_dir: the
     insightface model folder (`.../models/antelopev2`), passed to backends that take one.
@@ -105,67 +106,56 @@ class FaceSettings:
     released face_encoder/ above models/antelopev2); facexlib_face: 'center' (ConsisID) or 'first'
     (Ingredients) RetinaFace face; face_parsing: whiten the background with BiSeNet (EVA input and
     canvas crops); id_source: 'photo' (the backend on the photo, the crop when it finds no face) or
-    'crop' (the recognizer on the facexlib crop). max_long_edge: shrink photos whose longer side is
-    larger before detection (the reference uses 1024; None = never).
+    'crop' (the recognizer on the facexlib crop); both of these need alignment 'facexlib'.
+    max_long_edge: shrink photos whose longer side is larger before detection (the reference uses
+    1024; None = never).
     """
 
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
     backend: str = "dlib"
-    backend_options: Mapping[str, Any] = field(default_factory=dict)
+    backend_options: dict[str, Any] = Field(default_factory=dict)
     model_dir: str | None = None
-    clip: str = "tiny"
+    clip: Literal["tiny", "full"] = "tiny"
     clip_dir: str | None = None
     clip_seed: int = 0
-    crop_size: int = 512
-    canvas_width: int = 720
-    canvas_height: int = 480
-    canvas_layout: str = "authors"
+    crop_size: int = Field(512, gt=0)
+    canvas_width: int = Field(720, gt=0)
+    canvas_height: int = Field(480, gt=0)
+    canvas_layout: CanvasLayout = "authors"
     clip_gray: bool = True
-    id_vector: str = "normalized"
+    id_vector: Literal["normalized", "raw"] = "normalized"
     min_face_size: float = 64.0
     cache_dir: str | None = None
     device: str = "cpu"
-    alignment: str = "arcface"
+    alignment: Literal["arcface", "facexlib"] = "arcface"
     facexlib_dir: str | None = None
-    facexlib_face: str = "center"
+    facexlib_face: Literal["center", "first"] = "center"
     face_parsing: bool = False
-    id_source: str = "photo"
-    max_long_edge: int | None = None
+    id_source: Literal["photo", "crop"] = "photo"
+    max_long_edge: int | None = Field(None, gt=0, description="None = never shrink")
 
-    def __post_init__(self) -> None:
-        if self.id_vector not in ("normalized", "raw"):
-            raise ValueError(f"face settings: id_vector must be 'normalized' or 'raw', got {self.id_vector!r}")
-        if self.clip not in ("tiny", "full"):
-            raise ValueError(f"face settings: clip must be 'tiny' or 'full', got {self.clip!r}")
-        for key in ("crop_size", "canvas_width", "canvas_height"):
-            if int(getattr(self, key)) <= 0:
-                raise ValueError(f"face settings: {key} must be positive, got {getattr(self, key)!r}")
-        if self.alignment not in ("arcface", "facexlib"):
-            raise ValueError(f"face settings: alignment must be 'arcface' or 'facexlib', got {self.alignment!r}")
-        if self.canvas_layout not in CANVAS_LAYOUTS:
-            raise ValueError(f"face settings: canvas_layout must be one of {CANVAS_LAYOUTS}, got {self.canvas_layout!r}")
-        if self.facexlib_face not in ("center", "first"):
-            raise ValueError(f"face settings: facexlib_face must be 'center' or 'first', got {self.facexlib_face!r}")
-        if self.id_source not in ("photo", "crop"):
-            raise ValueError(f"face settings: id_source must be 'photo' or 'crop', got {self.id_source!r}")
-        if self.max_long_edge is not None and int(self.max_long_edge) <= 0:
-            raise ValueError(f"face settings: max_long_edge must be positive or null, got {self.max_long_edge!r}")
-        if self.alignment != "facexlib":
-            if self.face_parsing:
-                raise ValueError("face settings: face_parsing needs alignment 'facexlib' (BiSeNet runs on its crops)")
-            if self.id_source == "crop":
-                raise ValueError("face settings: id_source 'crop' needs alignment 'facexlib' (the recognizer "
-                                 "embeds the facexlib crop)")
-
+    @field_validator("backend_options", mode="before")
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> FaceSettings:
-        """Build from a mapping; unknown keys are an error listing the valid ones."""
-        valid = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - valid)
-        if unknown:
-            raise ParamsError(f"faces.{unknown[0]}: unknown key; allowed keys here: {', '.join(sorted(valid))}")
-        values = dict(values)
-        values["backend_options"] = dict(values.get("backend_options") or {})
-        return cls(**values)
+    def _null_options(cls, value: Any) -> Any:
+        return {} if value is None else value  # `backend_options:` left empty in YAML
+
+    # the cross-field rules: a field validator sees the fields declared above it (here `alignment`)
+    @field_validator("face_parsing")
+    @classmethod
+    def _parsing_needs_facexlib(cls, value: bool, info: ValidationInfo) -> bool:
+        if value and info.data.get("alignment", "facexlib") != "facexlib":
+            raise ValueError(f"face_parsing needs alignment 'facexlib' (BiSeNet runs on its crops); with alignment "
+                             f"{info.data['alignment']!r} only false is allowed")
+        return value
+
+    @field_validator("id_source")
+    @classmethod
+    def _crop_needs_facexlib(cls, value: str, info: ValidationInfo) -> str:
+        if value == "crop" and info.data.get("alignment", "facexlib") != "facexlib":
+            raise ValueError(f"id_source 'crop' needs alignment 'facexlib' (the recognizer embeds the facexlib "
+                             f"crop); with alignment {info.data['alignment']!r} only 'photo' is allowed")
+        return value
 
     def output_settings(self) -> dict:
         """The settings that change the conditioning (part of the cache key)."""
@@ -356,7 +346,7 @@ class FaceConditioner:
 def build_face_conditioner(settings: Mapping[str, Any] | FaceSettings) -> FaceConditioner:
     """FaceConditioner from a plain dict of settings (see FaceSettings)."""
     if not isinstance(settings, FaceSettings):
-        settings = FaceSettings.from_dict(settings)
+        settings = validate_model(FaceSettings, settings, "faces")
     options = dict(settings.backend_options)
     if settings.model_dir is not None:
         if "model_dir" in options and str(options["model_dir"]) != str(settings.model_dir):

@@ -218,7 +218,7 @@ def full_face_settings(params: PrepareParams, faces: Mapping[str, Any]) -> dict[
     stage checked); a different path is an error naming both keys.
     """
     settings = dict(faces)
-    FaceSettings.from_dict(settings)  # validated: unknown keys and bad values name themselves
+    validate_model(FaceSettings, settings, "faces")  # unknown keys and bad values name themselves
     checked = {"model_dir": ("antelopev2", params.full.antelopev2)}
     if settings.get("clip", "tiny") == "full":
         checked["clip_dir"] = ("eva_clip", params.full.eva_clip)
@@ -333,7 +333,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     all_params = load_params(args.params)
     params = validate_model(PrepareParams, section(all_params, "prepare", args.params), "prepare")
-    FaceSettings.from_dict(section(all_params, "faces", args.params))  # validated here, written into the folder
+    validate_model(FaceSettings, section(all_params, "faces", args.params), "faces")  # checked here, written into the folder
     if params.profile == "full":
         try:
             check_full_profile(params)

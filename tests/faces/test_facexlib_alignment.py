@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from ingredients.config import ParamsError, validate_model
 from ingredients.faces.base import Face
 from ingredients.faces.errors import NoFaceError
 from ingredients.faces.facexlib_alignment import (
@@ -188,19 +189,25 @@ def test_no_retinaface_face_is_a_clear_error(parsing_conditioner, facexlib_faces
 
 
 def test_settings_rules(dlib_analyzer, tiny_clip, facexlib_faces):
-    with pytest.raises(ValueError, match="alignment must be 'arcface' or 'facexlib', got 'ffhq'"):
-        FaceSettings(alignment="ffhq")
-    with pytest.raises(ValueError, match="face_parsing needs alignment 'facexlib'"):
+    for data, message in [
+        ({"alignment": "ffhq"}, r"faces\.alignment: Input should be 'arcface' or 'facexlib' \(got 'ffhq'\)"),
+        ({"face_parsing": True}, r"faces\.face_parsing: .*needs alignment 'facexlib'.*with alignment 'arcface' "
+                                 r"only false is allowed \(got True\)"),
+        ({"id_source": "crop"}, r"faces\.id_source: .*needs alignment 'facexlib'.*with alignment 'arcface' "
+                                r"only 'photo' is allowed \(got 'crop'\)"),
+        ({"alignment": "facexlib", "facexlib_face": "largest"},
+         r"faces\.facexlib_face: Input should be 'center' or 'first' \(got 'largest'\)"),
+    ]:
+        with pytest.raises(ParamsError, match=message):
+            validate_model(FaceSettings, data, "faces")
+    with pytest.raises(ValueError, match="face_parsing needs alignment 'facexlib'"):  # direct construction too
         FaceSettings(face_parsing=True)
-    with pytest.raises(ValueError, match="id_source 'crop' needs alignment 'facexlib'"):
-        FaceSettings(id_source="crop")
-    with pytest.raises(ValueError, match="facexlib_face must be 'center' or 'first'"):
-        FaceSettings(alignment="facexlib", facexlib_face="largest")
+    assert validate_model(FaceSettings, {"alignment": "facexlib", "face_parsing": True, "id_source": "crop"}, "faces").face_parsing
     with pytest.raises(ValueError, match="alignment 'facexlib' needs facexlib's models"):
         FaceConditioner(dlib_analyzer, tiny_clip, FaceSettings(alignment="facexlib"))
     with pytest.raises(ValueError, match="id_source 'crop' needs a backend that embeds facexlib crops"):
         FaceConditioner(dlib_analyzer, tiny_clip, FaceSettings(alignment="facexlib", id_source="crop"), facexlib_faces)
-    assert FaceSettings.from_dict({"alignment": "facexlib"}).output_settings()["alignment"] == "facexlib"
+    assert validate_model(FaceSettings, {"alignment": "facexlib"}, "faces").output_settings()["alignment"] == "facexlib"
     assert FaceSettings().alignment == "arcface"
 
 

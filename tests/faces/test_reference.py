@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from ingredients.config import ParamsError, validate_model
 from ingredients.faces.errors import FaceQualityWarning
 from ingredients.faces.reference import (
     FaceConditioner,
@@ -211,13 +212,28 @@ def test_raw_recognizer_vectors(dlib_analyzer, tiny_clip, photo_dir):
     assert ((norms > 1.3) & (norms < 1.65)).all()  # dlib's unnormalised descriptors
 
 
-def test_settings_errors():
-    with pytest.raises(ValueError, match=r"faces.crop: unknown key; allowed keys here: .*crop_size"):
-        FaceSettings.from_dict({"crop": 112})
-    with pytest.raises(ValueError, match="id_vector must be 'normalized' or 'raw', got 'unit'"):
+@pytest.mark.parametrize("data, message", [
+    ({"crop": 112}, r"faces\.crop: unknown key; allowed keys here: .*crop_size"),
+    ({"id_vector": "unit"}, r"faces\.id_vector: Input should be 'normalized' or 'raw' \(got 'unit'\)"),
+    ({"canvas_width": 0}, r"faces\.canvas_width: Input should be greater than 0 \(got 0\)"),
+    ({"crop_size": -8}, r"faces\.crop_size: Input should be greater than 0 \(got -8\)"),
+    ({"max_long_edge": 0}, r"faces\.max_long_edge: Input should be greater than 0 \(got 0\)"),
+    ({"clip": "huge"}, r"faces\.clip: Input should be 'tiny' or 'full' \(got 'huge'\)"),
+    ({"canvas_layout": "grid"}, r"faces\.canvas_layout: Input should be 'authors' or 'centred' \(got 'grid'\)"),
+])
+def test_settings_errors_name_the_key_the_value_and_the_allowed_values(data, message):
+    with pytest.raises(ParamsError, match=message):
+        validate_model(FaceSettings, data, "faces")
+
+
+def test_settings_from_params_data():
+    settings = validate_model(FaceSettings, {"backend_options": None, "max_long_edge": None, "canvas_layout": "centred"}, "faces")
+    assert settings.backend_options == {} and settings.max_long_edge is None and settings.canvas_layout == "centred"
+    assert FaceSettings(crop_size=96) == validate_model(FaceSettings, {"crop_size": 96}, "faces")
+    with pytest.raises(ValueError, match="id_vector"):  # direct construction checks too
         FaceSettings(id_vector="unit")
-    with pytest.raises(ValueError, match="canvas_width must be positive"):
-        FaceSettings(canvas_width=0)
+    with pytest.raises(ParamsError, match=r"faces\.crop: unknown key"):  # built from a dict as params are
+        build_face_conditioner({"crop": 112})
     with pytest.raises(ValueError, match="unknown face backend 'mtcnn'"):
         build_face_conditioner({"backend": "mtcnn"})
 
