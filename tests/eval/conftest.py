@@ -8,13 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from instruments.sample_benchmark import packaged_photos, write_sample_benchmark
+from ingredients.data.packaged_photos import load_photos
+from instruments.photo_cases import write_photo_cases
 
 
 @pytest.fixture(scope="session")
 def photos() -> dict[str, np.ndarray]:
-    """Real single-person photos (see instruments.sample_benchmark): hanks, astronaut, grace, t1_a, t1_b."""
-    return packaged_photos()
+    """Real single-person photos (ingredients.data.packaged_photos.PORTRAITS): hanks, astronaut, grace, t1_a, t1_b."""
+    return load_photos()
 
 
 @pytest.fixture(scope="session")
@@ -27,4 +28,4 @@ def dlib_analyzer():
 @pytest.fixture(scope="session")
 def make_benchmark():
     """Factory: make_benchmark(root, {case_id: (photo name, ...)}) -> root/bench.jsonl."""
-    return lambda root, pairs, seed=0: write_sample_benchmark(Path(root), pairs, seed)
+    return lambda root, pairs, seed=0: write_photo_cases(Path(root), pairs, seed)

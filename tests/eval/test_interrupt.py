@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from eval.baselines import make_no_face, make_oracle
-from instruments.sample_benchmark import DEFAULT_PAIRS
+from instruments.photo_cases import DEFAULT_PAIRS
 from tests.interruption import assert_no_partial_outputs, run_and_kill, run_to_end
 
 # slow: keeps the default suite within 15 minutes on 2 idle cores (measured 17 min 25 s with it, fresh clone)

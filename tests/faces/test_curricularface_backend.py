@@ -19,7 +19,8 @@ from eval.baselines import make_oracle
 from eval.params import eval_params
 from eval.run import evaluate
 from eval.run_layout import RunLayout, load_faces
-from instruments.sample_benchmark import packaged_photos, write_sample_benchmark
+from ingredients.data.packaged_photos import load_photos
+from instruments.photo_cases import write_photo_cases
 from ingredients.faces.base import FaceAnalyzer
 from ingredients.faces.curricularface_backend import (
     WEIGHTS_FILE,
@@ -77,7 +78,7 @@ def analyzer(weights_file):
 @pytest.fixture(scope="module")
 def faces(analyzer):
     """(image, largest dlib face) of two real people: hanks, astronaut."""
-    photos = packaged_photos()
+    photos = load_photos(("hanks", "astronaut"))
     out = {}
     for name in ("hanks", "astronaut"):
         found = analyzer.detect(photos[name])
@@ -237,7 +238,7 @@ def test_registry_builds_it_with_detector_options(weights_file):
 
 
 def test_eval_runner_reports_face_sim_curricularface(tmp_path, weights_file):
-    bench = write_sample_benchmark(tmp_path / "bench", {"pair": ("hanks", "grace")})
+    bench = write_photo_cases(tmp_path / "bench", {"pair": ("hanks", "grace")})
     oracle = make_oracle(bench, tmp_path / "oracle", build_analyzer("dlib"), n_frames=2)
     params_file = tmp_path / "params.yaml"
     params_file.write_text(yaml.safe_dump({"eval": {

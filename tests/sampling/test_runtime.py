@@ -69,11 +69,11 @@ def test_configure_pipeline_applies_every_switch():
 def test_sample_stage_reads_the_runtime_keys(tmp_path):
     """`python -m ingredients.sampling.sample` with dtype bfloat16 and VAE tiling + slicing: the video is
     written and samples.json records the runtime settings used."""
-    from instruments.sample_benchmark import write_sample_benchmark
+    from instruments.photo_cases import write_photo_cases
     from ingredients.model_folder.folder import prepare_tiny_folder
 
     prepare_tiny_folder(tmp_path / "model", seed=0, **SMALL_MODEL)
-    bench = write_sample_benchmark(tmp_path / "bench")
+    bench = write_photo_cases(tmp_path / "bench")
     first = bench.read_text().splitlines()[0]
     (bench.parent / "one.jsonl").write_text(first + "\n")  # reference paths are relative to it
     sample = {"methods": ["ours"], "steps": 1, "guidance_scale": 2.0, "dtype": "bfloat16", "vae_tiling": True,

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from instruments.sample_benchmark import write_sample_benchmark
+from instruments.photo_cases import write_photo_cases
 from ingredients.files.video_io import read_video
 from tests.interruption import assert_no_partial_outputs, run_and_kill, run_to_end
 from tests.training.conftest import SMALL_MODEL
@@ -49,7 +49,7 @@ def runs(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("sample_kill")
     prepare_tiny_folder(root / "model", seed=0, **SMALL_MODEL)
-    cases = [json.loads(line)["case_id"] for line in write_sample_benchmark(root / "bench").read_text().splitlines()]
+    cases = [json.loads(line)["case_id"] for line in write_photo_cases(root / "bench").read_text().splitlines()]
     assert len(cases) == 3
     (root / "params.yaml").write_text(yaml.safe_dump({"sample": {"methods": list(METHODS), "steps": 1, "guidance_scale": 1.0}}))
     full, killed = root / "full", root / "killed"

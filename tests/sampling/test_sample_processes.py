@@ -14,7 +14,7 @@ import pytest
 import yaml
 from safetensors.numpy import load_file
 
-from instruments.sample_benchmark import write_sample_benchmark
+from instruments.photo_cases import write_photo_cases
 from tests.training.conftest import REPO_ROOT, SMALL_MODEL
 
 METHODS = ("ours", "no_identity")  # ours also writes routing files
@@ -36,7 +36,7 @@ def test_two_processes_give_the_files_of_one(tmp_path):
     accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent))
     assert accelerate, "the accelerate CLI is not installed beside this Python"
     prepare_tiny_folder(tmp_path / "model", seed=0, **SMALL_MODEL)
-    bench = write_sample_benchmark(tmp_path / "bench")
+    bench = write_photo_cases(tmp_path / "bench")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"sample": {"methods": list(METHODS), "steps": 1, "guidance_scale": 1.0}}))
 
     def sample(launcher: list[str], out: str) -> str:
