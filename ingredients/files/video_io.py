@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -26,11 +27,11 @@ class VideoInfo:
     height: int
 
 
-def iter_frames(path: str | os.PathLike, start: int = 0, end: int | None = None) -> Iterator[np.ndarray]:
-    """Frames [start, end) of a video decoded in order, one RGB uint8 [H, W, 3] array at a time: memory
-    is one frame whatever the video's length. Raises as `read_video` (a file with no frame in the range
-    yields nothing)."""
-    path = Path(path)
+@contextmanager
+def _open_video(path: Path, action: str) -> Iterator[tuple[av.container.InputContainer, av.video.stream.VideoStream]]:
+    """The open container and its first video stream, after the checks every reader needs: the file
+    exists and is not empty, and has a video stream. PyAV's errors while the block runs (a corrupt
+    container or bitstream) become a VideoReadError naming the file: `cannot {action} video PATH`."""
     if not path.is_file():
         raise FileNotFoundError(f"video file not found: {path}")
     if path.stat().st_size == 0:
@@ -39,16 +40,23 @@ def iter_frames(path: str | os.PathLike, start: int = 0, end: int | None = None)
         with av.open(str(path)) as container:
             if not container.streams.video:
                 raise VideoReadError(f"no video stream in {path}")
-            stream = container.streams.video[0]
-            for i, frame in enumerate(container.decode(stream)):
-                if end is not None and i >= end:
-                    break
-                if i >= start:
-                    yield frame.to_ndarray(format="rgb24")
+            yield container, container.streams.video[0]
     except VideoReadError:
         raise
-    except (av.error.FFmpegError, ValueError, OSError) as e:  # corrupt container or bitstream
-        raise VideoReadError(f"cannot decode video {path}: {e}") from e
+    except (av.error.FFmpegError, ValueError, OSError) as e:
+        raise VideoReadError(f"cannot {action} video {path}: {e}") from e
+
+
+def iter_frames(path: str | os.PathLike, start: int = 0, end: int | None = None) -> Iterator[np.ndarray]:
+    """Frames [start, end) of a video decoded in order, one RGB uint8 [H, W, 3] array at a time: memory
+    is one frame whatever the video's length. Raises as `read_video` (a file with no frame in the range
+    yields nothing)."""
+    with _open_video(Path(path), "decode") as (container, stream):
+        for i, frame in enumerate(container.decode(stream)):
+            if end is not None and i >= end:
+                break
+            if i >= start:
+                yield frame.to_ndarray(format="rgb24")
 
 
 def frames_at(path: str | os.PathLike, indices: Iterable[int]) -> dict[int, np.ndarray]:
@@ -75,20 +83,9 @@ def read_video(path: str | os.PathLike, start: int = 0, end: int | None = None) 
 
 def video_rate(path: str | os.PathLike) -> float:
     """Frame rate from the container's stream header (no frame decoded); VideoReadError naming the
-    file when it has no video stream or no rate."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"video file not found: {path}")
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise VideoReadError(f"no video stream in {path}")
-            stream = container.streams.video[0]
-            rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-    except VideoReadError:
-        raise
-    except (av.error.FFmpegError, ValueError, OSError) as e:
-        raise VideoReadError(f"cannot open video {path}: {e}") from e
+    file when it is empty, unreadable, or has no video stream or no rate."""
+    with _open_video(Path(path), "open") as (_container, stream):
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
     if not rate or float(rate) <= 0:
         raise VideoReadError(f"video {path} reports no frame rate")
     return float(rate)
