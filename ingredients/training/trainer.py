@@ -420,7 +420,14 @@ class Trainer:
             logger.warning("validation runs on training clips (%s): its numbers are labelled %r, not held-out; pass "
                            "--val-manifest with clips of held-out videos (e.g. data/curated_heldout/manifest.jsonl)",
                            reason, TRAIN_CLIPS)
-        if not acc.is_main_process or dataset is None:
+        if not acc.is_main_process:
+            return
+        self.val_log = MetricsFile(self.paths.out / "val_log.csv", VAL_COLUMNS
+                                   + [f"routing_acc/{n}" for n in range(len(self.transformer.router))]
+                                   + [f"routing_acc_t{t}" for t in spec.validation.timesteps])
+        self.val_log.resume(self.step)
+        if dataset is None:
+            self.val_log.flush()  # a DVC output of the stage: its header alone says no validation ran
             return
         for i in chosen:
             item = dataset[i]
@@ -429,10 +436,6 @@ class Trainer:
                 reference_paths=item["reference_paths"],
                 encoded=self.encoder.encode(item["frames"], item["prompt"], item["reference_paths"]),
             ))
-        self.val_log = MetricsFile(self.paths.out / "val_log.csv", VAL_COLUMNS
-                                   + [f"routing_acc/{n}" for n in range(len(self.transformer.router))]
-                                   + [f"routing_acc_t{t}" for t in spec.validation.timesteps])
-        self.val_log.resume(self.step)
 
     def _validation_dataset(self, manifest: Path) -> IngredientsVideoDataset | None:
         """The held-out manifest's clips in the stage's identity range; None (warned) when it has none."""

@@ -166,3 +166,6 @@ def test_validation_on_training_clips_warns_and_says_so(manifests, small_model, 
         trainer.prepare_validation()
     assert trainer.val_clips == [] and trainer.val_info["clips"] == [] and trainer.validate() is None
     assert "has no clip with 1..1 identities (identity counts present: [2])" in caplog.text
+    # the stage's DVC outputs exist all the same (the k3_training ablation failed without them)
+    assert (tmp_path / "run" / "val_log.csv").read_text().splitlines() == [",".join(trainer.val_log.columns)]
+    assert (tmp_path / "run" / "validation" / "README.txt").is_file()
