@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ingredients.faces.eva_clip import FULL_SCALE_BLOCKS
 from ingredients.model_folder.tiny import TINY_FRAMES, TINY_HEIGHT, TINY_WIDTH, text_encoder_folder, tiny_transformer_config, tiny_vae_config
 
 # CogVideoX-5b-I2V vae/config.json (diffusers AutoencoderKLCogVideoX)
@@ -96,6 +97,15 @@ class ProfileModels:
     num_frames: int
     height: int
     width: int
+
+
+def input_vit_scales(transformer: dict[str, Any]) -> int:
+    """How many ViT scales `id_vit_hidden` carries into the transformer: all the face stack's
+    (len(FULL_SCALE_BLOCKS)) when the model picks some of them (`vit_scale_indices`, e.g. the
+    single-scale ablation), else the `num_vit_scales` it takes whole."""
+    if transformer.get("vit_scale_indices") is not None:
+        return len(FULL_SCALE_BLOCKS)
+    return int(transformer.get("num_vit_scales", 0))
 
 
 def profile_models(prepare: dict[str, Any]) -> ProfileModels:

@@ -19,7 +19,7 @@ from torch import nn
 
 from ingredients.models import IngredientsTransformer3DModel
 from ingredients.plan.fake_run import FakeRun, build_on_meta
-from ingredients.plan.model_configs import ProfileModels
+from ingredients.plan.model_configs import ProfileModels, input_vit_scales
 from ingredients.plan.training_step import build_text_encoder, full_transformer_config, rotary_embedding
 
 COMPONENTS = ("text_encoder", "transformer", "vae")
@@ -67,7 +67,7 @@ def measure_sampling(models: ProfileModels, dtype: torch.dtype, num_identities: 
                 identities = parts["transformer"].encode_identities(
                     torch.empty(1, num_identities, int(config["id_embed_dim"])),
                     [torch.empty(1, num_identities, models.vit_tokens, int(config["vit_dim"]))
-                     for _ in range(int(config["num_vit_scales"]))],
+                     for _ in range(input_vit_scales(config))],
                     torch.ones(1, num_identities, dtype=torch.bool), batch_size=guided)
             peaks["identities"], flops["identities"] = p.peak_bytes, p.flops
         c, h, w = int(config["in_channels"]) // 2, height // 8, width // 8

@@ -29,7 +29,7 @@ from torch import nn
 from ingredients.model_folder.tiny import SCHEDULER_CONFIG
 from ingredients.models import IngredientsTransformer3DModel
 from ingredients.plan.fake_run import FakeRun, build_on_meta
-from ingredients.plan.model_configs import ProfileModels
+from ingredients.plan.model_configs import ProfileModels, input_vit_scales
 from ingredients.training.diffusion_loss import diffusion_loss
 from ingredients.training.stage_spec import StageSpec
 from ingredients.training.step import StepInputs, compute_losses
@@ -244,7 +244,7 @@ def _step_inputs(config: dict, masks: tuple[torch.Tensor, torch.Tensor], vit_tok
         timesteps=torch.zeros(batch, dtype=torch.long),
         id_cond=torch.empty(batch, k, int(config.get("id_embed_dim", 1))),
         id_vit_hidden=[torch.empty(batch, k, vit_tokens, int(config.get("vit_dim", 1)))
-                       for _ in range(int(config.get("num_vit_scales", 0)))],
+                       for _ in range(input_vit_scales(config))],
         id_mask=id_mask,
         index_mask=index_mask,
     )

@@ -207,12 +207,15 @@ class Trainer:
             # what a killed run left half-written (checkpoint temps are cleared by resolve_resume)
             remove_stale_temps(self.paths.out, recursive=False)
             remove_stale_temps(self.paths.validation_dir)
-            # a DVC output of the training stages: present even when no validation clip matches this
-            # stage's identity count (the k3_training ablation), which then leaves only this note
-            self.paths.validation_dir.mkdir(parents=True, exist_ok=True)
-            (self.paths.validation_dir / "README.txt").write_text(
-                "Validation strips and routing maps of this stage, by step. Only this note when no validation ran "
-                "(no validation clip has this stage's identity count; the stage's log says so).\n")
+            # DVC outputs of the training stages, present even when nothing else lands in them: no
+            # validation clip of this stage's identity count (k3_training), no step (stage2_only)
+            for folder, what in ((self.paths.validation_dir, "Validation strips and routing maps of this stage, by "
+                                  "step. Only this note when no validation ran (no validation clip has this stage's "
+                                  "identity count; the stage's log says so)."),
+                                 (self.paths.checkpoints, "Checkpoints of this stage, step-NNNNNNNN/ (--resume). Only "
+                                  "this note when the stage ran 0 steps.")):
+                folder.mkdir(parents=True, exist_ok=True)
+                (folder / "README.txt").write_text(what + "\n")
         acc.wait_for_everyone()
         logger.info("stage %s on %s: %d process(es), mixed precision %s, global batch %d x %d accumulation",
                     spec.stage, acc.device, acc.num_processes, mixed, spec.batch_size, spec.grad_accum)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from ingredients.config import load_params
 from ingredients.plan.model_configs import profile_models
@@ -43,3 +44,20 @@ def test_gradient_checkpointing_lowers_the_activations_and_adds_the_recompute(mo
     assert on.activation_bytes < off.activation_bytes
     assert on.flops > off.flops  # the blocks' forward runs again in the backward
     assert on.grad_bytes == off.grad_bytes
+
+
+def test_a_model_that_keeps_some_vit_scales_is_planned_on_the_face_stacks_scales():
+    """The single-scale ablation's model takes the face stack's 5 scales and keeps one
+    (`prepare.transformer.vit_scale_indices`): the plan's fake inputs carry the 5, as the trainer's and
+    the sampler's do (the ablation's plan stage failed with an IndexError when they carried 1)."""
+    from ingredients.config import deep_merge
+    from ingredients.plan.sampling_step import measure_sampling
+
+    prepare = deep_merge(load_params(ROOT / "params.yaml")["prepare"],
+                         load_params(ROOT / "experiments" / "single_scale.yaml")["prepare"])
+    prepare["transformer"]["num_layers"] = 2
+    models = profile_models(prepare)
+    assert models.transformer["vit_scale_indices"] == [4] and models.transformer["num_vit_scales"] == 1
+    assert measure_training_step(stage2(), models, local_batch=1, num_identities=2).flops > 0
+    sampled = measure_sampling(models, torch.float32, 2, 6.0, models.num_frames, models.height, models.width)
+    assert sampled.phase_flops["identities"] > 0

@@ -94,7 +94,7 @@ def test_stage1_model_folder_loads_and_only_trained_modules_changed(stage1, smal
 
 def test_stage1_checkpoints_and_images(stage1):
     out, _, _ = stage1
-    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-00000005", "step-00000010"]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["README.txt", "step-00000005", "step-00000010"]
     names = {"optimizer.pt", "lr_scheduler.pt", "rng_rank0.safetensors", "state.json", "trainable.safetensors"}
     assert {p.name for p in (out / "checkpoints" / "step-00000005").iterdir()} == names
     state = json.loads((out / "checkpoints" / "step-00000005" / "state.json").read_text())
@@ -193,5 +193,7 @@ def test_zero_steps_passes_the_init_model_through(tiny_manifest, small_model, tm
     base = load_pipeline(small_model).transformer.state_dict()
     assert all(torch.equal(trained[k], base[k]) for k in base)
     assert [r["step"] for r in _rows(out / "val_log.csv")] == ["0"] and _rows(out / "train_log.csv") == []
-    assert not (out / "checkpoints").exists()
+    # the stage's DVC outputs all exist (the stage2_only ablation, stage 1 at 0 steps, failed without)
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["README.txt"]
+    assert [p.name for p in (out / "validation").iterdir() if p.suffix != ".png"] == ["README.txt"]
     assert json.loads((model_dir / "training_info.json").read_text())["step"] == 0
