@@ -79,13 +79,19 @@ def test_diffusers_first_block_cache_double_counts_the_identity_injection(inputs
     assert errors["ours"] > 0.1
 
 
+def _second_row_moved(hidden_states: torch.Tensor) -> torch.Tensor:
+    """A copy whose row 1 (the conditional branch) moved far past the cache threshold; row 0 kept."""
+    changed = hidden_states.clone()
+    changed[1] = changed[1] + 0.5 * torch.randn(changed[1].shape, generator=torch.Generator().manual_seed(1))
+    return changed
+
+
 def test_branches_are_decided_independently(inputs):
     """Only the branch whose input changed is recomputed (as a sub-batch of one); the other is reused."""
     model = ours()
     extra, _ = identity_kwargs(model, inputs)
     kwargs = forward_kwargs(inputs)
-    changed = kwargs["hidden_states"].clone()
-    changed[1] = changed[1] + 0.5 * torch.randn(changed[1].shape, generator=torch.Generator().manual_seed(1))
+    changed = _second_row_moved(kwargs["hidden_states"])
     with torch.no_grad():
         direct_changed = model(**{**kwargs, "hidden_states": changed}, **extra, return_dict=False)[0]
         direct_same = model(**kwargs, **extra, return_dict=False)[0]
@@ -106,8 +112,7 @@ def test_joint_decision_computes_both_branches(inputs, setting):
     model = ours(reference_batch_semantics=setting == "reference_batch")
     extra, _ = identity_kwargs(model, inputs)
     kwargs = forward_kwargs(inputs)
-    changed = kwargs["hidden_states"].clone()
-    changed[1] = changed[1] + 0.5 * torch.randn(changed[1].shape, generator=torch.Generator().manual_seed(1))
+    changed = _second_row_moved(kwargs["hidden_states"])
     with torch.no_grad():
         direct = model(**{**kwargs, "hidden_states": changed}, **extra, return_dict=False)[0]
         cache = enable_step_cache(model, StepCacheConfig(threshold=0.05, per_branch=setting != "pooled"))
