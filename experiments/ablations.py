@@ -59,8 +59,12 @@ def exp_command(path: Path | list[Path], queue: bool) -> list[str]:
     """The `dvc exp run` command of one experiment: an override file, or several merged in order
     (named by their stems joined with '+')."""
     paths = [path] if isinstance(path, Path) else list(path)
-    name = "+".join(p.stem for p in paths)
-    return ["dvc", "exp", "run", *(["--queue"] if queue else []), "-n", name, *override_args(paths)]
+    return ["dvc", "exp", "run", *(["--queue"] if queue else []), "-n", experiment_name(paths), *override_args(paths)]
+
+
+def experiment_name(paths: list[Path]) -> str:
+    """An experiment's name: its override files' stems joined with '+'."""
+    return "+".join(p.stem for p in paths)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -79,11 +83,11 @@ def main(argv: list[str] | None = None) -> None:
     # queue: one experiment per file
     groups = [args.files] if args.command == "run" else [[p] for p in args.files]
     if args.command == "queue" and not args.dry_run:
-        done = existing_experiments()
-        for group in [g for g in groups if "+".join(p.stem for p in g) in done]:
+        done = existing_experiments() & {experiment_name(g) for g in groups}
+        for name in sorted(done):
             logger.warning("experiment %r already exists for this commit (an earlier run): kept as it is, not queued "
-                           "again; `dvc exp remove %s` to run it anew", group[0].stem, group[0].stem)
-        groups = [g for g in groups if "+".join(p.stem for p in g) not in done]
+                           "again; `dvc exp remove %s` to run it anew", name, name)
+        groups = [g for g in groups if experiment_name(g) not in done]
     for group in groups:
         cmd = exp_command(group, queue=args.command == "queue")
         if args.dry_run:
@@ -92,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
             logger.info("%s", shlex.join(cmd))
             subprocess.run(cmd, check=True)
     if args.run and not args.dry_run:
-        names = ["+".join(p.stem for p in group) for group in groups]
+        names = [experiment_name(group) for group in groups]
         subprocess.run(["dvc", "exp", "run", "--run-all"], check=False)
         failed = {name: state for name, state in queue_states(names).items() if state != "Success"}
         if failed:

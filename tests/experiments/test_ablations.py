@@ -64,3 +64,19 @@ def test_experiment_command_names_the_run_and_the_keys():
     cmd = exp_command(ROOT / "experiments" / "no_routing_loss.yaml", queue=True)
     assert cmd[:5] == ["dvc", "exp", "run", "--queue", "-n"] and cmd[5] == "no_routing_loss"
     assert cmd[6:] == ["-S", "train.stage2.routing.weight=0.0"]
+
+
+def test_queue_skips_an_experiment_that_already_exists(monkeypatch, caplog):
+    """Running the documented queue command again queues only what DVC does not hold yet (DVC refuses a
+    name twice), and says which it kept and how to rerun it."""
+    import experiments.ablations as ablations
+
+    queued = []
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(ablations, "existing_experiments", lambda: {"box_masks", "an_unrelated_one"})
+    monkeypatch.setattr(ablations.subprocess, "run", lambda cmd, **kw: queued.append(cmd))
+    with caplog.at_level("WARNING", logger="experiments.ablations"):
+        ablations.main(["queue", "experiments/box_masks.yaml", "experiments/no_routing_loss.yaml"])
+    assert [cmd[5] for cmd in queued] == ["no_routing_loss"]
+    assert "experiment 'box_masks' already exists" in caplog.text and "dvc exp remove box_masks" in caplog.text
+    assert "an_unrelated_one" not in caplog.text
