@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from ingredients.cli import main
+from ingredients.data.packaged_photos import photo_path
 from ingredients.files.frames import frame_strip
 from ingredients.model_folder.folder import prepare_tiny_folder
 from ingredients.files.video_io import read_video
@@ -21,11 +22,7 @@ def tiny_folder(tmp_path_factory) -> Path:
 
 
 def _photos() -> list[str]:
-    import insightface
-    import matplotlib.cbook
-
-    tom = Path(insightface.__file__).parent / "data" / "images" / "Tom_Hanks_54745.png"
-    return [str(tom), str(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))]
+    return [str(photo_path("hanks")), str(photo_path("grace"))]  # a PNG and a JPEG, as shipped
 
 
 def test_generate_writes_video_strip_and_json_and_reproduces(tiny_folder, tmp_path):

@@ -1,4 +1,4 @@
-"""The real photos that ship in installed packages (offline): one catalogue, name -> loader.
+"""The real photos that ship in installed packages (offline): one catalogue, name -> file or crop.
 
 Whole photos: `hanks` (Tom Hanks, insightface), `grace` (Grace Hopper, matplotlib), `astronaut_full`
 (the astronaut Eileen Collins, scikit-image) and `t1` (insightface's group photo of six people).
@@ -6,13 +6,13 @@ Crops of them, one person each, defined once in CROPS: `astronaut` (her head: on
 HOG detector also fires on her suit), `t1_a` and `t1_b` (two people of t1). The tiny synthetic data
 (`ingredients.data.synth`) cuts its identities from the whole photos; the photo cases and the load
 measurement (`instruments`) use the one-person photos, PORTRAITS. Each load returns a new uint8 RGB
-array [H, W, 3].
+array [H, W, 3]; `photo_path` gives a whole photo's file, for what takes files (the CLI's --photo).
 """
 
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import MappingProxyType
 
@@ -34,27 +34,12 @@ def _read_rgb(path: Path) -> np.ndarray:
         return np.asarray(image.convert("RGB"))
 
 
-def _insightface_image(filename: str) -> Callable[[], np.ndarray]:
-    return lambda: _read_rgb(package_dir("insightface", "the sample photos") / "data" / "images" / filename)
-
-
-def _astronaut() -> np.ndarray:
-    import skimage.data
-
-    return np.asarray(skimage.data.astronaut())
-
-
-def _grace_hopper() -> np.ndarray:
-    import matplotlib.cbook
-
-    return _read_rgb(Path(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)))
-
-
-WHOLE_PHOTOS: Mapping[str, Callable[[], np.ndarray]] = MappingProxyType({
-    "hanks": _insightface_image("Tom_Hanks_54745.png"),
-    "grace": _grace_hopper,
-    "astronaut_full": _astronaut,
-    "t1": _insightface_image("t1.jpg"),
+# name -> (package, file inside it, what the package ships it as): each whole photo is a file
+WHOLE_PHOTOS: Mapping[str, tuple[str, str, str]] = MappingProxyType({
+    "hanks": ("insightface", "data/images/Tom_Hanks_54745.png", "the sample photos"),
+    "grace": ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg", "the sample data"),
+    "astronaut_full": ("skimage", "data/astronaut.png", "the sample images"),
+    "t1": ("insightface", "data/images/t1.jpg", "the sample photos"),
 })
 # name -> (whole photo, box (x0, y0, x1, y1) in its pixels)
 CROPS: Mapping[str, tuple[str, tuple[int, int, int, int]]] = MappingProxyType({
@@ -66,6 +51,15 @@ PHOTO_NAMES: tuple[str, ...] = (*WHOLE_PHOTOS, *CROPS)
 PORTRAITS: tuple[str, ...] = ("hanks", "astronaut", "grace", "t1_a", "t1_b")  # one person each
 
 
+def photo_path(name: str) -> Path:
+    """The file of the whole photo `name` (one of WHOLE_PHOTOS), as its package ships it."""
+    if name not in WHOLE_PHOTOS:
+        kind = "a crop, not a file" if name in CROPS else "unknown packaged photo"
+        raise KeyError(f"{kind} {name!r}; files: {', '.join(WHOLE_PHOTOS)}")
+    package, relative, ships = WHOLE_PHOTOS[name]
+    return package_dir(package, ships) / relative
+
+
 def load_photo(name: str) -> np.ndarray:
     """The photo `name` (see PHOTO_NAMES), uint8 RGB [H, W, 3]."""
     if name in CROPS:
@@ -73,7 +67,7 @@ def load_photo(name: str) -> np.ndarray:
         return np.ascontiguousarray(load_photo(source)[y0:y1, x0:x1])
     if name not in WHOLE_PHOTOS:
         raise KeyError(f"unknown packaged photo {name!r}; available: {', '.join(PHOTO_NAMES)}")
-    return WHOLE_PHOTOS[name]()
+    return _read_rgb(photo_path(name))
 
 
 def load_photos(names: Iterable[str] = PORTRAITS) -> dict[str, np.ndarray]:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ingredients.data.packaged_photos import CROPS, PHOTO_NAMES, PORTRAITS, load_photo, load_photos
+from PIL import Image
+
+from ingredients.data.packaged_photos import CROPS, PHOTO_NAMES, PORTRAITS, load_photo, load_photos, photo_path
 
 
 @pytest.mark.parametrize("name", sorted(CROPS))
@@ -21,3 +23,12 @@ def test_portraits_are_catalogued_and_unknown_names_list_the_known_ones():
     assert all(p.ndim == 3 and p.shape[2] == 3 for p in load_photos().values())
     with pytest.raises(KeyError, match="unknown packaged photo 'tom'; available: hanks, grace"):
         load_photo("tom")
+
+
+def test_a_whole_photo_is_its_shipped_file_and_a_crop_has_none():
+    path = photo_path("grace")
+    assert path.name == "grace_hopper.jpg" and path.is_file()
+    with Image.open(path) as image:
+        np.testing.assert_array_equal(load_photo("grace"), np.asarray(image.convert("RGB")))
+    with pytest.raises(KeyError, match="a crop, not a file 'astronaut'; files: hanks, grace, astronaut_full, t1"):
+        photo_path("astronaut")

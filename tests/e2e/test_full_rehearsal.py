@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import yaml
 
+from ingredients.data.packaged_photos import load_photo
 from ingredients.data.sources import is_validation
 from ingredients.data.synth import carphone_path
 from ingredients.files.video_io import read_video, write_video
@@ -44,8 +45,6 @@ def _resize(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def _write_data(project: Path) -> None:
-    from skimage import data as skdata
-
     carphone, _ = read_video(carphone_path())
     videos = project / "data" / "videos"
     for rel, (a, b), size, fps in VIDEOS.values():
@@ -63,10 +62,9 @@ def _write_data(project: Path) -> None:
     refs = project / "data" / "bench" / "refs"
     refs.mkdir(parents=True)
     from PIL import Image
-    import matplotlib.cbook
 
-    Image.fromarray(skdata.astronaut()).save(refs / "astronaut.png")
-    Image.open(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)).save(refs / "grace.png")
+    Image.fromarray(load_photo("astronaut_full")).save(refs / "astronaut.png")
+    Image.fromarray(load_photo("grace")).save(refs / "grace.png")
     cases = [{"case_id": "astronaut", "prompt": "a woman in a space suit smiling", "references": ["refs/astronaut.png"], "seed": 1},
              {"case_id": "astronaut_grace", "prompt": "two women talking", "references": ["refs/astronaut.png", "refs/grace.png"], "seed": 2}]
     (project / "data" / "bench" / "cases.jsonl").write_text("".join(json.dumps(c) + "\n" for c in cases))

@@ -16,7 +16,8 @@ from ingredients.faces.dlib_backend import (
     default_model_dir,
     dlib_parts_to_landmarks,
 )
-from tests.faces.conftest import carphone_frames, grace_hopper_path, insightface_image, load
+from ingredients.data.packaged_photos import load_photo
+from tests.faces.conftest import carphone_frames
 
 # min(same-person cosine) - max(different-person cosine) required on the photos below.
 # Measured: 0.064 with embed_face (dlib's own chip), 0.054 with embed on a 112 px ArcFace crop.
@@ -33,13 +34,11 @@ def largest(analyzer, image):
 @pytest.fixture(scope="module")
 def identity_set(dlib_analyzer):
     """(name, person, image, face) for real photos: same-person pairs and a crowd of other people."""
-    from skimage import data
-
-    astronaut = data.astronaut()
-    hopper = load(grace_hopper_path())
-    hanks = load(insightface_image("Tom_Hanks_54745.png"))
+    astronaut = load_photo("astronaut_full")
+    hopper = load_photo("grace")
+    hanks = load_photo("hanks")
     frames = carphone_frames()
-    group = load(insightface_image("t1.jpg"))
+    group = load_photo("t1")
     items = [
         ("astronaut", "collins", astronaut),
         ("astronaut_flipped", "collins", np.ascontiguousarray(astronaut[:, ::-1])),
@@ -69,7 +68,7 @@ def test_is_a_face_analyzer(dlib_analyzer):
 
 
 def test_group_photo_one_face_per_person(dlib_analyzer):
-    image = load(insightface_image("t1.jpg"))
+    image = load_photo("t1")
     faces = dlib_analyzer.detect(image)
     assert len(faces) == 6
     boxes = np.stack([f.box for f in faces])

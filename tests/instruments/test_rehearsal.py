@@ -155,12 +155,12 @@ def test_settings_the_stage_cannot_honour_name_their_key(tree, tmp_path):
 @pytest.mark.slow
 def test_prepared_face_stack_loads_and_conditions_a_photo(full_tree, tmp_path):
     """EVA-CLIP is written at its real size (its loader builds EVA02-L-14-336 by name): slow on CPU."""
-    import insightface
+    from ingredients.data.packaged_photos import photo_path
 
     out = prepare(tmp_path, full_tree)
     pipe = load_pipeline(out)
     faces = load_face_conditioner(out, pipe)
-    photo = Path(insightface.__file__).parent / "data/images/Tom_Hanks_54745.png"
+    photo = photo_path("hanks")
     conditioning = faces([photo], use_cache=False)
     assert conditioning.id_cond.shape == (1, 1280) and conditioning.id_vit_hidden[0].shape == (1, 577, 1024)
     assert conditioning.canvas.size == (WIDTH, HEIGHT) and FRAMES == 9

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.faces.conftest import GROUP_BOXES, carphone_frames, grace_hopper_path, insightface_image, load
+from ingredients.data.packaged_photos import load_photo
+from tests.faces.conftest import GROUP_BOXES, carphone_frames
 
 pytestmark = pytest.mark.benchmark
 
@@ -36,8 +37,8 @@ def frames():
 def reference_photos(tmp_path_factory):
     folder = tmp_path_factory.mktemp("bench_photos")
     paths = [folder / "grace_hopper.png"]
-    Image.open(grace_hopper_path()).convert("RGB").save(paths[0])
-    group = load(insightface_image("t1.jpg"))
+    Image.fromarray(load_photo("grace")).save(paths[0])
+    group = load_photo("t1")
     for i, (x0, y0, x1, y1) in enumerate(GROUP_BOXES[:3]):
         m = int(0.6 * (x1 - x0))
         paths.append(folder / f"person_{i}.png")
