@@ -76,8 +76,9 @@ def _stages_run(output: str) -> list[str]:
 
 # slow: keeps the default suite within 15 minutes on 2 idle cores (measured 17 min 25 s with it, fresh clone)
 @pytest.mark.slow
-def test_exp_run_of_a_sampling_param_reruns_only_sampling_evaluation_and_report(project, tmp_path):
-    """`dvc exp run -S sample.steps=...` in a committed copy of the project."""
+def test_exp_run_of_a_sampling_param_reruns_only_the_stages_that_read_it(project, tmp_path):
+    """`dvc exp run -S sample.steps=...` in a committed copy of the project: sampling, what reads the
+    samples (evaluation, report) and the plan, whose sampling cost counts the steps."""
     work = tmp_path / "project"
     shutil.copytree(project, work, symlinks=True)
     git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.invalid"]
@@ -86,12 +87,12 @@ def test_exp_run_of_a_sampling_param_reruns_only_sampling_evaluation_and_report(
     steps = load_params(work / "params.yaml")["sample"]["steps"]
     run = _dvc(work, "exp", "run", "-n", "more_steps", "-S", f"sample.steps={steps + 1}")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert _stages_run(run.stdout) == ["evaluate", "report", "sample"], run.stdout
+    assert _stages_run(run.stdout) == ["evaluate", "plan", "report", "sample"], run.stdout
     con = sqlite3.connect(work / "mlflow.db")
     tagged = {stage for stage, exp in con.execute(
         "select s.value, e.value from tags s join tags e on s.run_uuid = e.run_uuid "
         "where s.key = 'stage' and e.key = 'dvc_experiment'") if exp == "more_steps"}
-    assert tagged == {"sample", "evaluate", "report"}
+    assert tagged == {"sample", "evaluate", "plan", "report"}
 
 
 def _free_port() -> int:
