@@ -79,7 +79,7 @@ def test_killed_run_left_no_partial_output(runs):
 
 def test_rerun_resumes_from_the_cache(runs):
     done = runs["done"]
-    assert f"evaluated {runs['total']} videos ({len(done)} from cache)" in runs["log"]
+    assert f"evaluated {runs['total']} videos ({len(done)} from cache, 0 declared absent)" in runs["log"]
     for path, (inode, mtime) in done.items():  # reused, not rewritten
         assert (path.stat().st_ino, path.stat().st_mtime_ns) == (inode, mtime), path
 
