@@ -23,6 +23,7 @@ from ingredients.data.curation_params import CurationParams
 from ingredients.data.sources import DataParams
 from ingredients.data.synth import SynthParams
 from ingredients.faces.reference import FaceSettings
+from ingredients.launch_params import LaunchParams
 from ingredients.mlflow_run import TrackingParams
 from ingredients.model_folder.prepare import PrepareParams, full_face_settings
 from ingredients.plan.plan_params import PlanParams
@@ -47,6 +48,7 @@ SECTIONS: dict[str, Callable[[Mapping[str, Any], str], Any]] = {
     "curate": _model(CurationParams),
     "compute": _model(ComputeParams),
     "train": _train,
+    "launch": _model(LaunchParams),
     "benchmark": _model(BenchmarkParams),
     "baselines": _model(BaselineParams),
     "sample": _model(SampleParams),

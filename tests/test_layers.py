@@ -2,7 +2,8 @@
 no import circle among project modules, and no module imports from a floor above its own.
 
 Floors, lowest first: the method's base (params loader, files, MLflow runs) < models and pipelines <
-faces < data (manifest) < model folder < training (checkpoints) < sampling (samples) < `eval`
+faces < data (manifest) < model folder < training (checkpoints) < sampling (samples), the plan and the
+launcher of the GPU stages < `eval`
 (metrics) < `study` (the code that sees every stage: params schema, MLflow step) < `experiments`
 (the ablations) < `instruments` (what no stage runs:
 measurements, the rehearsal tree, stand-in models, fixture builders). Imports inside functions count:
@@ -22,7 +23,8 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("ingredients.data",),
     ("ingredients.model_folder",),
     ("ingredients.training",),
-    ("ingredients.sampling", "ingredients.plan", "ingredients.cli"),
+    ("ingredients.sampling", "ingredients.plan", "ingredients.cli", "ingredients.launch", "ingredients.launch_ray",
+     "ingredients.preflight"),
     ("eval",),
     ("study",),
     ("experiments",),

@@ -25,6 +25,8 @@ import torch
 
 from ingredients.config import load_merged, section, stage_parser, validate_model
 from ingredients.files.atomic import write_json, write_text
+from ingredients.launch_params import LaunchParams
+from ingredients.plan.configured_launch import launch_accelerate_config, mark_configured
 from ingredients.plan.model_configs import ProfileModels, profile_models
 from ingredients.plan.plan_params import PlanParams
 from ingredients.plan.sampling_step import measure_sampling, sampling_peak_bytes, video_flops
@@ -206,6 +208,7 @@ def make_plan(params: dict, settings: Settings, stages: list[str] | None = None)
     configs = accelerate_configs(settings)
     train = section(params, "train", required=True)
     k_default = int(section(params, "benchmark").get("max_identities", 2))
+    launch = validate_model(LaunchParams, section(params, "launch"), "launch")
     out: dict[str, Any] = {}
     for stage in stages or [*TRAIN_STAGES, "sample"]:
         t0 = time.perf_counter()
@@ -213,7 +216,11 @@ def make_plan(params: dict, settings: Settings, stages: list[str] | None = None)
             spec = build_stage_spec(train, TRAIN_STAGES[stage])
             if settings.backbone_only:
                 spec = backbone_only_spec(spec)
-            out[stage] = plan_training(spec, models, configs, settings, spec.identities.max or k_default)
+            # the stage's configured launch (params `launch:`) is one of the rows, marked
+            stage_configs, configured = mark_configured(configs, launch_accelerate_config(launch.for_stage(stage)))
+            out[stage] = plan_training(spec, models, stage_configs, settings, spec.identities.max or k_default)
+            out[stage]["configured"] = configured
+            out[stage]["configs"][configured]["configured"] = True
         elif stage == "sample":
             out[stage] = plan_sampling(params, models, settings)
         else:
@@ -252,10 +259,12 @@ def markdown_table(plan: dict[str, Any]) -> str:
                              f"{c['gpu_hours']:.1f} ({st['cases']} cases x {st['methods']} methods) |")
                 continue
             if "memory_gib" not in c:
-                lines.append(f"| {stage} | {name} | {c['num_processes']} | | | | | | | | | no: {c['error']} | | |")
+                lines.append(f"| {stage} | {name} | {c['num_processes']} | | | | | | | | | no: {c['error']}"
+                             f"{' (configured)' if c.get('configured') else ''} | | |")
                 continue
             mem = c["memory_gib"]
-            fits = "yes" if c["fits"] else ("no" + (f": {c['error']}" if "error" in c else ""))
+            fits = ("yes" if c["fits"] else ("no" + (f": {c['error']}" if "error" in c else ""))) + \
+                (" (configured)" if c.get("configured") else "")
             lines.append(
                 f"| {stage} | {name} | {c['num_processes']} | {c['micro_batch']} | {mem['weights_gib']:.1f} | "
                 f"{mem['gradients_gib'] + mem['gradient_buckets_gib']:.1f} | {mem['optimizer_gib']:.1f} | {mem['ema_gib']:.1f} | "
@@ -300,10 +309,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return plan
 
 
+def configured_misfits(plan: dict[str, Any]) -> list[str]:
+    """One line per stage whose configured launch (training) or runtime (sampling) does not fit."""
+    lines = []
+    for stage, st in plan["stages"].items():
+        for name, c in st["configs"].items():
+            if c.get("configured") and not c["fits"]:
+                need = f"{c['total_gib']:.1f} GiB" if c.get("total_gib") is not None else c.get("error", "")
+                fixes = "; ".join(c.get("to_fit") or []) or "none the plan knows"
+                lines.append(f"{stage}: the configured {name} needs {need} of {plan['settings']['gpu_memory_gib']:g} GiB "
+                             f"per device; would fit with: {fixes}")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     plan = run(build_parser().parse_args(argv))
     logger.info("\n%s", markdown_table(plan))
+    for line in configured_misfits(plan):  # the launch the stages will run cannot fit: say so loudly
+        logger.warning("DOES NOT FIT: %s", line)
 
 
 if __name__ == "__main__":

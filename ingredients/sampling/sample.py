@@ -9,7 +9,7 @@ Methods (params `sample.methods`):
 - `ours_no_router`: the same model, every identity mixed with equal weight (no routing);
 - `canvas_only`: the backbone with the reference canvas as first frame, no ID tokens;
 - `no_identity`: the backbone with a blank canvas and no ID tokens (text only; the lower bound).
-Each video is written atomically and skipped when present, so an interrupted run resumes (temp files
+`processes.json` says how many processes sampled. Each video is written atomically and skipped when present, so an interrupted run resumes (temp files
 a killed run left in the output folders are removed first). With several processes (`accelerate
 launch`, see configs/accelerate/README.md), the (method, case) list is split between them in a fixed
 order; each process skips the videos already present in its share, so a killed multi-process run
@@ -40,6 +40,7 @@ from ingredients.files.video_io import write_video
 logger = logging.getLogger(__name__)
 
 METHODS = ("ours", "ours_no_router", "canvas_only", "no_identity")
+PROCESSES_FILE = "processes.json"
 
 
 class SampleParams(BaseModel):
@@ -166,6 +167,9 @@ def sample_benchmark(params: SampleParams, benchmark: Path, model: Path, out: Pa
     if state.is_main_process:
         write_json(out / "samples.json", {"benchmark": str(benchmark), "model": str(model), "params": params.model_dump(),
                                           "methods": {m: sorted(c.case_id for c in cases) for m in params.methods}})
+        # how many processes sampled (MLflow's `num_processes` of the stage), apart from samples.json, which
+        # is the same whatever the process count
+        write_json(out / PROCESSES_FILE, {"num_processes": state.num_processes})
     return results
 
 

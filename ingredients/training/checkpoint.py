@@ -92,13 +92,20 @@ def remove_stale_checkpoint_temps(root: str | os.PathLike) -> int:
     return handled
 
 
-def resolve_resume(resume: str | os.PathLike, root: str | os.PathLike) -> Path:
-    """The checkpoint folder to resume from: 'latest' (newest under `root`) or a path.
+def resolve_resume(resume: str | os.PathLike, root: str | os.PathLike) -> Path | None:
+    """The checkpoint folder to resume from: 'latest' (newest under `root`), 'auto' (the newest under
+    `root` when there is one, else None: a fresh start) or a path.
 
-    A missing checkpoint is an error, never a silent fresh start. What saves of the killed run left
-    under `root` is cleared first (`remove_stale_checkpoint_temps`): the resumed run writes there.
+    'auto' is what a launch that restarts the stage by itself passes (dvc.yaml, Ray Train's restart
+    after a lost worker): the first attempt finds no checkpoint, a restarted one its own last. For
+    'latest' and a path a missing checkpoint is an error, never a silent fresh start. What saves of
+    the killed run left under `root` is cleared first (`remove_stale_checkpoint_temps`): the resumed
+    run writes there.
     """
     remove_stale_checkpoint_temps(root)
+    if str(resume) == "auto":
+        found = list_checkpoints(root)
+        return found[-1][1] if found else None
     if str(resume) == "latest":
         found = list_checkpoints(root)
         if not found:

@@ -83,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--manifest", required=True, help="curated training manifest (JSONL)")
     parser.add_argument("--init", required=True, help="model folder to start from (or the previous stage's out/model)")
     parser.add_argument("--out", required=True, help="output folder (model/, checkpoints/, logs, validation/)")
-    parser.add_argument("--resume", default=None, help="checkpoint folder, or 'latest' (the newest under OUT/checkpoints)")
+    parser.add_argument("--resume", default=None, help="checkpoint folder, 'latest' (the newest under OUT/checkpoints) or 'auto' (the newest when "
+                             "there is one, else a fresh start: what a restarting launch passes)")
     parser.add_argument("--val-manifest", default=None,
                         help="manifest of held-out clips for validation (default: the training manifest; its numbers "
                              "are then labelled train_clips)")

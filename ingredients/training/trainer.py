@@ -31,6 +31,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -54,6 +55,7 @@ from torch.utils.data import DataLoader
 from ingredients.files.atomic import atomic_dir, remove_stale_temps, write_json
 from ingredients.data.dataset import IdentityCountBatchSampler, IngredientsVideoDataset, collate_ingredients
 from ingredients.data.manifest import read_manifest
+from ingredients.launch_params import PLANNED_PEAK_ENV
 from ingredients.model_folder.folder import load_face_conditioner, load_pipeline
 from ingredients.mlflow_run import TrackingParams, git_revision, start_run
 
@@ -121,6 +123,9 @@ class Trainer:
         self.step = 0
         self.ema: EMAModel | None = None
         self.resumed_from: Path | None = None
+        # the peak the launcher's pre-flight planned for this launch (GiB), logged beside the measured one
+        planned = os.environ.get(PLANNED_PEAK_ENV)
+        self.planned_peak_gib = float(planned) if planned else None
         # a missing checkpoint fails here, before any work
         self.resume_path = None if paths.resume is None else ckpt.resolve_resume(paths.resume, self.paths.checkpoints)
 
@@ -471,6 +476,8 @@ class Trainer:
             mlflow.log_params({"paths.manifest": str(self.paths.manifest), "paths.init": str(self.paths.init),
                                "paths.val_manifest": self.val_info["manifest"],
                                "num_processes": self.accelerator.num_processes})
+            if self.planned_peak_gib is not None:  # the launcher's pre-flight (ingredients/preflight.py)
+                mlflow.log_param("planned_peak_gib", self.planned_peak_gib)
             mlflow.set_tag("validation_split", self.val_info["split"])
             self.mlflow = mlflow
             yield
@@ -577,8 +584,10 @@ class Trainer:
         }
         self.train_log.append(row)
         if self.mlflow is not None:
-            self.mlflow.log_metrics({k: v for k, v in row.items() if k != "step" and v is not None and math.isfinite(v)},
-                                    step=self.step)
+            metrics = {k: v for k, v in row.items() if k != "step" and v is not None and math.isfinite(v)}
+            if self.planned_peak_gib is not None:  # the pre-flight's planned peak beside the measured one
+                metrics["planned_peak_memory_mb"] = self.planned_peak_gib * 1024
+            self.mlflow.log_metrics(metrics, step=self.step)
         if self.step % self.spec.log_every == 0:
             self.train_log.flush()
         logger.info("step %d/%d loss %.4f (diffusion %.4f, routing %s) lr %.2e", self.step, self.spec.steps,

@@ -3,6 +3,7 @@ gloo) gives the files of one process, and a rerun of the 2-process run resumes p
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -51,8 +52,13 @@ def test_two_processes_give_the_files_of_one(tmp_path):
     log = sample(launch, "two")
     assert log.count("sampled 3 videos (0 already present)") == 2  # 6 (method, case) videos split 3 + 3
     one, two = tmp_path / "one", tmp_path / "two"
-    assert _files(two) == _files(one) and len(_files(one)) == 3 * 3 + 1  # 6 videos, 3 routing files, samples.json
+    # 6 videos, 3 routing files, samples.json, processes.json
+    assert _files(two) == _files(one) and len(_files(one)) == 3 * 3 + 2
+    assert json.loads((one / "processes.json").read_text()) == {"num_processes": 1}
+    assert json.loads((two / "processes.json").read_text()) == {"num_processes": 2}
     for rel in _files(one):
+        if rel == "processes.json":
+            continue
         if rel.endswith(".routing.safetensors"):
             a, b = load_file(str(one / rel)), load_file(str(two / rel))
             assert sorted(a) == sorted(b)
