@@ -74,6 +74,9 @@ NOT_COMMANDS = {  # inline code that is not a command to run
     "dvc exp run -n <file stem> -S key=value ...": "what experiments.ablations generates",
     "dvc exp run --run-all": "what `queue --run` runs",
     "accelerate launch --cpu --num_processes 2": "the pitfall the docs warn against",
+    "accelerate launch --config_file <x>.yaml --num_processes N -m ...": "what the launcher runs (tests/test_launch.py reads it)",
+    "accelerate launch --config_file configs/accelerate/multi_gpu_ddp.yaml --num_processes 8 -m ingredients.training.train ...":
+        "what the full profile's launch runs on 8 GPUs (tests/test_launch.py renders it from dvc.yaml)",
     "ray symmetric-run": "a Ray feature the docs mention",
     "python -m ingredients.training.train": "a module name",
     "python -m instruments.speed.sampling_speed": "a module name",
