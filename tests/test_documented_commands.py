@@ -38,6 +38,8 @@ ELSEWHERE = {  # command: why it cannot run here
     "ingredients generate --photo a.jpg --photo b.jpg --prompt \"two people talking in a park\" --out video.mp4 --model path/to/full/model --steps 50 --guidance 6 --seed 0 --frames 49 --height 480 --width 720": "a full-size model on a GPU",
     "accelerate launch --config_file configs/accelerate/multi_gpu_ddp.yaml -m ingredients.sampling.sample --params params.yaml --benchmark data/benchmark/benchmark.jsonl --model models/stage2/model --out outputs/samples": "GPUs",
     "accelerate launch --multi_gpu --num_processes 8 -m ingredients.sampling.sample ...": "8 GPUs",
+    "dvc exp run -S compute.engine=ray -S compute.address=auto -S launch.train.engine=ray -S launch.train.num_processes=32 -S launch.sample.engine=ray -S launch.sample.num_processes=32 -S launch.ray.use_gpu=true":
+        "a Ray cluster of 32 GPUs (its CPU form, 2 Ray Train workers, runs in tests/e2e/test_launch_experiment.py)",
     "ray start --address=HEAD_IP:6379 --num-cpus=32 --num-gpus=0": "a second machine (the head node's side runs in tests/e2e/test_ablation_queue.py)",
     "python -m instruments.speed.sampling_speed --size full --device cuda --steps 50 --out speed_full.json": "a GPU",
     "python -m instruments.speed.sampling_speed --size full --device cuda --models ours --steps 50 --extrapolate-from 10 --sweep identity_sdpa,fused_injection,id_tokens --out speed_full_sweep.json": "a GPU",
