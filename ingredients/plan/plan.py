@@ -242,7 +242,8 @@ def backbone_only_spec(spec: StageSpec) -> StageSpec:
 
 
 def markdown_table(plan: dict[str, Any]) -> str:
-    """One row per stage and config: memory terms, total, fits, time and GPU-hours."""
+    """One row per stage and config: memory terms, total, fits (the configured launch marked), time and
+    GPU-hours; then what does not fit, the configured launches first."""
     s = plan["settings"]
     lines = [f"Plan for profile `{s['profile']}`{' (bare backbone)' if s['backbone_only'] else ''}: "
              f"{s['gpu_memory_gib']:g} GiB per GPU, {s['mfu']:.0%} MFU of {s['gpu_peak_tflops']:g} TFLOP/s, "
@@ -271,6 +272,8 @@ def markdown_table(plan: dict[str, Any]) -> str:
                 f"{max(mem['activations_gib'], mem['encode_gib']):.1f} | {c['peak_gib']:.1f} | {c['total_gib']:.1f} | {fits} | "
                 f"{c['seconds_per_step']:.2f} | {c['gpu_hours']:.1f} |")
     lines.append("")
+    for line in configured_misfits(plan):  # what the stages will run cannot fit: first, in bold
+        lines.append(f"- **DOES NOT FIT: {line}**")
     for stage, st in plan["stages"].items():
         for name, c in st["configs"].items():
             if c.get("to_fit"):
