@@ -41,6 +41,9 @@ def test_schema(plan):
             assert isinstance(config["fits"], bool)
             assert isinstance(config["peak_gib"], float) and config["peak_gib"] > 0
     assert set(plan["stages"]["train_stage1"]["configs"]) == {p.stem for p in (ROOT / "configs/accelerate").glob("*.yaml")}
+    # the tiny profile's launch (one local process) is the one-process config's row
+    assert plan["stages"]["train_stage1"]["configured"] == "cpu_single"
+    assert [n for n, c in plan["stages"]["train_stage1"]["configs"].items() if c.get("configured")] == ["cpu_single"]
 
 
 # slow: the default suite measured 19 min 24 s on a fresh clone with it (budget 15; the e2e dvc repro runs the plan stage's command); runs under -m slow
@@ -101,6 +104,9 @@ def test_the_full_profile_fits_8_x_80_gb_for_training_and_1_x_80_gb_for_sampling
     plan = json.loads(out.read_text())
     ddp = plan["stages"]["train_stage2"]["configs"]["multi_gpu_ddp"]
     assert ddp["num_processes"] == 8 and ddp["micro_batch"] == 1 and ddp["fits"]
+    # the profile's launch (launch.train: accelerate, multi_gpu_ddp.yaml, 8 processes) is that row
+    assert plan["stages"]["train_stage2"]["configured"] == "multi_gpu_ddp" and ddp["configured"]
+    assert "DOES NOT FIT" not in out.with_suffix(".md").read_text()
     assert plan["stages"]["train_stage2"]["parameters"] > 6_000_000_000
     configured = [c for c in plan["stages"]["sample"]["configs"].values() if c["configured"]]
     assert len(configured) == 1 and configured[0]["fits"]
