@@ -2,9 +2,9 @@
 runs it (slow): 2 accelerate processes and 2 Ray Train workers on a local Ray instance give one
 process's loss curve at the same global batch; a Ray Train worker SIGKILLed mid-stage restarts the
 group from the stage's last checkpoint and the final weights equal the uninterrupted run's; Ray
-Train sampling writes the videos of one process (one thread per process in every run).
+Train sampling splits the cases between its workers and resumes per case.
 
-Times (2 shared cores, load 4-6): see each test's comment.
+Times (2 shared cores, load 5-18, 2026-12-07): see each test's comment.
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ def ray_uninterrupted(tiny_manifest, small_model, tmp_path_factory) -> Path:  # 
     return tmp / "out"
 
 
-# ~3 min on 2 loaded cores: one process, then 2 accelerate processes (8 steps each)
+# 254 s (load 11): one process, then 2 accelerate processes (8 steps each)
 def test_two_accelerate_processes_give_the_loss_curve_of_one(one_process, tiny_manifest, small_model, tmp_path):  # noqa: F811
     params = _write_params(tmp_path / "params.yaml", tmp_path)
     _run(_train_cmd(params, "accelerate", 2, tiny_manifest, small_model, tmp_path / "out"))
@@ -116,7 +116,7 @@ def test_two_accelerate_processes_give_the_loss_curve_of_one(one_process, tiny_m
     assert worst < LOSS_RTOL
 
 
-# ~3 min on 2 loaded cores (most of it Ray starting its workers)
+# 197 s (load 5), the one-process run included; most of the Ray run is Ray starting its workers
 def test_ray_train_gives_the_loss_curve_of_one_process(one_process, ray_uninterrupted):
     worst = _worst_relative(_losses(one_process), _losses(ray_uninterrupted))
     print(f"Ray Train 2 workers vs 1 process: worst relative loss difference {worst:.2e}")
@@ -134,7 +134,8 @@ def _train_workers(driver: psutil.Process) -> list[psutil.Process]:
     return found
 
 
-# ~5 min on 2 loaded cores: a Ray Train run, a worker killed after the step-2 checkpoint, the restart
+# 381 s (load 11-18): the uninterrupted Ray Train run, then one with a worker killed after the step-2
+# checkpoint and its restart
 def test_a_killed_ray_worker_restarts_from_the_checkpoint(ray_uninterrupted, tiny_manifest, small_model, tmp_path):  # noqa: F811
     params = _write_params(tmp_path / "params.yaml", tmp_path)
     out = tmp_path / "out"
@@ -164,8 +165,12 @@ def test_a_killed_ray_worker_restarts_from_the_checkpoint(ray_uninterrupted, tin
     assert _losses(out) == _losses(ray_uninterrupted)
 
 
-# ~4 min on 2 loaded cores: one process, then 2 Ray Train workers, then a resume with one video gone
-def test_ray_train_sampling_writes_the_videos_of_one_process(tmp_path):
+# ~4 min on 2 loaded cores: 2 Ray Train workers, then a resume with one video gone
+def test_ray_train_sampling_splits_the_cases_and_resumes_per_case(tmp_path):
+    """Each of the 2 workers samples its half of the (method, case) list; a rerun after one video is
+    lost samples only that one. (The videos are not compared with a one-process run's byte for byte:
+    two one-process runs of this sampler on the same inputs, one thread each, differed in 4 of 6
+    tiny videos when measured, 2026-12-07; see the report of issue 28.)"""
     from ingredients.model_folder.folder import prepare_tiny_folder
     from instruments.photo_cases import write_photo_cases
 
@@ -174,24 +179,19 @@ def test_ray_train_sampling_writes_the_videos_of_one_process(tmp_path):
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump({"sample": {"methods": ["ours", "no_identity"], "steps": 1, "guidance_scale": 1.0},
                                       "compute": {"engine": "ray", "num_cpus": 2}}))
-
-    def sample(engine: str, processes: int, out: str) -> str:
-        return _run([sys.executable, "-m", "ingredients.launch", "--params", str(params), "--stage", "sample",
-                     "--engine", engine, "--num-processes", str(processes), "-m", "ingredients.sampling.sample",
-                     "--params", str(params), "--benchmark", str(bench), "--model", str(tmp_path / "model"),
-                     "--out", str(tmp_path / out), "--cache-dir", str(tmp_path / f"cache_{out}")])
-
-    sample("local", 1, "one")
-    log = sample("ray", 2, "two")
-    assert log.count("sampled 3 videos (0 already present)") == 2, log[-4000:]
-    one, two = tmp_path / "one", tmp_path / "two"
-    videos = sorted(p.relative_to(one) for p in one.rglob("*.mp4"))
-    assert len(videos) == 6 and sorted(p.relative_to(two) for p in two.rglob("*.mp4")) == videos
-    for rel in [*videos, Path("samples.json")]:
-        assert (two / rel).read_bytes() == (one / rel).read_bytes(), rel
-    assert (two / "processes.json").read_text().count('"num_processes": 2') == 1
-    lost = two / "no_identity" / "t1b_astronaut.mp4"
+    out = tmp_path / "two"
+    cmd = [sys.executable, "-m", "ingredients.launch", "--params", str(params), "--stage", "sample", "--engine", "ray",
+           "--num-processes", "2", "-m", "ingredients.sampling.sample", "--params", str(params), "--benchmark", str(bench),
+           "--model", str(tmp_path / "model"), "--out", str(out), "--cache-dir", str(tmp_path / "cache")]
+    log = _run(cmd)
+    assert log.count("sampled 3 videos (0 already present)") == 2, log[-4000:]  # 6 videos split 3 + 3
+    videos = sorted(str(p.relative_to(out)) for p in out.rglob("*.mp4"))
+    assert videos == [f"{m}/{c}.mp4" for m in ("no_identity", "ours") for c in ("astronaut_grace", "hanks_t1a", "t1b_astronaut")]
+    assert (out / "processes.json").read_text().count('"num_processes": 2') == 1
+    kept = {v: (out / v).stat().st_mtime_ns for v in videos}
+    lost = out / "no_identity" / "t1b_astronaut.mp4"
     lost.unlink()
-    log = sample("ray", 2, "two")
-    assert "sampled 1 videos (2 already present)" in log and "sampled 0 videos (3 already present)" in log
-    assert lost.read_bytes() == (one / "no_identity" / "t1b_astronaut.mp4").read_bytes()
+    log = _run(cmd)
+    assert "sampled 1 videos (2 already present)" in log and "sampled 0 videos (3 already present)" in log, log[-4000:]
+    assert lost.is_file()
+    assert all((out / v).stat().st_mtime_ns == t for v, t in kept.items() if out / v != lost)  # the others untouched
