@@ -82,6 +82,7 @@ def test_resolve_resume_latest_and_missing(tmp_path):
     root = tmp_path / "checkpoints"
     with pytest.raises(FileNotFoundError, match="no complete checkpoint under"):
         ckpt.resolve_resume("latest", root)
+    assert ckpt.resolve_resume("auto", root) is None  # 'auto' (a restarting launch): none yet, a fresh start
     with pytest.raises(FileNotFoundError, match=r"not a complete checkpoint \(no .*step-00000005/state.json\)"):
         ckpt.resolve_resume(root / "step-00000005", root)
     for step in (2, 4, 10):
@@ -90,6 +91,7 @@ def test_resolve_resume_latest_and_missing(tmp_path):
     (root / "step-00000020").mkdir()  # no state.json: incomplete, ignored
     ckpt.temp_checkpoint_dir(root, 30).mkdir()
     assert ckpt.resolve_resume("latest", root).name == "step-00000010"
+    assert ckpt.resolve_resume("auto", root).name == "step-00000010"
     ckpt.prune_checkpoints(root, keep=2)
     assert [s for s, _ in ckpt.list_checkpoints(root)] == [4, 10]
     with pytest.raises(FileNotFoundError, match="optimizer.pt is missing"):
