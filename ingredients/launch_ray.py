@@ -25,9 +25,10 @@ from ingredients.launch_params import PLANNED_PEAK_ENV, LaunchParams, StageLaunc
 
 logger = logging.getLogger(__name__)
 
-# passed to the workers: what the launching process was given (threads, MLflow, the planned peak)
+# passed to the workers, which on a cluster do not inherit the launching process's environment: the
+# planned peak, threads, MLflow settings and the DVC experiment name its runs are tagged with
 FORWARDED_ENV = (PLANNED_PEAK_ENV, "OMP_NUM_THREADS", "MKL_NUM_THREADS", "MLFLOW_DISABLE_TELEMETRY",
-                 "MLFLOW_TRACKING_URI", "PYTHONHASHSEED")
+                 "MLFLOW_TRACKING_URI", "DVC_EXP_NAME")
 
 
 def worker_loop(config: dict[str, Any]) -> None:
