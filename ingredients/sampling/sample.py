@@ -9,8 +9,9 @@ Methods (params `sample.methods`):
 - `ours_no_router`: the same model, every identity mixed with equal weight (no routing);
 - `canvas_only`: the backbone with the reference canvas as first frame, no ID tokens;
 - `no_identity`: the backbone with a blank canvas and no ID tokens (text only; the lower bound).
-`processes.json` says how many processes sampled. Each video is written atomically and skipped when present, so an interrupted run resumes (temp files
-a killed run left in the output folders are removed first). With several processes (`accelerate
+Each video is written atomically and skipped when present, so an interrupted run resumes (temp files
+a killed run left in the output folders are removed first); `processes.json` says how many processes
+sampled. With several processes (`accelerate
 launch`, see configs/accelerate/README.md), the (method, case) list is split between them in a fixed
 order; each process skips the videos already present in its share, so a killed multi-process run
 resumes per rank, and the files equal a one-process run's.

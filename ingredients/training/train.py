@@ -1,13 +1,14 @@
 """Train one stage: `python -m ingredients.training.train --params params.yaml --stage stage1
---manifest FILE --init MODEL_DIR --out DIR [--resume CHECKPOINT_DIR|latest] [--val-manifest FILE]`.
+--manifest FILE --init MODEL_DIR --out DIR [--resume CHECKPOINT_DIR|latest|auto] [--val-manifest FILE]`.
 
 Validation runs on `--val-manifest` (clips of held-out videos); without it, on training clips, and
 its numbers are then labelled `train_clips`, never held-out (see trainer.py).
 
 Paths come from the command line; every hyperparameter comes from the params file's `train`
 section: `train.common` holds shared values and each stage section overrides them (deep merge).
-Multi-process: `accelerate launch [--config_file configs/accelerate/<x>.yaml] -m
-ingredients.training.train ...` (see configs/accelerate/README.md).
+Multi-process: dvc.yaml runs it through `python -m ingredients.launch` (params `launch.train`: one
+process, `accelerate launch`, or Ray Train; docs/scaling.md), or by hand `accelerate launch
+[--config_file configs/accelerate/<x>.yaml] -m ingredients.training.train ...` (configs/accelerate/README.md).
 
 Params layout (every key optional unless marked; defaults shown):
 
@@ -83,8 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--manifest", required=True, help="curated training manifest (JSONL)")
     parser.add_argument("--init", required=True, help="model folder to start from (or the previous stage's out/model)")
     parser.add_argument("--out", required=True, help="output folder (model/, checkpoints/, logs, validation/)")
-    parser.add_argument("--resume", default=None, help="checkpoint folder, 'latest' (the newest under OUT/checkpoints) or 'auto' (the newest when "
-                             "there is one, else a fresh start: what a restarting launch passes)")
+    parser.add_argument("--resume", default=None,
+                        help="checkpoint folder, 'latest' (the newest under OUT/checkpoints) or 'auto' (the newest when "
+                             "there is one, else a fresh start: what dvc.yaml passes, so a restarted launch resumes)")
     parser.add_argument("--val-manifest", default=None,
                         help="manifest of held-out clips for validation (default: the training manifest; its numbers "
                              "are then labelled train_clips)")
