@@ -161,8 +161,7 @@ def plan_sampling(params: dict, models: ProfileModels, settings: Settings) -> di
     tiling = bool(getattr(sp, "vae_tiling", False))
     k = int(section(params, "benchmark").get("max_identities", 2))
     frames, height, width = sp.num_frames or models.num_frames, sp.height or models.height, sp.width or models.width
-    m = measure_sampling(models, SAMPLE_DTYPES[dtype_name], k, sp.guidance_scale, frames, height, width,
-                         settings.backbone_only)
+    m = measure_sampling(models, sp, k, settings.backbone_only)
     p = settings.plan
     methods = 1 if settings.backbone_only else len(sp.methods)
     configs: dict[str, Any] = {}
