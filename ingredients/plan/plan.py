@@ -29,7 +29,7 @@ from ingredients.plan.model_configs import ProfileModels, profile_models
 from ingredients.plan.plan_params import PlanParams
 from ingredients.plan.sampling_step import measure_sampling, sampling_peak_bytes, video_flops
 from ingredients.plan.sharding import AccelerateConfig, device_memory, read_accelerate_config
-from ingredients.plan.training_step import StepMemory, measure_training_step, video_shape
+from ingredients.plan.training_step import NothingToTrain, StepMemory, measure_training_step, video_shape
 from ingredients.sampling.sample import SampleParams
 from ingredients.training.stage_spec import StageSpec, build_stage_spec
 
@@ -212,7 +212,11 @@ def make_plan(params: dict, settings: Settings, stages: list[str] | None = None)
             spec = build_stage_spec(train, TRAIN_STAGES[stage])
             if settings.backbone_only:
                 spec = backbone_only_spec(spec)
-            out[stage] = plan_training(spec, models, configs, settings, spec.identities.max or k_default)
+            try:
+                out[stage] = plan_training(spec, models, configs, settings, spec.identities.max or k_default)
+            except NothingToTrain as e:
+                logger.info("%s skipped: %s", stage, e)
+                out[stage] = {"skipped": str(e), "configs": {}}
         elif stage == "sample":
             out[stage] = plan_sampling(params, models, settings)
         else:
@@ -242,6 +246,8 @@ def markdown_table(plan: dict[str, Any]) -> str:
              "| stage | config | GPUs | micro-batch | weights | grads | optimizer | EMA | activations | peak | total | fits | s/step | GPU-h |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for stage, st in plan["stages"].items():
+        if "skipped" in st:
+            lines.append(f"| {stage} | | | | | | | | | | | skipped: {st['skipped']} | | |")
         for name, c in st["configs"].items():
             if stage == "sample":
                 act = st["phase_peak_gib"]["decode_tiled" if c["vae_tiling"] and c["peak_phase"] == "decode" else c["peak_phase"]]
@@ -258,7 +264,8 @@ def markdown_table(plan: dict[str, Any]) -> str:
             lines.append(
                 f"| {stage} | {name} | {c['num_processes']} | {c['micro_batch']} | {mem['weights_gib']:.1f} | "
                 f"{mem['gradients_gib'] + mem['gradient_buckets_gib']:.1f} | {mem['optimizer_gib']:.1f} | {mem['ema_gib']:.1f} | "
-                f"{max(mem['activations_gib'], mem['encode_gib']):.1f} | {c['peak_gib']:.1f} | {c['total_gib']:.1f} | {fits} | "
+                f"{max(mem['activations_gib'], mem['encode_gib'], mem['optimizer_step_gib']):.1f} | {c['peak_gib']:.1f}"
+                f"{' (precompute)' if mem['precompute_gib'] >= mem['peak_gib'] > 0 else ''} | {c['total_gib']:.1f} | {fits} | "
                 f"{c['seconds_per_step']:.2f} | {c['gpu_hours']:.1f} |")
     lines.append("")
     for stage, st in plan["stages"].items():

@@ -107,44 +107,55 @@ def fake_sampling_pipeline(run: FakeRun, models: ProfileModels, dtype: torch.dty
     return pipe
 
 
-def measure_sampling(models: ProfileModels, params, num_identities: int, backbone_only: bool = False) -> SampleMeasurement:
-    """Run one video fake through the sample stage's path (module docstring); `params`: SampleParams."""
+def sample_fake_video(run: FakeRun, models: ProfileModels, params, num_identities: int, backbone_only: bool = False,
+                      hooks: PhaseHooks | None = None):
+    """One video through the sample stage's path with fake weights (module docstring): the pipeline in
+    `params.dtype`, `configure_pipeline`, the ID tokens, `__call__` with `STEPS` guided steps and its
+    decode. `params`: SampleParams. Returns (pipe, video [1, F, 3, H, W])."""
     from ingredients.plan.fake_trainer import StandInFaces
     from ingredients.sampling.runtime import DTYPES, configure_pipeline
     from ingredients.sampling.sample import canvas_for, identities_for
 
     frames = params.num_frames or models.num_frames
     height, width = params.height or models.height, params.width or models.width
-    with FakeRun() as run:
-        pipe = fake_sampling_pipeline(run, models, DTYPES[params.dtype], backbone_only)
-        pipe.set_progress_bar_config(disable=True)
-        if not backbone_only:
-            pipe = configure_pipeline(pipe, params.model_copy(update={"offload": "none", "compile": False}), "cpu")
-        elif params.vae_tiling:
-            pipe.vae.enable_tiling()
-        hooks = PhaseHooks(run)
+    pipe = fake_sampling_pipeline(run, models, DTYPES[params.dtype], backbone_only)
+    pipe.set_progress_bar_config(disable=True)
+    if not backbone_only:
+        pipe = configure_pipeline(pipe, params.model_copy(update={"offload": "none", "compile": False}), "cpu")
+    elif params.vae_tiling:
+        pipe.vae.enable_tiling()
+    if hooks is not None:
         hooks.module(pipe.text_encoder, "text")
         hooks.module(pipe.transformer, "denoise")
-        tiled = bool(pipe.vae.use_tiling)
         hooks.method(pipe, "decode_latents", lambda: "decode_tiled" if pipe.vae.use_tiling else "decode")
-        kwargs = {}
-        canvas = PIL.Image.new("RGB", (width, height), (255, 255, 255))
-        if not backbone_only:
-            faces = StandInFaces(pipe.transformer.config, models.vit_tokens, height, width)
-            paths = _photo_paths(num_identities)
-            references = faces(paths)
+    kwargs = {}
+    canvas = PIL.Image.new("RGB", (width, height), (255, 255, 255))
+    if not backbone_only:
+        references = StandInFaces(pipe.transformer.config, models.vit_tokens, height, width)(_photo_paths(num_identities))
+        if hooks is not None:
             hooks.method(pipe.transformer, "encode_identities", "identities")
-            kwargs = {"identities": identities_for("ours", pipe, references), "use_router": True}
-            canvas = canvas_for("ours", references)
-        out = pipe(prompt="two people talk in a sunlit kitchen", image=canvas, height=height, width=width,
-                   num_frames=frames, num_inference_steps=STEPS, guidance_scale=params.guidance_scale,
-                   generator=torch.Generator().manual_seed(0), output_type="pt", **kwargs)
-        video = out.frames
-        # the other decode, through the same method
+        kwargs = {"identities": identities_for("ours", pipe, references), "use_router": True}
+        canvas = canvas_for("ours", references)
+    out = pipe(prompt="two people talk in a sunlit kitchen", image=canvas, height=height, width=width,
+               num_frames=frames, num_inference_steps=STEPS, guidance_scale=params.guidance_scale,
+               generator=torch.Generator().manual_seed(0), output_type="pt", **kwargs)
+    return pipe, out.frames
+
+
+def measure_sampling(models: ProfileModels, params, num_identities: int, backbone_only: bool = False) -> SampleMeasurement:
+    """Run one video fake through the sample stage's path (`sample_fake_video`), then the other decode
+    (tiled or not) through `decode_latents`; `params`: SampleParams."""
+    from ingredients.sampling.runtime import DTYPES
+
+    frames = params.num_frames or models.num_frames
+    height, width = params.height or models.height, params.width or models.width
+    with FakeRun() as run:
+        hooks = PhaseHooks(run)
+        pipe, video = sample_fake_video(run, models, params, num_identities, backbone_only, hooks)
         latent_frames = (frames - 1) // pipe.vae_scale_factor_temporal + 1
         latents = run.empty(1, latent_frames, pipe.vae.config.latent_channels, height // pipe.vae_scale_factor_spatial,
                             width // pipe.vae_scale_factor_spatial, dtype=DTYPES[params.dtype])
-        pipe.vae.disable_tiling() if tiled else pipe.vae.enable_tiling()
+        pipe.vae.disable_tiling() if pipe.vae.use_tiling else pipe.vae.enable_tiling()
         with torch.no_grad():
             pipe.decode_latents(latents)
         parts = {"text_encoder": pipe.text_encoder, "transformer": pipe.transformer, "vae": pipe.vae}
