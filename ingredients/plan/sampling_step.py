@@ -138,7 +138,8 @@ def sample_fake_video(run: FakeRun, models: ProfileModels, params, num_identitie
         canvas = canvas_for("ours", references)
     out = pipe(prompt="two people talk in a sunlit kitchen", image=canvas, height=height, width=width,
                num_frames=frames, num_inference_steps=STEPS, guidance_scale=params.guidance_scale,
-               generator=torch.Generator().manual_seed(0), output_type="pt", **kwargs)
+               generator=torch.Generator().manual_seed(0), output_type="pt",
+               max_sequence_length=int(pipe.transformer.config.max_text_seq_length), **kwargs)
     return pipe, out.frames
 
 
