@@ -97,6 +97,7 @@ class ProfileModels:
     num_frames: int
     height: int
     width: int
+    tokenizer: Path | None = None  # the backbone folder's tokenizer, when the configs come from one
 
 
 def input_vit_scales(transformer: dict[str, Any]) -> int:
@@ -121,7 +122,8 @@ def profile_models(prepare: dict[str, Any]) -> ProfileModels:
         return ProfileModels(transformer={**_config_for(folder / "transformer", "IngredientsTransformer3DModel"), **overrides},
                              vae=_config_for(folder / "vae", "AutoencoderKLCogVideoX"), text_encoder_kind="t5",
                              text_encoder=json.loads((folder / "text_encoder" / "config.json").read_text()),
-                             vit_tokens=FULL_VIT_TOKENS, num_frames=49, height=480, width=720)
+                             vit_tokens=FULL_VIT_TOKENS, num_frames=49, height=480, width=720,
+                             tokenizer=folder / "tokenizer" if (folder / "tokenizer").is_dir() else None)
     if profile != "tiny":
         raise ValueError(f"prepare.profile: {profile!r} is not a profile the plan knows (tiny, full)")
     bert = json.loads((text_encoder_folder() / "config.json").read_text())

@@ -47,14 +47,21 @@ class SampleMeasurement:
 
 
 class PhaseHooks:
-    """Peak bytes over the call's start and FLOPs of every call of a phase (max of peaks, sum of FLOPs)."""
+    """Peak bytes and FLOPs of every call of a phase (max of peaks, sum of FLOPs). Peaks are over the
+    live bytes at `begin()` (the weights, before the video), so what earlier phases leave alive (prompt
+    embeddings, ID tokens, latents) counts in the later ones."""
 
     def __init__(self, run: FakeRun) -> None:
         self.run = run
+        self.base: int | None = None
         self.peaks: dict[str, int] = {}
         self.flops: dict[str, list[int]] = {}
         self.ops: dict[str, dict[str, int]] = {}
         self._open: list[tuple[str, int, int, dict]] = []
+
+    def begin(self) -> None:
+        """The video starts: phase peaks are counted over the bytes live now."""
+        self.base = self.run.memory.live
 
     def start(self, name: str) -> None:
         m = self.run.memory
@@ -64,7 +71,7 @@ class PhaseHooks:
     def stop(self, name: str) -> None:
         m = self.run.memory
         _, live0, outer_peak, ops0 = self._open.pop()
-        self.peaks[name] = max(self.peaks.get(name, 0), m.peak - live0)
+        self.peaks[name] = max(self.peaks.get(name, 0), m.peak - (live0 if self.base is None else self.base))
         ops = {k: v - ops0.get(k, 0) for k, v in self.run.flops.by_op.items() if v - ops0.get(k, 0)}
         self.flops.setdefault(name, []).append(sum(ops.values()))
         self.ops[name] = ops
@@ -90,12 +97,13 @@ class PhaseHooks:
         setattr(owner, attr, measured)
 
 
-def fake_sampling_pipeline(run: FakeRun, models: ProfileModels, dtype: torch.dtype, backbone_only: bool = False):
-    """The pipeline the sample stage loads, in `dtype`, with fake weights (diffusers' own image-to-video
-    pipeline over the bare backbone with `backbone_only`)."""
-    from ingredients.plan.fake_trainer import build_fake_pipeline
+def stand_in_sampling_pipeline(run, models: ProfileModels, dtype: torch.dtype, backbone_only: bool = False):
+    """The pipeline the sample stage loads, in `dtype`, its weights made by `run.materialise` (`FakeRun`:
+    fake; `RandomWeights`: random on a device); diffusers' own image-to-video pipeline over the bare
+    backbone with `backbone_only`."""
+    from ingredients.plan.stand_in_trainer import build_stand_in_pipeline
 
-    pipe = build_fake_pipeline(run, models)
+    pipe = build_stand_in_pipeline(run, models)
     if backbone_only:
         from ingredients.plan.training_step import full_transformer_config
 
@@ -107,44 +115,59 @@ def fake_sampling_pipeline(run: FakeRun, models: ProfileModels, dtype: torch.dty
     return pipe
 
 
-def sample_fake_video(run: FakeRun, models: ProfileModels, params, num_identities: int, backbone_only: bool = False,
-                      hooks: PhaseHooks | None = None):
-    """One video through the sample stage's path with fake weights (module docstring): the pipeline in
-    `params.dtype`, `configure_pipeline`, the ID tokens, `__call__` with `STEPS` guided steps and its
-    decode. `params`: SampleParams. Returns (pipe, video [1, F, 3, H, W])."""
-    from ingredients.plan.fake_trainer import StandInFaces
+def prepare_stand_in_video(run, models: ProfileModels, params, num_identities: int, backbone_only: bool = False,
+                           hooks: PhaseHooks | None = None, device: torch.device | str = "cpu"):
+    """The sample stage's path for one video (module docstring), weights made by `run.materialise`
+    (`FakeRun` or `RandomWeights`), on `device`: the pipeline in `params.dtype` after `configure_pipeline`,
+    and a function that makes the ID tokens and runs `__call__` (`STEPS` guided steps and the decode).
+    `params`: SampleParams. Returns (pipe, video function -> [1, F, 3, H, W])."""
+    from ingredients.plan.stand_in_trainer import StandInFaces
     from ingredients.sampling.runtime import DTYPES, configure_pipeline
     from ingredients.sampling.sample import canvas_for, identities_for
 
     frames = params.num_frames or models.num_frames
     height, width = params.height or models.height, params.width or models.width
-    pipe = fake_sampling_pipeline(run, models, DTYPES[params.dtype], backbone_only)
+    pipe = stand_in_sampling_pipeline(run, models, DTYPES[params.dtype], backbone_only)
     pipe.set_progress_bar_config(disable=True)
     if not backbone_only:
-        pipe = configure_pipeline(pipe, params.model_copy(update={"offload": "none", "compile": False}), "cpu")
+        pipe = configure_pipeline(pipe, params.model_copy(update={"offload": "none", "compile": False}), device)
     elif params.vae_tiling:
         pipe.vae.enable_tiling()
     if hooks is not None:
         hooks.module(pipe.text_encoder, "text")
         hooks.module(pipe.transformer, "denoise")
         hooks.method(pipe, "decode_latents", lambda: "decode_tiled" if pipe.vae.use_tiling else "decode")
-    kwargs = {}
-    canvas = PIL.Image.new("RGB", (width, height), (255, 255, 255))
+        if not backbone_only:
+            hooks.method(pipe.transformer, "encode_identities", "identities")
+    references = None
     if not backbone_only:
         references = StandInFaces(pipe.transformer.config, models.vit_tokens, height, width)(_photo_paths(num_identities))
-        if hooks is not None:
-            hooks.method(pipe.transformer, "encode_identities", "identities")
-        kwargs = {"identities": identities_for("ours", pipe, references), "use_router": True}
-        canvas = canvas_for("ours", references)
-    out = pipe(prompt="two people talk in a sunlit kitchen", image=canvas, height=height, width=width,
-               num_frames=frames, num_inference_steps=STEPS, guidance_scale=params.guidance_scale,
-               generator=torch.Generator().manual_seed(0), output_type="pt",
-               max_sequence_length=int(pipe.transformer.config.max_text_seq_length), **kwargs)
-    return pipe, out.frames
+
+    def video() -> torch.Tensor:
+        kwargs = {}
+        canvas = PIL.Image.new("RGB", (width, height), (255, 255, 255))
+        if references is not None:
+            kwargs = {"identities": identities_for("ours", pipe, references), "use_router": True}
+            canvas = canvas_for("ours", references)
+        return pipe(prompt="two people talk in a sunlit kitchen", image=canvas, height=height, width=width,
+                    num_frames=frames, num_inference_steps=STEPS, guidance_scale=params.guidance_scale,
+                    generator=torch.Generator().manual_seed(0), output_type="pt",
+                    max_sequence_length=int(pipe.transformer.config.max_text_seq_length), **kwargs).frames
+
+    return pipe, video
+
+
+def sample_stand_in_video(run, models: ProfileModels, params, num_identities: int, backbone_only: bool = False,
+                          hooks: PhaseHooks | None = None, device: torch.device | str = "cpu"):
+    """`prepare_stand_in_video`, then the video: (pipe, video [1, F, 3, H, W])."""
+    pipe, video = prepare_stand_in_video(run, models, params, num_identities, backbone_only, hooks, device)
+    if hooks is not None:
+        hooks.begin()
+    return pipe, video()
 
 
 def measure_sampling(models: ProfileModels, params, num_identities: int, backbone_only: bool = False) -> SampleMeasurement:
-    """Run one video fake through the sample stage's path (`sample_fake_video`), then the other decode
+    """Run one video fake through the sample stage's path (`sample_stand_in_video`), then the other decode
     (tiled or not) through `decode_latents`; `params`: SampleParams."""
     from ingredients.sampling.runtime import DTYPES
 
@@ -152,11 +175,12 @@ def measure_sampling(models: ProfileModels, params, num_identities: int, backbon
     height, width = params.height or models.height, params.width or models.width
     with FakeRun() as run:
         hooks = PhaseHooks(run)
-        pipe, video = sample_fake_video(run, models, params, num_identities, backbone_only, hooks)
+        pipe, video = sample_stand_in_video(run, models, params, num_identities, backbone_only, hooks)
         latent_frames = (frames - 1) // pipe.vae_scale_factor_temporal + 1
         latents = run.empty(1, latent_frames, pipe.vae.config.latent_channels, height // pipe.vae_scale_factor_spatial,
                             width // pipe.vae_scale_factor_spatial, dtype=DTYPES[params.dtype])
         pipe.vae.disable_tiling() if pipe.vae.use_tiling else pipe.vae.enable_tiling()
+        hooks.begin()  # the other decode over the weights and its latents
         with torch.no_grad():
             pipe.decode_latents(latents)
         parts = {"text_encoder": pipe.text_encoder, "transformer": pipe.transformer, "vae": pipe.vae}

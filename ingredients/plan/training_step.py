@@ -1,6 +1,6 @@
 """One training micro-step of a stage at its configured size, run fake: what one device holds and computes.
 
-The step is the trainer's own (`FakeTrainer`, fake_trainer.py): `Trainer.prepare_*` as `fit()` runs them,
+The step is the trainer's own (`StandInTrainer`, stand_in_trainer.py): `Trainer.prepare_*` as `fit()` runs them,
 then the loader's first batch and `Trainer.micro_step` (identity shuffle, canvas noise and its VAE encode,
 `compute_losses` under accelerate's autocast, accelerate's backward, clipping, AdamW, the lr schedule,
 EMA), at micro-batch `local_batch` with K = `num_identities`. Dtypes are the trainer's (frozen weights
@@ -127,11 +127,11 @@ def _measure_trainer_step(spec: StageSpec, models: ProfileModels, local_batch: i
     import tempfile
     from pathlib import Path
 
-    from ingredients.plan.fake_trainer import FakeTrainer
+    from ingredients.plan.stand_in_trainer import StandInTrainer
 
     spec = spec.model_copy(update={"batch_size": local_batch, "grad_accum": 1})  # one process, one micro-step
     with tempfile.TemporaryDirectory(prefix="plan-") as tmp, FakeRun() as run:
-        trainer = FakeTrainer(spec, models, run, Path(tmp), num_identities)
+        trainer = StandInTrainer(spec, models, run, Path(tmp), num_identities)
         trainer.prepare_accelerator()
         trainer.prepare_models()
         trainer.prepare_trainable()

@@ -1,6 +1,6 @@
 """The trainer's own micro-step and the pipeline's own call at full size (CogVideoX-5B-I2V + identity
 modules, 6.38 B parameters, 49 x 480 x 720), with fake weights on the CPU: the code the cost plan measures
-(`FakeTrainer`, `sample_fake_video`) and a GPU would run, checked for shapes, dtypes, what trains and what
+(`StandInTrainer`, `sample_stand_in_video`) and a GPU would run, checked for shapes, dtypes, what trains and what
 the optimizer holds. The default suite runs a stage-1 and a stage-2 micro-step and one two-step video
 (cache as profiles/full.yaml sets it, tiled decode); EMA, LoRA and the step cache are slow.
 """
@@ -15,9 +15,9 @@ from torch._subclasses.fake_tensor import is_fake
 
 from ingredients.config import load_merged, section, validate_model
 from ingredients.plan.fake_run import FakeRun
-from ingredients.plan.fake_trainer import FakeTrainer
+from ingredients.plan.stand_in_trainer import StandInTrainer
 from ingredients.plan.model_configs import profile_models
-from ingredients.plan.sampling_step import STEPS, sample_fake_video
+from ingredients.plan.sampling_step import STEPS, sample_stand_in_video
 from ingredients.sampling.sample import SampleParams
 from ingredients.training.stage_spec import build_stage_spec
 from ingredients.training.trainable import parameter_group
@@ -39,7 +39,7 @@ def _micro_step(full: dict, stage: str, k: int, tmp_path: Path, **common):
     spec = build_stage_spec(train, stage).model_copy(update={"batch_size": 1})
     seen: dict = {}
     with FakeRun() as run:
-        trainer = FakeTrainer(spec, profile_models(section(full, "prepare")), run, tmp_path, k)
+        trainer = StandInTrainer(spec, profile_models(section(full, "prepare")), run, tmp_path, k)
         trainer.prepare_loop()
         inner = trainer.optimizer.optimizer
 
@@ -116,7 +116,7 @@ def _video(full: dict, **sample):
                     (tuple(kwargs["hidden_states"].shape), kwargs["hidden_states"].dtype)), with_kwargs=True)
 
         hooks.module = module
-        pipe, video = sample_fake_video(run, profile_models(section(full, "prepare")), params, 2, hooks=hooks)
+        pipe, video = sample_stand_in_video(run, profile_models(section(full, "prepare")), params, 2, hooks=hooks)
     return pipe, video, calls, hooks
 
 

@@ -1,16 +1,16 @@
-"""The trainer's own micro-step at a profile's size, with fake weights: what the plan measures and the
-suite runs at full size.
+"""The trainer's own micro-step with stand-ins for what it loads: what the plan measures with fake
+weights, the suite runs at full size, and the device check runs with random weights on a real device.
 
-`FakeTrainer` is `ingredients.training.Trainer` with three things it loads replaced and nothing it runs:
-the --init model folder by the profile's modules built on the meta device and materialised fake
-(`FakeRun`), the face stack by `StandInFaces` (the identity features' shapes; the face stack is not
-part of the step), the on-disk encoding cache by one in memory (fake tensors cannot be written). Its
-data is real: `write_planning_clips` writes a clip per sample (a plain video at a fraction of the
-training size, K reference photos, a box per identity and frame) and the trainer's own dataset,
-sampler, collate function and accelerate's data loader read it back at the training size. Then
-`prepare_*` and `micro_step` run as in `fit()`: identity shuffle, canvas noise and its VAE encode,
-`build_step_inputs`, `compute_losses` under accelerate's autocast, accelerate's backward, gradient
-clipping, AdamW, the lr schedule, EMA when on.
+`StandInTrainer` is `ingredients.training.Trainer` with three things it loads replaced and nothing it
+runs: the --init model folder by the profile's modules built on the meta device and materialised by
+`run` (`FakeRun`: fake tensors; `RandomWeights`: random values on a device), the face stack by
+`StandInFaces` (the identity features' shapes; the face stack is not part of the step), the on-disk
+encoding cache by one in memory. Its data is real: `write_planning_clips` writes a clip per sample (a
+noise video at 1/8 of the training size, K reference photos, a box per identity and frame) and the
+trainer's own dataset, sampler, collate function and accelerate's data loader read it back at the
+training size. Then `prepare_*` and `micro_step` run as in `fit()`: identity shuffle, canvas noise and
+its VAE encode, `build_step_inputs`, `compute_losses` under accelerate's autocast, accelerate's
+backward, gradient clipping, AdamW, the lr schedule, EMA when on.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from ingredients.files.video_io import write_video
 from ingredients.model_folder.tiny import SCHEDULER_CONFIG, text_encoder_folder
 from ingredients.models import IngredientsTransformer3DModel
 from ingredients.pipelines import IngredientsPipeline
-from ingredients.plan.fake_run import FakeRun, build_on_meta
+from ingredients.plan.fake_run import build_on_meta
 from ingredients.plan.model_configs import ProfileModels, input_vit_scales
 from ingredients.training.encoding_cache import EncodingCache
 from ingredients.training.stage_spec import StageSpec
@@ -104,8 +104,28 @@ class MemoryEncodingCache(EncodingCache):
         return self.path(key)
 
 
-def build_fake_pipeline(run: FakeRun, models: ProfileModels) -> IngredientsPipeline:
-    """The profile's pipeline with fake weights in float32 (the trainer and the sampler cast them)."""
+class RandomWeights:
+    """Materialises meta modules on `device` with random values (normal, std 0.02): real tensors of the
+    planned shapes, for measuring on a device what the plan predicts."""
+
+    def __init__(self, device: torch.device | str, seed: int = 0) -> None:
+        self.device = torch.device(device)
+        self.generator = torch.Generator(self.device).manual_seed(seed)
+
+    @torch.no_grad()
+    def materialise(self, module: torch.nn.Module) -> torch.nn.Module:
+        module.to_empty(device=self.device)
+        for t in (*module.parameters(), *module.buffers()):
+            if t.is_floating_point():
+                t.normal_(0.0, 0.02, generator=self.generator)
+            else:
+                t.zero_()
+        return module
+
+
+def build_stand_in_pipeline(run, models: ProfileModels) -> IngredientsPipeline:
+    """The profile's pipeline in float32 (the trainer and the sampler cast it), its weights made by
+    `run.materialise` (`FakeRun` or `RandomWeights`)."""
     from ingredients.plan.training_step import build_text_encoder, full_transformer_config
 
     parts = {"text_encoder": build_text_encoder(models),
@@ -113,16 +133,18 @@ def build_fake_pipeline(run: FakeRun, models: ProfileModels) -> IngredientsPipel
              "transformer": build_on_meta(IngredientsTransformer3DModel, **full_transformer_config(models, False))}
     for part in parts.values():
         run.materialise(part).eval()
+    # the backbone's tokenizer when its folder is there; else the packaged one (T5's vocabulary is larger):
     # the token ids' shape (padded to max_text_seq_length) is all a fake text encoder sees
-    tokenizer = AutoTokenizer.from_pretrained(text_encoder_folder())
+    tokenizer = AutoTokenizer.from_pretrained(models.tokenizer or text_encoder_folder())
     return IngredientsPipeline(tokenizer, parts["text_encoder"], parts["vae"], parts["transformer"],
                                CogVideoXDPMScheduler(**SCHEDULER_CONFIG))
 
 
-class FakeTrainer(Trainer):
-    """The trainer with fake weights, stand-in faces and an in-memory encoding cache (module docstring)."""
+class StandInTrainer(Trainer):
+    """The trainer with stand-in weights, faces and encoding cache (module docstring)."""
 
-    def __init__(self, spec: StageSpec, models: ProfileModels, run: FakeRun, workdir: Path, identities: int) -> None:
+    def __init__(self, spec: StageSpec, models: ProfileModels, run, workdir: Path, identities: int) -> None:
+        """`run`: what materialises the weights (`FakeRun` or `RandomWeights`)."""
         self.models, self.run = models, run
         frames, height, width = (spec.data.num_frames or models.num_frames, spec.data.height or models.height,
                                  spec.data.width or models.width)
@@ -140,7 +162,7 @@ class FakeTrainer(Trainer):
         super().prepare_accelerator()
 
     def load_init_pipeline(self) -> IngredientsPipeline:
-        return build_fake_pipeline(self.run, self.models)
+        return build_stand_in_pipeline(self.run, self.models)
 
     def load_conditioner(self) -> StandInFaces:
         return StandInFaces(self.pipe.transformer.config, self.models.vit_tokens, self.height, self.width)
