@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
 from ingredients.faces.eva_clip import FULL_SCALE_BLOCKS
 from ingredients.model_folder.tiny import TINY_FRAMES, TINY_HEIGHT, TINY_WIDTH, text_encoder_folder, tiny_transformer_config, tiny_vae_config
 
@@ -130,3 +132,36 @@ def profile_models(prepare: dict[str, Any]) -> ProfileModels:
     return ProfileModels(transformer=tiny_transformer_config(**overrides), vae=tiny_vae_config(), text_encoder_kind="bert",
                          text_encoder=bert, vit_tokens=TINY_VIT_TOKENS, num_frames=TINY_FRAMES, height=TINY_HEIGHT,
                          width=TINY_WIDTH)
+
+
+def full_transformer_config(models: ProfileModels, backbone_only: bool) -> dict[str, Any]:
+    """The transformer config: ours (defaults = CogVideoX-5B-I2V + identity modules, with overrides)
+    or the bare backbone's keys only."""
+    from diffusers import CogVideoXTransformer3DModel
+
+    from ingredients.models import IngredientsTransformer3DModel
+
+    defaults = {k: v.default for k, v in _signature(IngredientsTransformer3DModel).items() if k != "self"}
+    config = {**defaults, **models.transformer}
+    if backbone_only:
+        bare = set(_signature(CogVideoXTransformer3DModel)) - {"self"}
+        config = {k: v for k, v in config.items() if k in bare}
+    return config
+
+
+def _signature(cls) -> dict:
+    return dict(inspect.signature(cls.__init__).parameters)
+
+
+def build_text_encoder(models: ProfileModels) -> nn.Module:
+    """The profile's text encoder on the meta device (T5 encoder or the tiny BERT)."""
+    from ingredients.plan.fake_run import build_on_meta
+
+    if models.text_encoder_kind == "t5":
+        from transformers import T5Config, T5EncoderModel
+
+        return build_on_meta(T5EncoderModel, T5Config(**models.text_encoder))
+    from transformers import BertConfig, BertModel
+
+    config = {k: v for k, v in models.text_encoder.items() if not k.startswith("_") and k != "architectures"}
+    return build_on_meta(BertModel, BertConfig(**config), add_pooling_layer=False)

@@ -26,7 +26,7 @@ from diffusers import CogVideoXDPMScheduler, CogVideoXImageToVideoPipeline, CogV
 from torch import nn
 
 from ingredients.plan.fake_run import FakeRun, build_on_meta
-from ingredients.plan.model_configs import ProfileModels
+from ingredients.plan.model_configs import ProfileModels, full_transformer_config
 
 COMPONENTS = ("text_encoder", "transformer", "vae")
 GIB = float(2**30)
@@ -105,8 +105,6 @@ def stand_in_sampling_pipeline(run, models: ProfileModels, dtype: torch.dtype, b
 
     pipe = build_stand_in_pipeline(run, models)
     if backbone_only:
-        from ingredients.plan.training_step import full_transformer_config
-
         bare = run.materialise(build_on_meta(CogVideoXTransformer3DModel, **full_transformer_config(models, True))).eval()
         pipe = CogVideoXImageToVideoPipeline(pipe.tokenizer, pipe.text_encoder, pipe.vae, bare,
                                              CogVideoXDPMScheduler(**dict(pipe.scheduler.config)))

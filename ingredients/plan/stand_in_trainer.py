@@ -32,7 +32,7 @@ from ingredients.model_folder.tiny import SCHEDULER_CONFIG, text_encoder_folder
 from ingredients.models import IngredientsTransformer3DModel
 from ingredients.pipelines import IngredientsPipeline
 from ingredients.plan.fake_run import build_on_meta
-from ingredients.plan.model_configs import ProfileModels, input_vit_scales
+from ingredients.plan.model_configs import ProfileModels, build_text_encoder, full_transformer_config, input_vit_scales
 from ingredients.training.encoding_cache import EncodingCache
 from ingredients.training.stage_spec import StageSpec
 from ingredients.training.trainer import TRAINING_INFO, RunPaths, Trainer
@@ -126,8 +126,6 @@ class RandomWeights:
 def build_stand_in_pipeline(run, models: ProfileModels) -> IngredientsPipeline:
     """The profile's pipeline in float32 (the trainer and the sampler cast it), its weights made by
     `run.materialise` (`FakeRun` or `RandomWeights`)."""
-    from ingredients.plan.training_step import build_text_encoder, full_transformer_config
-
     parts = {"text_encoder": build_text_encoder(models),
              "vae": build_on_meta(AutoencoderKLCogVideoX, **models.vae),
              "transformer": build_on_meta(IngredientsTransformer3DModel, **full_transformer_config(models, False))}

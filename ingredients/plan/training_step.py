@@ -30,9 +30,8 @@ from diffusers.training_utils import EMAModel
 from torch import nn
 
 from ingredients.model_folder.tiny import SCHEDULER_CONFIG
-from ingredients.models import IngredientsTransformer3DModel
 from ingredients.plan.fake_run import FakeRun, build_on_meta
-from ingredients.plan.model_configs import ProfileModels
+from ingredients.plan.model_configs import ProfileModels, build_text_encoder, full_transformer_config
 from ingredients.training.diffusion_loss import diffusion_loss
 from ingredients.training.stage_spec import StageSpec
 from ingredients.training.trainable import add_backbone_lora, cast_frozen_parameters, configure_trainable, parameter_group
@@ -83,36 +82,8 @@ def rotary_embedding(config, height: int, width: int, latent_frames: int, vae_sp
                                    temporal_size=latent_frames, device="cpu")
 
 
-def full_transformer_config(models: ProfileModels, backbone_only: bool) -> dict[str, Any]:
-    """The transformer config: ours (defaults = CogVideoX-5B-I2V + identity modules, with overrides)
-    or the bare backbone's keys only."""
-    defaults = {k: v.default for k, v in _signature(IngredientsTransformer3DModel).items() if k != "self"}
-    config = {**defaults, **models.transformer}
-    if backbone_only:
-        bare = set(_signature(CogVideoXTransformer3DModel)) - {"self"}
-        config = {k: v for k, v in config.items() if k in bare}
-    return config
-
-
-def _signature(cls) -> dict:
-    import inspect
-
-    return dict(inspect.signature(cls.__init__).parameters)
-
-
 def video_shape(spec_data, models: ProfileModels) -> tuple[int, int, int]:
     return (spec_data.num_frames or models.num_frames, spec_data.height or models.height, spec_data.width or models.width)
-
-
-def build_text_encoder(models: ProfileModels) -> nn.Module:
-    if models.text_encoder_kind == "t5":
-        from transformers import T5Config, T5EncoderModel
-
-        return build_on_meta(T5EncoderModel, T5Config(**models.text_encoder))
-    from transformers import BertConfig, BertModel
-
-    config = {k: v for k, v in models.text_encoder.items() if not k.startswith("_") and k != "architectures"}
-    return build_on_meta(BertModel, BertConfig(**config), add_pooling_layer=False)
 
 
 def measure_training_step(spec: StageSpec, models: ProfileModels, local_batch: int, num_identities: int,

@@ -59,5 +59,7 @@ def test_a_model_that_keeps_some_vit_scales_is_planned_on_the_face_stacks_scales
     models = profile_models(prepare)
     assert models.transformer["vit_scale_indices"] == [4] and models.transformer["num_vit_scales"] == 1
     assert measure_training_step(stage2(), models, local_batch=1, num_identities=2).flops > 0
-    sampled = measure_sampling(models, torch.float32, 2, 6.0, models.num_frames, models.height, models.width)
+    from ingredients.sampling.sample import SampleParams
+
+    sampled = measure_sampling(models, SampleParams(), 2)
     assert sampled.phase_flops["identities"] > 0
