@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# One device check of the full-size model on one H100 / H200 (80 GB or more), at most 8 minutes, nothing
-# downloaded (random weights): real peak memory (torch.cuda.max_memory_allocated / _reserved) and time of
-# the stage-2 training step and of guided sampling steps (bare vs ours, eager vs compiled), each beside
-# the cost plan's prediction as a ratio. Write the plan first (CPU, no GPU needed):
+# One device check on one H100 / H200 (80 GB or more), nothing downloaded (random weights): real peak memory
+# (torch.cuda.max_memory_allocated / _reserved) and time of the trainer's own micro-step of each training stage
+# and of the sample stage's pipeline call, each beside the plan row of the same launch (one process, the
+# stage's micro-batch, precision / dtype, VAE tiling) as a ratio; exits 1 if a ratio is outside 1.5x or a row
+# does not match. Write the plan first (CPU, no GPU needed) from the same params files:
 #   ingredients plan --params params.yaml profiles/full.yaml --json outputs/plan/full.json
 #   bash scripts/device_check.sh --plan outputs/plan/full.json
 # Without a plan JSON the lines say "no plan". On a CPU: bash scripts/device_check.sh --size rehearsal

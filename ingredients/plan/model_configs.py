@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
 from ingredients.faces.eva_clip import FULL_SCALE_BLOCKS
 from ingredients.model_folder.tiny import TINY_FRAMES, TINY_HEIGHT, TINY_WIDTH, text_encoder_folder, tiny_transformer_config, tiny_vae_config
 
@@ -97,6 +99,7 @@ class ProfileModels:
     num_frames: int
     height: int
     width: int
+    tokenizer: Path | None = None  # the backbone folder's tokenizer, when the configs come from one
 
 
 def input_vit_scales(transformer: dict[str, Any]) -> int:
@@ -121,10 +124,44 @@ def profile_models(prepare: dict[str, Any]) -> ProfileModels:
         return ProfileModels(transformer={**_config_for(folder / "transformer", "IngredientsTransformer3DModel"), **overrides},
                              vae=_config_for(folder / "vae", "AutoencoderKLCogVideoX"), text_encoder_kind="t5",
                              text_encoder=json.loads((folder / "text_encoder" / "config.json").read_text()),
-                             vit_tokens=FULL_VIT_TOKENS, num_frames=49, height=480, width=720)
+                             vit_tokens=FULL_VIT_TOKENS, num_frames=49, height=480, width=720,
+                             tokenizer=folder / "tokenizer" if (folder / "tokenizer").is_dir() else None)
     if profile != "tiny":
         raise ValueError(f"prepare.profile: {profile!r} is not a profile the plan knows (tiny, full)")
     bert = json.loads((text_encoder_folder() / "config.json").read_text())
     return ProfileModels(transformer=tiny_transformer_config(**overrides), vae=tiny_vae_config(), text_encoder_kind="bert",
                          text_encoder=bert, vit_tokens=TINY_VIT_TOKENS, num_frames=TINY_FRAMES, height=TINY_HEIGHT,
                          width=TINY_WIDTH)
+
+
+def full_transformer_config(models: ProfileModels, backbone_only: bool) -> dict[str, Any]:
+    """The transformer config: ours (defaults = CogVideoX-5B-I2V + identity modules, with overrides)
+    or the bare backbone's keys only."""
+    from diffusers import CogVideoXTransformer3DModel
+
+    from ingredients.models import IngredientsTransformer3DModel
+
+    defaults = {k: v.default for k, v in _signature(IngredientsTransformer3DModel).items() if k != "self"}
+    config = {**defaults, **models.transformer}
+    if backbone_only:
+        bare = set(_signature(CogVideoXTransformer3DModel)) - {"self"}
+        config = {k: v for k, v in config.items() if k in bare}
+    return config
+
+
+def _signature(cls) -> dict:
+    return dict(inspect.signature(cls.__init__).parameters)
+
+
+def build_text_encoder(models: ProfileModels) -> nn.Module:
+    """The profile's text encoder on the meta device (T5 encoder or the tiny BERT)."""
+    from ingredients.plan.fake_run import build_on_meta
+
+    if models.text_encoder_kind == "t5":
+        from transformers import T5Config, T5EncoderModel
+
+        return build_on_meta(T5EncoderModel, T5Config(**models.text_encoder))
+    from transformers import BertConfig, BertModel
+
+    config = {k: v for k, v in models.text_encoder.items() if not k.startswith("_") and k != "architectures"}
+    return build_on_meta(BertModel, BertConfig(**config), add_pooling_layer=False)

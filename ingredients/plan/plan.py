@@ -31,7 +31,7 @@ from ingredients.plan.model_configs import ProfileModels, profile_models
 from ingredients.plan.plan_params import PlanParams
 from ingredients.plan.sampling_step import measure_sampling, sampling_peak_bytes, video_flops
 from ingredients.plan.sharding import AccelerateConfig, device_memory, read_accelerate_config
-from ingredients.plan.training_step import StepMemory, measure_training_step, video_shape
+from ingredients.plan.training_step import NothingToTrain, StepMemory, measure_training_step, video_shape
 from ingredients.sampling.sample import SampleParams
 from ingredients.training.stage_spec import StageSpec, build_stage_spec
 
@@ -163,8 +163,7 @@ def plan_sampling(params: dict, models: ProfileModels, settings: Settings) -> di
     tiling = bool(getattr(sp, "vae_tiling", False))
     k = int(section(params, "benchmark").get("max_identities", 2))
     frames, height, width = sp.num_frames or models.num_frames, sp.height or models.height, sp.width or models.width
-    m = measure_sampling(models, SAMPLE_DTYPES[dtype_name], k, sp.guidance_scale, frames, height, width,
-                         settings.backbone_only)
+    m = measure_sampling(models, sp, k, settings.backbone_only)
     p = settings.plan
     methods = 1 if settings.backbone_only else len(sp.methods)
     configs: dict[str, Any] = {}
@@ -218,9 +217,14 @@ def make_plan(params: dict, settings: Settings, stages: list[str] | None = None)
                 spec = backbone_only_spec(spec)
             # the stage's configured launch (params `launch:`) is one of the rows, marked
             stage_configs, configured = mark_configured(configs, launch_accelerate_config(launch.for_stage(stage)))
-            out[stage] = plan_training(spec, models, stage_configs, settings, spec.identities.max or k_default)
-            out[stage]["configured"] = configured
-            out[stage]["configs"][configured]["configured"] = True
+            try:
+                out[stage] = plan_training(spec, models, stage_configs, settings, spec.identities.max or k_default)
+            except NothingToTrain as e:
+                logger.info("%s skipped: %s", stage, e)
+                out[stage] = {"skipped": str(e), "configs": {}}
+            else:
+                out[stage]["configured"] = configured
+                out[stage]["configs"][configured]["configured"] = True
         elif stage == "sample":
             out[stage] = plan_sampling(params, models, settings)
         else:
@@ -251,6 +255,8 @@ def markdown_table(plan: dict[str, Any]) -> str:
              "| stage | config | GPUs | micro-batch | weights | grads | optimizer | EMA | activations | peak | total | fits | s/step | GPU-h |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for stage, st in plan["stages"].items():
+        if "skipped" in st:
+            lines.append(f"| {stage} | | | | | | | | | | | skipped: {st['skipped']} | | |")
         for name, c in st["configs"].items():
             if stage == "sample":
                 act = st["phase_peak_gib"]["decode_tiled" if c["vae_tiling"] and c["peak_phase"] == "decode" else c["peak_phase"]]
@@ -269,7 +275,8 @@ def markdown_table(plan: dict[str, Any]) -> str:
             lines.append(
                 f"| {stage} | {name} | {c['num_processes']} | {c['micro_batch']} | {mem['weights_gib']:.1f} | "
                 f"{mem['gradients_gib'] + mem['gradient_buckets_gib']:.1f} | {mem['optimizer_gib']:.1f} | {mem['ema_gib']:.1f} | "
-                f"{max(mem['activations_gib'], mem['encode_gib']):.1f} | {c['peak_gib']:.1f} | {c['total_gib']:.1f} | {fits} | "
+                f"{max(mem['activations_gib'], mem['encode_gib'], mem['optimizer_step_gib']):.1f} | {c['peak_gib']:.1f}"
+                f"{' (precompute)' if mem['precompute_gib'] >= mem['peak_gib'] > 0 else ''} | {c['total_gib']:.1f} | {fits} | "
                 f"{c['seconds_per_step']:.2f} | {c['gpu_hours']:.1f} |")
     lines.append("")
     for line in configured_misfits(plan):  # what the stages will run cannot fit: first, in bold

@@ -19,6 +19,13 @@ weight for the whole forward (its weight cache), 2 bytes per trainable parameter
 weights) and FSDP2 (bf16 gathered weights) cast no fp32 weight, so that copy is taken off their activations. The text
 encoder and VAE (when they encode on the device) are outside the DeepSpeed / FSDP engine: whole on
 every device. EMA under FSDP / DeepSpeed is refused by the trainer.
+
+The loop's peak is the persistent state (weights, gradients, buckets, optimizer state, EMA) plus the
+largest of the step's activations (the batch and its encodings included), an encode pass outside the
+step, and the optimizer step's own peak (the batch still alive and the update's temporaries). Before
+the loop, with precompute on, the precompute pass runs with the whole transformer on the device as
+loaded (cast to the weight dtype where frozen; in float32 under FSDP / DeepSpeed, whose engines take
+it over only after), the text encoder and the VAE: the device's peak is the larger of the two.
 """
 
 from __future__ import annotations
@@ -85,6 +92,8 @@ class DeviceMemory:
     ema_gib: float
     activations_gib: float
     encode_gib: float
+    optimizer_step_gib: float
+    precompute_gib: float     # the device before the loop: transformer as loaded + encoders + the precompute pass
     peak_gib: float
     allowance_gib: float
     total_gib: float
@@ -127,11 +136,17 @@ def device_memory(m: StepMemory, cfg: AccelerateConfig, context_gib: float, allo
     activations = m.activation_bytes
     if cfg.kind in ("zero2", "zero3", "fsdp"):
         activations = max(activations - m.autocast_cache_bytes, 0)
-    peak = weights + grads + buckets + optimizer + ema + max(activations, m.encode_peak_bytes)
+    loop = weights + grads + buckets + optimizer + ema + max(activations, m.encode_peak_bytes, m.optimizer_step_bytes)
+    precompute = 0.0
+    if m.precompute_peak_bytes:
+        loaded = stored if cfg.kind in ("single", "ddp") else 4 * all_numel
+        precompute = loaded + encoders + m.parked_bytes + m.precompute_peak_bytes
+    peak = max(loop, precompute)
     allowance = context_gib * GIB + allocator_fraction * peak
     return DeviceMemory(
         weights_gib=weights / GIB, gradients_gib=grads / GIB, gradient_buckets_gib=buckets / GIB,
         optimizer_gib=optimizer / GIB, ema_gib=ema / GIB, activations_gib=activations / GIB,
-        encode_gib=m.encode_peak_bytes / GIB, peak_gib=peak / GIB, allowance_gib=allowance / GIB,
+        encode_gib=m.encode_peak_bytes / GIB, optimizer_step_gib=m.optimizer_step_bytes / GIB,
+        precompute_gib=precompute / GIB, peak_gib=peak / GIB, allowance_gib=allowance / GIB,
         total_gib=(peak + allowance) / GIB,
     )

@@ -79,7 +79,17 @@ class LiveStorageCounter(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
+        # an output sharing an input's storage (a view, an in-place op) allocates nothing: counted, if at
+        # all, when that storage was made (a view of a tensor made before the mode is not new memory)
+        inputs = {_storage_key(t) for t in tree_iter((args, kwargs)) if isinstance(t, torch.Tensor)}
         for t in tree_iter(out):
-            if isinstance(t, torch.Tensor):
+            if isinstance(t, torch.Tensor) and _storage_key(t) not in inputs:
                 self._add(t)
         return out
+
+
+def _storage_key(t: torch.Tensor) -> int | None:
+    try:
+        return id(t.untyped_storage())
+    except (NotImplementedError, RuntimeError):
+        return None

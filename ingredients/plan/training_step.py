@@ -1,17 +1,20 @@
-"""One training step of a stage at its configured size, run fake: what one device holds and computes.
+"""One training micro-step of a stage at its configured size, run fake: what one device holds and computes.
 
-Built like the trainer builds it: the stage spec from params (`build_stage_spec`), LoRA injected by
-`add_backbone_lora`, trainable groups set by `configure_trainable`, AdamW with the trainer's
-arguments, diffusers' EMAModel when on, the loss from `compute_losses` (the trainer's own step code)
-under autocast in the weight dtype, then backward and the optimizer (and EMA) step. Dtypes follow the
-trainer: the VAE and the text encoder in the weight dtype; frozen transformer parameters in it too
-(`cast_frozen_parameters`, as Trainer.prepare_trainable does without FSDP / DeepSpeed), trainable ones
-in float32. Inputs are the encoded clips' shapes (video latents, canvas latents, text embeddings, face
-features, index mask) at micro-batch `local_batch`, K = identities.max.
+The step is the trainer's own (`StandInTrainer`, stand_in_trainer.py): `Trainer.prepare_*` as `fit()` runs them,
+then the loader's first batch and `Trainer.micro_step` (identity shuffle, canvas noise and its VAE encode,
+`compute_losses` under accelerate's autocast, accelerate's backward, clipping, AdamW, the lr schedule,
+EMA), at micro-batch `local_batch` with K = `num_identities`. Dtypes are the trainer's (frozen weights
+in the weight dtype, trainable ones in float32).
 
-Measured on the live-storage counter: weights, EMA copy, the forward+backward peak over them (and
-without the gradients, set aside as backward makes them), gradients (the .grad tensors after backward), the optimizer state (what the first optimizer step
-adds) and, when the text encoder and VAE encode on the device (precompute off), the encode phase.
+Measured on the live-storage counter: weights, the EMA copy (what `prepare_ema` adds), the precompute
+pass (`prepare_encoder`: the text encoder and the VAE encode every clip before the loop, with the whole
+transformer already on the device), and over the micro-step: the activations (the peak from the batch
+on, the gradients set aside as backward makes them: step inputs, encodings, forward, backward), the
+gradients (at the optimizer step), the optimizer state (what the first step adds) and the optimizer
+step's own peak over weights, gradients and state (the batch still alive, the update's temporaries).
+
+`backbone_only` plans diffusers' bare `CogVideoXTransformer3DModel`, which the trainer cannot train (it
+has no identity modules): the same terms from a step of that model with the diffusion loss.
 """
 
 from __future__ import annotations
@@ -27,12 +30,10 @@ from diffusers.training_utils import EMAModel
 from torch import nn
 
 from ingredients.model_folder.tiny import SCHEDULER_CONFIG
-from ingredients.models import IngredientsTransformer3DModel
 from ingredients.plan.fake_run import FakeRun, build_on_meta
-from ingredients.plan.model_configs import ProfileModels, input_vit_scales
+from ingredients.plan.model_configs import ProfileModels, build_text_encoder, full_transformer_config
 from ingredients.training.diffusion_loss import diffusion_loss
 from ingredients.training.stage_spec import StageSpec
-from ingredients.training.step import StepInputs, compute_losses
 from ingredients.training.trainable import add_backbone_lora, cast_frozen_parameters, configure_trainable, parameter_group
 
 WEIGHT_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "auto": torch.bfloat16}  # auto = bf16 on a GPU
@@ -51,11 +52,15 @@ class StepMemory:
     ema_bytes: int
     step_peak_bytes: int                  # forward+backward peak over weights, EMA and optimizer state (grads included)
     activation_peak_bytes: int            # the same peak without the gradients that exist at each moment
-    encode_peak_bytes: int                # text + VAE encoding peak over the weights (0 when precomputed)
+    encode_peak_bytes: int                # text + VAE encoding peak outside the step (bare backbone; 0 for the trainer's step)
     flops: int                            # forward + backward (+ recompute) of one micro-batch
     flops_by_op: dict[str, int] = field(default_factory=dict)
     largest_block_bytes: int = 0          # the biggest transformer block's weights (FSDP / ZeRO-3 gather unit)
     autocast_cache_bytes: int = 0         # autocast's low-precision copies of the trainable fp32 weights (in the activations)
+    optimizer_step_bytes: int = 0         # the optimizer step's peak over weights, EMA, gradients and optimizer state
+    input_bytes: int = 0                  # the batch the data loader puts on the device (in the activations)
+    precompute_peak_bytes: int = 0        # the precompute pass's peak over the weights then on the device (0: off)
+    parked_bytes: int = 0                 # weights on the device only before the loop (the parked text encoder)
 
     @property
     def activation_bytes(self) -> int:
@@ -77,48 +82,106 @@ def rotary_embedding(config, height: int, width: int, latent_frames: int, vae_sp
                                    temporal_size=latent_frames, device="cpu")
 
 
-def full_transformer_config(models: ProfileModels, backbone_only: bool) -> dict[str, Any]:
-    """The transformer config: ours (defaults = CogVideoX-5B-I2V + identity modules, with overrides)
-    or the bare backbone's keys only."""
-    defaults = {k: v.default for k, v in _signature(IngredientsTransformer3DModel).items() if k != "self"}
-    config = {**defaults, **models.transformer}
-    if backbone_only:
-        bare = set(_signature(CogVideoXTransformer3DModel)) - {"self"}
-        config = {k: v for k, v in config.items() if k in bare}
-    return config
-
-
-def _signature(cls) -> dict:
-    import inspect
-
-    return dict(inspect.signature(cls.__init__).parameters)
-
-
 def video_shape(spec_data, models: ProfileModels) -> tuple[int, int, int]:
     return (spec_data.num_frames or models.num_frames, spec_data.height or models.height, spec_data.width or models.width)
 
 
-def build_text_encoder(models: ProfileModels) -> nn.Module:
-    if models.text_encoder_kind == "t5":
-        from transformers import T5Config, T5EncoderModel
-
-        return build_on_meta(T5EncoderModel, T5Config(**models.text_encoder))
-    from transformers import BertConfig, BertModel
-
-    config = {k: v for k, v in models.text_encoder.items() if not k.startswith("_") and k != "architectures"}
-    return build_on_meta(BertModel, BertConfig(**config), add_pooling_layer=False)
-
-
 def measure_training_step(spec: StageSpec, models: ProfileModels, local_batch: int, num_identities: int,
                           backbone_only: bool = False) -> StepMemory:
-    """Run one fake training step of `spec` at micro-batch `local_batch` (see the module docstring)."""
+    """Run one fake training micro-step of `spec` at micro-batch `local_batch` (see the module docstring)."""
+    if backbone_only:
+        return _measure_bare_backbone_step(spec, models, local_batch)
+    return _measure_trainer_step(spec, models, local_batch, num_identities)
+
+
+def _measure_trainer_step(spec: StageSpec, models: ProfileModels, local_batch: int, num_identities: int) -> StepMemory:
+    import tempfile
+    from pathlib import Path
+
+    from ingredients.plan.stand_in_trainer import StandInTrainer
+
+    spec = spec.model_copy(update={"batch_size": local_batch, "grad_accum": 1})  # one process, one micro-step
+    with tempfile.TemporaryDirectory(prefix="plan-") as tmp, FakeRun() as run:
+        trainer = StandInTrainer(spec, models, run, Path(tmp), num_identities)
+        trainer.prepare_accelerator()
+        trainer.prepare_models()
+        trainer.prepare_trainable()
+        trainer.prepare_data()
+        with run.phase() as precompute:
+            trainer.prepare_encoder()
+        trainer.prepare_optimizer()
+        with run.phase() as ema_phase:
+            trainer.prepare_ema()
+        trainer.prepare_distributed()
+        trainer.park_text_encoder()
+        model, pipe, trainable = trainer.transformer, trainer.pipe, trainer.trainable_params
+        weight_bytes = _group_bytes(model, spec)
+        encoders = {"vae": pipe.vae, "text_encoder": pipe.text_encoder}
+        encoder_bytes = {k: sum(p.numel() * p.element_size() for p in m.parameters()) for k, m in encoders.items()}
+        parked = encoder_bytes.pop("text_encoder") if trainer.text_encoder_parked else 0
+        weight_bytes.update(encoder_bytes)
+        for p in trainable:  # gradients are counted on their own (sharded or not), not as activations
+            p.register_post_accumulate_grad_hook(lambda q: run.memory.set_aside(q.grad))
+        marks: dict[str, Any] = {}
+
+        def before_update(*_):
+            marks["grads"] = sum(p.grad.numel() * p.grad.element_size() for p in trainable if p.grad is not None)
+            marks["other_peak"], marks["live"] = run.memory.peak_other, run.memory.live
+            run.memory.reset_peak()
+
+        def after_update(*_):
+            marks["after"] = run.memory.live
+
+        optimizer = getattr(trainer.optimizer, "optimizer", trainer.optimizer)  # accelerate's wrapper
+        optimizer.register_step_pre_hook(before_update)
+        optimizer.register_step_post_hook(after_update)
+        with run.phase() as step:
+            batch = trainer.first_batch()
+            trainer.micro_step(batch, 0)
+        start = step.start_bytes
+        activations = marks["other_peak"] - (start - step._aside0)
+        state = marks["after"] - marks["live"]
+        update_peak = step.peak_bytes + start - marks["live"]  # over everything alive when the update began
+        still_alive = marks["live"] - start - marks["grads"]  # the batch and the loss, beside the gradients
+        return StepMemory(
+            parameters=_group_numel(model, spec, trainable_only=False),
+            trainable=_group_numel(model, spec, trainable_only=True),
+            weight_bytes=weight_bytes,
+            trainable_bytes=sum(p.numel() * p.element_size() for p in trainable),
+            grad_bytes=marks["grads"],
+            optimizer_bytes=state,
+            ema_bytes=ema_phase.end_bytes,
+            step_peak_bytes=max(marks["other_peak"] - (start - step._aside0) + marks["grads"], step.peak_bytes),
+            activation_peak_bytes=activations,
+            encode_peak_bytes=0,
+            flops=step.flops,
+            flops_by_op=step.flops_by_op,
+            autocast_cache_bytes=(sum(2 * p.numel() for p in trainable if p.dtype == torch.float32)
+                                  if trainer.weight_dtype != torch.float32 else 0),
+            largest_block_bytes=max((sum(p.numel() * p.element_size() for p in b.parameters())
+                                     for b in model.transformer_blocks), default=0),
+            optimizer_step_bytes=max(still_alive, 0) + max(update_peak - state, 0),
+            input_bytes=sum(t.numel() * t.element_size() for t in batch.values() if isinstance(t, torch.Tensor)),
+            precompute_peak_bytes=precompute.peak_bytes if spec.precompute.enabled else 0,
+            parked_bytes=parked,
+        )
+
+
+class NothingToTrain(ValueError):
+    """The stage trains no parameter of the model planned (e.g. identity modules only, on the bare backbone)."""
+
+
+def _measure_bare_backbone_step(spec: StageSpec, models: ProfileModels, local_batch: int) -> StepMemory:
+    """A step of diffusers' bare transformer (no identity modules) with the diffusion loss: the batch's
+    model inputs made inside the measured step, forward and backward under autocast, AdamW (and EMA)."""
     dtype = weight_dtype(spec)
-    config = full_transformer_config(models, backbone_only)
-    cls = CogVideoXTransformer3DModel if backbone_only else IngredientsTransformer3DModel
-    model = build_on_meta(cls, **config)
+    config = full_transformer_config(models, True)
+    model = build_on_meta(CogVideoXTransformer3DModel, **config)
     if spec.train.backbone == "lora":
         add_backbone_lora(model, spec.train.lora_rank, spec.train.lora_alpha)
-    configure_trainable(model, spec.train, spec.lr)  # requires_grad on the meta model, then the trainer's dtypes
+    if not [p for g in configure_trainable(model, spec.train, spec.lr) for p in g["params"]]:
+        raise NothingToTrain(f"train.{spec.stage} trains only identity modules (train.{spec.stage}.train.backbone: "
+                             f"{spec.train.backbone}), which the bare backbone has none of")
     if dtype != torch.float32:
         cast_frozen_parameters(model, dtype)  # Trainer.prepare_trainable (not sharded; see sharding.py for FSDP)
     encoders: list[tuple[str, nn.Module]] = []
@@ -130,9 +193,6 @@ def measure_training_step(spec: StageSpec, models: ProfileModels, local_batch: i
     latent_frames = (num_frames - 1) // 4 + 1
     rotary = rotary_embedding(config, height, width, latent_frames) if config["use_rotary_positional_embeddings"] else None
     scheduler = CogVideoXDPMScheduler(**SCHEDULER_CONFIG)
-    # real (not fake) masks: the routing loss checks their labels, a data-dependent test fake tensors refuse
-    tokens = latent_frames * (height // 8 // config["patch_size"]) * (width // 8 // config["patch_size"])
-    masks = (torch.ones(local_batch, num_identities, dtype=torch.bool), torch.zeros(local_batch, tokens, dtype=torch.long))
 
     with FakeRun() as run:
         run.materialise(model)
@@ -154,23 +214,21 @@ def measure_training_step(spec: StageSpec, models: ProfileModels, local_batch: i
             encode_peak = _encode_phase(run, dict(encoders), int(config["max_text_seq_length"]), num_frames, height, width, dtype)
         for p in trainable:  # gradients are counted on their own (sharded or not), not as activations
             p.register_post_accumulate_grad_hook(lambda q: run.memory.set_aside(q.grad))
-        inputs = _step_inputs(config, masks, models.vit_tokens, latent_frames, height, width)
         autocast = torch.autocast("cpu", dtype=dtype) if dtype != torch.float32 else torch.autocast("cpu", enabled=False)
         with run.phase() as step:
+            inputs = _bare_inputs(run, config, local_batch, latent_frames, height, width)
             with autocast:
-                if backbone_only:
-                    out = model(hidden_states=inputs.model_input, encoder_hidden_states=inputs.prompt_embeds,
-                                timestep=inputs.timesteps, image_rotary_emb=rotary, return_dict=False)[0]
-                    loss = diffusion_loss(scheduler, out, inputs.noisy, inputs.latents, inputs.timesteps).mean()
-                else:
-                    loss = compute_losses(model, inputs, scheduler, rotary, int(config["patch_size"]), spec.loss,
-                                          spec.routing).total
+                out = model(hidden_states=inputs["model_input"], encoder_hidden_states=inputs["prompt_embeds"],
+                            timestep=inputs["timesteps"], image_rotary_emb=rotary, return_dict=False)[0]
+                loss = diffusion_loss(scheduler, out, inputs["noisy"], inputs["latents"], inputs["timesteps"]).mean()
+            del out
             loss.backward()
         grad_bytes = sum(p.grad.numel() * p.grad.element_size() for p in trainable if p.grad is not None)
         with run.phase() as opt_phase:
             optimizer.step()
             if ema is not None:
                 ema.step(trainable)
+        still_alive = step.end_bytes - grad_bytes  # the inputs and the loss, beside the gradients
         optimizer.zero_grad(set_to_none=True)
         return StepMemory(
             parameters=_group_numel(model, spec, trainable_only=False),
@@ -188,6 +246,8 @@ def measure_training_step(spec: StageSpec, models: ProfileModels, local_batch: i
             autocast_cache_bytes=sum(2 * p.numel() for p in trainable if p.dtype == torch.float32) if dtype != torch.float32 else 0,
             largest_block_bytes=max((sum(p.numel() * p.element_size() for p in b.parameters())
                                      for b in model.transformer_blocks), default=0),
+            optimizer_step_bytes=max(still_alive, 0) + max(opt_phase.peak_bytes - opt_phase.end_bytes, 0),
+            input_bytes=sum(t.numel() * t.element_size() for t in inputs.values()),
         )
 
 
@@ -229,22 +289,12 @@ def _encode_phase(run: FakeRun, encoders: dict[str, nn.Module], text_length: int
     return peak
 
 
-def _step_inputs(config: dict, masks: tuple[torch.Tensor, torch.Tensor], vit_tokens: int, latent_frames: int,
-                 height: int, width: int) -> StepInputs:
-    """Fake encoded-clip tensors of one micro-batch (shapes as build_step_inputs gives them); the
-    identity mask [B, K] and index mask [B, N] are given (real)."""
-    id_mask, index_mask = masks
-    batch, k = id_mask.shape
-    c = int(config["in_channels"]) // 2
-    h, w = height // 8, width // 8
-    latents = torch.empty(batch, latent_frames, c, h, w)
-    return StepInputs(
-        latents=latents, noisy=torch.empty_like(latents), image_latents=torch.empty_like(latents),
-        prompt_embeds=torch.empty(batch, int(config["max_text_seq_length"]), int(config["text_embed_dim"])),
-        timesteps=torch.zeros(batch, dtype=torch.long),
-        id_cond=torch.empty(batch, k, int(config.get("id_embed_dim", 1))),
-        id_vit_hidden=[torch.empty(batch, k, vit_tokens, int(config.get("vit_dim", 1)))
-                       for _ in range(input_vit_scales(config))],
-        id_mask=id_mask,
-        index_mask=index_mask,
-    )
+def _bare_inputs(run: FakeRun, config: dict, batch: int, latent_frames: int, height: int, width: int) -> dict:
+    """Fake model inputs of one micro-batch of the bare backbone (encoded clips' shapes, float32 as
+    build_step_inputs gives them): latents, noisy latents, image latents, text embeddings, timesteps."""
+    c, h, w = int(config["in_channels"]) // 2, height // 8, width // 8
+    latents = run.empty(batch, latent_frames, c, h, w)
+    noisy, image = torch.empty_like(latents), torch.empty_like(latents)
+    return {"latents": latents, "noisy": noisy, "model_input": torch.cat([noisy, image], dim=2),  # -> [B, F, 2C, h, w]
+            "prompt_embeds": run.empty(batch, int(config["max_text_seq_length"]), int(config["text_embed_dim"])),
+            "timesteps": torch.zeros(batch, dtype=torch.long)}

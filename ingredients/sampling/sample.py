@@ -104,6 +104,11 @@ def routing_record(logits: list[torch.Tensor], grid: tuple[int, int, int]) -> di
     return {f"routing.{n}": z[0].float().reshape(*grid, -1).numpy() for n, z in enumerate(logits)}
 
 
+def load_sampling_pipeline(model: Path, params: SampleParams, device: torch.device | str):
+    """The model folder's pipeline in `sample.dtype` with the runtime settings applied, on `device`."""
+    return configure_pipeline(load_pipeline(model, DTYPES[params.dtype]), params, device)
+
+
 def sample_benchmark(params: SampleParams, benchmark: Path, model: Path, out: Path, cache_dir: Path | None = None) -> list[CaseResult]:
     """Generate every (method, case) video not yet present; returns what was done."""
     from accelerate import PartialState
@@ -118,7 +123,7 @@ def sample_benchmark(params: SampleParams, benchmark: Path, model: Path, out: Pa
         for folder in [out, *(out / m for m in params.methods)]:
             remove_stale_temps(folder, recursive=folder != out)
     state.wait_for_everyone()
-    pipe = configure_pipeline(load_pipeline(model, DTYPES[params.dtype]), params, state.device)
+    pipe = load_sampling_pipeline(model, params, state.device)
     check_identity_counts(cases, pipe.transformer.config.max_identities, str(benchmark),
                           f"the model's max_identities ({model}/transformer/config.json)")
     pipe.set_progress_bar_config(disable=True)

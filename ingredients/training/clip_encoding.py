@@ -76,7 +76,10 @@ class EncodedClip:
 
 def module_fingerprint(module: nn.Module, max_elements: int = FINGERPRINT_MAX_ELEMENTS) -> str:
     """sha256 of a module's class, config and weights (each tensor's bytes; tensors larger than
-    `max_elements` contribute an evenly strided sample of that many elements plus their sum)."""
+    `max_elements` contribute an evenly strided sample of that many elements plus their sum). Tensors
+    without values (meta, or fake ones in a cost plan) contribute their name, shape and dtype only."""
+    from torch._subclasses.fake_tensor import is_fake
+
     digest = hashlib.sha256()
     digest.update(f"{type(module).__module__}.{type(module).__qualname__}".encode())
     config = getattr(module, "config", None)
@@ -87,6 +90,8 @@ def module_fingerprint(module: nn.Module, max_elements: int = FINGERPRINT_MAX_EL
         for name, tensor in module.state_dict().items():
             flat = tensor.detach().reshape(-1)
             digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+            if tensor.is_meta or is_fake(tensor):
+                continue
             if flat.numel() > max_elements:
                 stride = flat.numel() // max_elements
                 digest.update(repr(float(flat.double().sum())).encode())

@@ -229,7 +229,7 @@ class Trainer:
         spec, device = self.spec, self.accelerator.device
         if spec.init_from != "model":
             self._check_init_stage()
-        self.pipe = load_pipeline(self.paths.init)
+        self.pipe = self.load_init_pipeline()
         self.pipe.set_progress_bar_config(disable=True)
         for frozen in (self.pipe.vae, self.pipe.text_encoder):
             frozen.requires_grad_(False)
@@ -257,6 +257,21 @@ class Trainer:
             self.pipe._prepare_rotary_positional_embeddings(self.height, self.width, self.num_latent_frames, device)
             if cfg.use_rotary_positional_embeddings else None
         )
+
+    def load_init_pipeline(self):
+        """The pipeline training starts from: the --init model folder."""
+        return load_pipeline(self.paths.init)
+
+    def load_conditioner(self):
+        """The face stack of the --init model folder, checked against the transformer's identity widths."""
+        return load_face_conditioner(self.paths.init, self.pipe)
+
+    def encoding_cache(self) -> EncodingCache | None:
+        """Where precomputed clip encodings live (None when precompute is off)."""
+        if not self.spec.precompute.enabled:
+            return None
+        cache_dir = Path(self.spec.precompute.cache_dir) if self.spec.precompute.cache_dir else self.paths.out / "cache"
+        return EncodingCache(cache_dir / "clips")
 
     def park_text_encoder(self) -> None:
         """With precompute on, every training and validation clip's prompt is encoded by now (the cache and
@@ -334,12 +349,9 @@ class Trainer:
         )
 
     def prepare_encoder(self) -> None:
-        spec, acc = self.spec, self.accelerator
-        cache = None
-        if spec.precompute.enabled:
-            cache_dir = Path(spec.precompute.cache_dir) if spec.precompute.cache_dir else self.paths.out / "cache"
-            cache = EncodingCache(cache_dir / "clips")
-        conditioner = load_face_conditioner(self.paths.init, self.pipe)
+        acc = self.accelerator
+        cache = self.encoding_cache()
+        conditioner = self.load_conditioner()
         self.encoder = ClipEncoder(self.pipe, conditioner, self.height, self.width, acc.device, self.weight_dtype, cache)
         self.empty_prompt = self.encoder.prompt_embeds([""])[0]  # [T, D]
         if cache is not None:
@@ -499,15 +511,7 @@ class Trainer:
             self.dataloader.set_epoch(epoch)
             loader = acc.skip_first_batches(self.dataloader, skip) if skip else self.dataloader
             for batch in loader:
-                with acc.accumulate(self.model):
-                    losses = self.training_step(batch, micro)
-                    acc.backward(losses.total)
-                    grad_norm = None
-                    if acc.sync_gradients:
-                        grad_norm = self._clip_gradients()
-                    self.optimizer.step()
-                    self.lr_scheduler.step()
-                    self.optimizer.zero_grad(set_to_none=True)
+                losses, grad_norm = self.micro_step(batch, micro)
                 micro += 1
                 window["loss"].append(losses.total.detach())
                 window["diffusion_loss"].append(losses.diffusion.detach())
@@ -516,8 +520,6 @@ class Trainer:
                 if not acc.sync_gradients:
                     continue
                 self.step += 1
-                if self.ema is not None:
-                    self.ema.step(self.trainable_params)
                 now = time.perf_counter()
                 self.log_step(epoch, window, grad_norm, now - t0, now - start)
                 window = {k: [] for k in window}
@@ -533,6 +535,24 @@ class Trainer:
             self.validate()
         if acc.is_main_process:
             self.train_log.flush()
+
+    def micro_step(self, batch: dict, micro: int):
+        """One micro-step of the loop: losses, accelerate's backward and, when the gradients sync (the
+        last micro-step of an accumulation), clipping, the optimizer and lr schedule step and the EMA
+        update. Returns the losses and the gradient norm (None between syncs)."""
+        acc = self.accelerator
+        with acc.accumulate(self.model):
+            losses = self.training_step(batch, micro)
+            acc.backward(losses.total)
+            grad_norm = None
+            if acc.sync_gradients:
+                grad_norm = self._clip_gradients()
+            self.optimizer.step()
+            self.lr_scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        if acc.sync_gradients and self.ema is not None:
+            self.ema.step(self.trainable_params)
+        return losses, grad_norm
 
     def training_step(self, batch: dict, micro: int):
         spec = self.spec

@@ -1,19 +1,30 @@
-"""Device check: real peak memory and time of the full-size steps, beside the cost plan's predictions.
+"""Device check: real peak memory and time of the code the plan measures, beside the plan row of the same launch.
 
-    python -m instruments.speed.device_check [--size full|rehearsal] [--plan outputs/plan/plan.json]
-                                             [--compile regional|full|off] [--steps 2]
+    python -m instruments.speed.device_check [--size full|rehearsal] [--params FILE ...] [--plan outputs/plan/plan.json]
+                                             [--steps 2] [--tolerance 1.5] [--device cuda|cpu]
 
-Random weights (nothing is downloaded), one device. Measures, each with the allocator's peaks
-(`torch.cuda.max_memory_allocated` / `max_memory_reserved`; peak RSS on a CPU) and seconds:
-- `train_stage2`: the stage-2 training step (projector, injectors and routers train, frozen backbone in
-  bf16, gradient checkpointing, K = 2, micro-batch 1, AdamW), as `ingredients.training.synthetic_step` runs it;
-- `sample_<bare|ours>_<eager|compiled>`: guided denoising steps (batch 2: negative and positive prompt)
-  of the bare CogVideoX-5B-I2V transformer and of ours, eager and through torch.compile.
-Each line is `RESULT <name> key=value ...`; with a plan JSON (`ingredients plan --json`), the plan's
-prediction and the ratio measured / predicted are printed beside it ("no plan" without one). The
-plan counts everything the stage holds on the device (text encoder, VAE, allowances); this check
-holds the transformer only, so a ratio below 1 is expected where the plan adds those.
-`--size rehearsal` runs the same code on a toy config on the CPU (the suite checks its output lines).
+Random weights (nothing is downloaded), one device, one process. What runs is what the plan runs with
+fake weights (ingredients/plan/stand_in_trainer.py, sampling_step.py), here with real ones:
+- `train_stage1`, `train_stage2`: the trainer's own micro-step (`Trainer.micro_step`: data loader batch,
+  canvas noise and encode, `compute_losses`, backward, clipping, AdamW, lr schedule, EMA when on) at the
+  stage's `batch_size` on one process; one warm-up micro-step first, so the optimizer state exists.
+- `sample`: the sample stage's pipeline (`configure_pipeline` with the stage's keys, offload none) and one
+  `IngredientsPipeline.__call__` of `STEPS` guided steps and the decode.
+Memory is what the device holds, weights included: `torch.cuda.max_memory_allocated` on a GPU; on a CPU
+(no allocator statistics) the bytes of the weights, optimizer state and EMA held when the measured call
+begins plus the live-storage counter's peak over them (real tensors, real kernels).
+
+Like with like: each figure is compared with the plan row of the same launch, micro-batch, dtype and
+phase: training with the plan's one-process config (its micro-batch must be the stage's batch_size,
+its mixed precision the stage's), sampling with the row of offload none at the stage's VAE tiling (its
+dtype the stage's); `peak_gib` of those rows is weights + activations, before the allowance. A row that
+does not match says why (`plan=mismatch: ...`). Each line is `RESULT <name> key=value ...`; with a plan,
+`peak_ratio` = measured / planned and `within=yes|no` (ratio within 1/tolerance .. tolerance); the
+command exits 1 if a compared figure is outside or a row mismatches. Seconds are printed beside the
+plan's (which assume `plan.mfu`; on a CPU they are not comparable). `--size full` (a GPU) reads
+params.yaml + profiles/full.yaml; `--size rehearsal` adds profiles/rehearsal.yaml and writes the
+rehearsal backbone configs (`instruments.rehearsal.write_backbone`) where it points, if missing.
+Make the plan from the same params files (`ingredients plan --params ... --json PLAN`).
 """
 
 from __future__ import annotations
@@ -22,37 +33,22 @@ import argparse
 import json
 import logging
 import statistics
+import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
-from ingredients.models.full_size import (
-    COGVIDEOX_5B_I2V,
-    full_size_config,
-    full_size_inputs,
-    guided_denoising_step,
-    index_mask_for,
-)
-from ingredients.peak_memory import peak_memory, reset_peak_memory
+from ingredients.config import load_merged, section, validate_model
 
 logger = logging.getLogger(__name__)
 
-GIB = 1024**3
-# (model config overrides, video frames / height / width) per size
-SIZES: dict[str, tuple[dict[str, Any], tuple[int, int, int]]] = {
-    "full": ({}, (49, 480, 720)),
-    "rehearsal": (
-        {"num_layers": 2, "num_attention_heads": 2, "attention_head_dim": 64, "text_embed_dim": 32,
-         "time_embed_dim": 32, "sample_frames": 9, "sample_height": 8, "sample_width": 12, "max_text_seq_length": 8,
-         "id_embed_dim": 32, "vit_dim": 32, "mapping_hidden_dim": 32, "extractor_dim": 32, "extractor_depth": 5,
-         "extractor_dim_head": 8, "extractor_heads": 4, "num_queries": 8, "id_token_dim": 64,
-         "injector_dim_head": 16, "injector_heads": 4, "router_dim": 32},
-        (9, 64, 96),
-    ),
-}
-VIT_TOKENS = {"full": 577, "rehearsal": 17}
+GIB = float(2**30)
+SIZES = {"full": ["params.yaml", "profiles/full.yaml"],
+         "rehearsal": ["params.yaml", "profiles/full.yaml", "profiles/rehearsal.yaml"]}
+STAGES = {"train_stage1": "stage1", "train_stage2": "stage2"}
 
 
 def _sync(device: torch.device) -> None:
@@ -60,162 +56,179 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure(fn: Callable[[], Any], device: torch.device, steps: int) -> dict[str, float]:
-    """One warm-up call (compilation, allocator growth), then `steps` timed calls; peaks over all of them."""
+def _tensor_bytes(tensors) -> int:
+    seen, total = set(), 0
+    for t in tensors:
+        if isinstance(t, torch.Tensor) and id(t.untyped_storage()) not in seen:
+            seen.add(id(t.untyped_storage()))
+            total += t.untyped_storage().nbytes()
+    return total
+
+
+def measure(fn: Callable[[], Any], device: torch.device, steps: int, resident: Callable[[], list]) -> dict[str, float]:
+    """`steps` timed calls of `fn` after the caller's warm-up; the peak allocated bytes over them (CUDA:
+    the allocator's; CPU: `resident()`'s tensors + the live-storage counter's peak, module docstring)."""
+    from ingredients.plan.storage_counter import LiveStorageCounter
+
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    reset_peak_memory(device)
-    start = time.perf_counter()
-    fn()
-    _sync(device)
-    first = time.perf_counter() - start
+        torch.cuda.reset_peak_memory_stats(device)
+    held = _tensor_bytes(resident()) if device.type == "cpu" else 0
+    counter = LiveStorageCounter() if device.type == "cpu" else None
     times = []
     for _ in range(steps):
         start = time.perf_counter()
-        fn()
+        if counter is not None:
+            with counter:
+                fn()
+        else:
+            fn()
         _sync(device)
         times.append(time.perf_counter() - start)
-    peak = peak_memory(device)
-    out = {"seconds": statistics.median(times), "first_call_seconds": first}
-    if "max_memory_allocated_bytes" in peak:
-        out["peak_allocated_gib"] = peak["max_memory_allocated_bytes"] / GIB
-        out["peak_reserved_gib"] = peak["max_memory_reserved_bytes"] / GIB
-    else:
-        out["peak_rss_gib"] = peak["peak_rss_bytes"] / GIB
-    return out
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device)
+        return {"seconds": statistics.median(times), "peak_allocated_gib": peak / GIB,
+                "peak_reserved_gib": torch.cuda.max_memory_reserved(device) / GIB}
+    return {"seconds": statistics.median(times), "peak_allocated_gib": (held + counter.peak) / GIB}
 
 
-def _build(cls, config: dict[str, Any], device: torch.device, dtype: torch.dtype):
-    torch.manual_seed(0)
-    with torch.device(device):
-        return cls(**config).to(dtype=dtype)
+def train_stage(params: dict, stage: str, device: torch.device, steps: int) -> tuple[dict[str, float], dict[str, Any]]:
+    """The stage's micro-step with random weights; returns the measurement and the launch it ran."""
+    from ingredients.plan.model_configs import profile_models
+    from ingredients.plan.stand_in_trainer import RandomWeights, StandInTrainer
+    from ingredients.training.stage_spec import build_stage_spec
+
+    spec = build_stage_spec(section(params, "train", required=True), STAGES[stage])
+    k = spec.identities.max or int(section(params, "benchmark").get("max_identities", 2))
+    with tempfile.TemporaryDirectory(prefix="device-check-") as tmp:
+        trainer = StandInTrainer(spec, profile_models(section(params, "prepare")), RandomWeights(device), Path(tmp), k)
+        trainer.prepare_loop()
+        batch = trainer.first_batch()
+        trainer.micro_step(batch, 0)  # warm-up: the optimizer state, the allocator's pools
+        micro = iter(range(1, steps + 1))
+
+        def resident() -> list:
+            parts = [trainer.transformer, trainer.pipe.vae] + ([] if trainer.text_encoder_parked else [trainer.pipe.text_encoder])
+            state = [v for s in trainer.optimizer.optimizer.state.values() for v in s.values()]
+            ema = list(trainer.ema.shadow_params) if trainer.ema is not None else []
+            return [t for m in parts for t in (*m.parameters(), *m.buffers())] + state + ema
+
+        result = measure(lambda: trainer.micro_step(trainer.first_batch(), next(micro)), device, steps, resident)
+        launch = {"micro_batch": trainer.local_batch, "mixed_precision": spec.mixed_precision}
+    return result, launch
 
 
-def train_stage2(size: str, device: torch.device, steps: int) -> dict[str, float]:
-    from ingredients.models import IngredientsTransformer3DModel
-    from ingredients.training.stage_spec import TrainModules
-    from ingredients.training.synthetic_step import setup_stage, training_step
+def sample(params: dict, device: torch.device, steps: int) -> tuple[dict[str, float], dict[str, Any]]:
+    """One video through the sample stage's path with random weights (the second call measured)."""
+    from ingredients.plan.model_configs import profile_models
+    from ingredients.plan.sampling_step import prepare_stand_in_video
+    from ingredients.plan.stand_in_trainer import RandomWeights
+    from ingredients.sampling.sample import SampleParams
 
-    overrides, (frames, height, width) = SIZES[size]
-    model = _build(IngredientsTransformer3DModel, full_size_config(**overrides), device, torch.float32)
-    weight_dtype = torch.bfloat16
-    setup = setup_stage(model, TrainModules(projector=True, injectors=True, routers=True, backbone="frozen"), 1e-5,
-                        weight_dtype, gradient_checkpointing=True)
-    inputs = full_size_inputs(model.config, 1, 2, frames, height, width, device=device, vit_tokens=VIT_TOKENS[size])
-    index_mask = index_mask_for(model.config, 1, 2, device, num_frames=frames, height=height, width=width)
+    sp = validate_model(SampleParams, section(params, "sample"), "sample")
+    k = int(section(params, "benchmark").get("max_identities", 2))
+    models = profile_models(section(params, "prepare"))
+    pipe, video = prepare_stand_in_video(RandomWeights(device), models, sp, k, device=device)
+    video()  # warm-up
 
-    def step():
-        training_step(model, inputs, setup.optimizer, index_mask, weight_dtype)
-        setup.optimizer.zero_grad(set_to_none=True)
+    def resident() -> list:  # offload none: every component on the device
+        return [t for m in (pipe.text_encoder, pipe.transformer, pipe.vae) for t in (*m.parameters(), *m.buffers())]
 
-    result = measure(step, device, steps)
-    del model, setup
-    return result
+    result = measure(video, device, steps, resident)
+    return result, {"dtype": sp.dtype, "vae_tiling": sp.vae_tiling}
 
 
-def sample_steps(size: str, device: torch.device, steps: int, compile_mode: str) -> dict[str, dict[str, float]]:
-    from diffusers.models import CogVideoXTransformer3DModel
-
-    from ingredients.models import IngredientsTransformer3DModel
-    from ingredients.pipelines.switches import compile_transformer
-
-    overrides, (frames, height, width) = SIZES[size]
-    config = full_size_config(**overrides)
-    bare_config = {k: config[k] for k in COGVIDEOX_5B_I2V}
-    results = {}
-    for name, cls, cfg in (("bare", CogVideoXTransformer3DModel, bare_config), ("ours", IngredientsTransformer3DModel, config)):
-        model = _build(cls, cfg, device, torch.bfloat16).eval()
-        inputs = full_size_inputs(model.config if name == "ours" else _Config(config), 2, 2, frames, height, width,
-                                  torch.bfloat16, device, vit_tokens=VIT_TOKENS[size])
-        modes = ["eager"] + ([] if compile_mode == "off" else ["compiled"])
-        for mode in modes:
-            if mode == "compiled":
-                torch._dynamo.reset()
-                compile_transformer(model, compile_mode, fullgraph=True)
-            if name == "ours":
-                def fn(model=model, inputs=inputs):
-                    with torch.no_grad():
-                        return guided_denoising_step(model, inputs)
-            else:
-                def fn(model=model, inputs=inputs):
-                    with torch.no_grad():
-                        out = model(hidden_states=inputs["hidden_states"], encoder_hidden_states=inputs["encoder_hidden_states"],
-                                    timestep=inputs["timestep"], image_rotary_emb=inputs["image_rotary_emb"], return_dict=False)[0]
-                        uncond, text = out.float().chunk(2)
-                        return uncond + 6.0 * (text - uncond)
-            results[f"sample_{name}_{mode}"] = measure(fn, device, steps)
-        del model
-    return results
-
-
-class _Config(dict):
-    """A config dict read by attribute, as `full_size_inputs` reads a model config."""
-
-    __getattr__ = dict.__getitem__
-
-
-def plan_predictions(plan: dict[str, Any] | None) -> dict[str, dict[str, float]]:
-    """The plan's per-device peak and seconds for what this check measures (one process)."""
+def plan_row(plan: dict | None, name: str, launch: dict[str, Any]) -> tuple[dict | None, str | None]:
+    """The plan row of the same launch as `name` ran, or (None, why not)."""
     if plan is None:
-        return {}
-    stages = plan.get("stages", {})
-    out: dict[str, dict[str, float]] = {}
-    train = stages.get("train_stage2", {})
-    single = [c for c in train.get("configs", {}).values() if c.get("num_processes") == 1 and c.get("peak_gib")]
-    if single:
-        c = single[0]
-        out["train_stage2"] = {"peak_gib": c["peak_gib"],
-                               "seconds": c.get("seconds_per_step", 0) / max(c.get("grad_accum", 1), 1) or None}
-    sample = stages.get("sample", {})
-    if "phase_peak_gib" in sample:
-        denoise = sample["phase_peak_gib"].get("denoise")
-        configured = next((c for c in sample.get("configs", {}).values() if c.get("configured")), {})
-        per_step = configured.get("seconds_per_video", 0) / max(sample.get("steps", 1), 1) or None
-        for name in ("sample_ours_eager", "sample_ours_compiled"):
-            out[name] = {"peak_gib": denoise, "seconds": per_step}
-    return out
+        return None, "no plan"
+    stage = plan.get("stages", {}).get(name)
+    if stage is None:
+        return None, "not in plan"
+    if "skipped" in stage:
+        return None, f"skipped in the plan ({stage['skipped']})"
+    if name in STAGES:
+        single = sorted((n, c) for n, c in stage["configs"].items() if c.get("num_processes") == 1 and "memory_gib" in c)
+        if not single:
+            return None, "mismatch: the plan has no one-process config"
+        row_name, row = single[0]
+        if row["micro_batch"] != launch["micro_batch"]:
+            return None, (f"mismatch: the plan's one-process row {row_name} has micro-batch {row['micro_batch']}, this "
+                          f"check ran {launch['micro_batch']}: make the plan from the same params")
+        if stage.get("mixed_precision") != launch["mixed_precision"]:
+            return None, (f"mismatch: the plan's mixed precision is {stage.get('mixed_precision')}, this check ran "
+                          f"{launch['mixed_precision']}")
+        return {"peak_gib": row["peak_gib"], "seconds": row["seconds_per_step"] / max(row.get("grad_accum", 1), 1),
+                "row": row_name}, None
+    if stage.get("dtype") != launch["dtype"]:
+        return None, f"mismatch: the plan samples in {stage.get('dtype')}, this check in {launch['dtype']}"
+    rows = [(n, c) for n, c in stage["configs"].items() if c["offload"] == "none" and c["vae_tiling"] == launch["vae_tiling"]]
+    if not rows:
+        return None, "mismatch: the plan has no row of offload none at this VAE tiling"
+    row_name, row = rows[0]
+    return {"peak_gib": row["peak_gib"], "seconds": None, "row": row_name}, None
 
 
-def result_line(name: str, measured: dict[str, float], predicted: dict[str, float] | None, have_plan: bool) -> str:
-    parts = [f"RESULT {name}"] + [f"{k}={v:.3f}" for k, v in measured.items()]
-    peak = measured.get("peak_allocated_gib", measured.get("peak_rss_gib"))
-    if not have_plan:
-        parts.append("plan=no plan")
-    elif not predicted:
-        parts.append("plan=not in plan")
-    else:
-        if predicted.get("peak_gib"):
-            parts += [f"plan_peak_gib={predicted['peak_gib']:.3f}", f"peak_ratio={peak / predicted['peak_gib']:.3f}"]
-        if predicted.get("seconds"):
-            parts += [f"plan_seconds={predicted['seconds']:.3f}", f"seconds_ratio={measured['seconds'] / predicted['seconds']:.3f}"]
-    return " ".join(parts)
+def result_line(name: str, measured: dict[str, float], row: dict | None, why: str | None, tolerance: float) -> tuple[str, bool]:
+    """The RESULT line and whether it passes (a compared figure within tolerance, or nothing to compare)."""
+    parts = [f"RESULT {name}"] + [f"{k}={v:.4f}" for k, v in measured.items()]
+    if row is None:
+        parts.append(f"plan={why}")
+        return " ".join(parts), not why.startswith("mismatch")
+    ratio = measured["peak_allocated_gib"] / row["peak_gib"]
+    ok = 1 / tolerance <= ratio <= tolerance
+    parts += [f"plan_row={row['row']}", f"plan_peak_gib={row['peak_gib']:.4f}", f"peak_ratio={ratio:.3f}",
+              f"within={'yes' if ok else 'no'}"]
+    if row.get("seconds"):
+        parts += [f"plan_seconds={row['seconds']:.4f}", f"seconds_ratio={measured['seconds'] / row['seconds']:.3f}"]
+    return " ".join(parts), ok
+
+
+def ensure_rehearsal_backbone(params: dict) -> None:
+    """profiles/rehearsal.yaml's backbone configs (tiny weights), written where it points if missing."""
+    from ingredients.plan.model_configs import backbone_folder
+    from instruments.rehearsal import write_backbone
+
+    prepare = section(params, "prepare")
+    folder = (prepare.get("full") or {}).get("backbone")
+    if folder and backbone_folder(prepare) is None:
+        logger.info("writing the rehearsal backbone to %s", folder)
+        write_backbone(Path(folder), 0)
 
 
 def main(argv: list[str] | None = None) -> list[str]:
     parser = argparse.ArgumentParser(prog="python -m instruments.speed.device_check", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", choices=sorted(SIZES), default="full")
+    parser.add_argument("--params", nargs="+", type=Path, help="params files, merged in order (default: by --size)")
     parser.add_argument("--plan", type=Path, default=Path("outputs/plan/plan.json"), help="the plan JSON, if present")
-    parser.add_argument("--compile", choices=("regional", "full", "off"), default="regional",
-                        help="compiled sampling: each block (regional, short compile) or the whole model (full)")
-    parser.add_argument("--steps", type=int, default=2, help="timed calls after the warm-up call")
+    parser.add_argument("--steps", type=int, default=2, help="measured calls after the warm-up call")
+    parser.add_argument("--tolerance", type=float, default=1.5, help="a peak ratio outside 1/t .. t fails")
+    parser.add_argument("--stage", action="append", choices=[*STAGES, "sample"], help="only these (default: all)")
     parser.add_argument("--device", default=None, help="default: cuda when available, else cpu")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if args.size == "full" and device.type != "cuda":
+    if args.size == "full" and args.params is None and device.type != "cuda":
         raise SystemExit("--size full needs a CUDA GPU (80 GB); use --size rehearsal on a CPU")
+    files = args.params or [Path(f) for f in SIZES[args.size]]
+    params = load_merged(files[0], tuple(files[1:]))
+    if args.size == "rehearsal":
+        ensure_rehearsal_backbone(params)
     plan = json.loads(args.plan.read_text()) if args.plan.is_file() else None
-    predictions = plan_predictions(plan)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     lines = [f"DEVICE {name} size={args.size} torch={torch.__version__} plan={args.plan if plan else 'no plan'}"]
     print(lines[0], flush=True)  # noqa: T201 - the command's output is these lines
-    measured = {"train_stage2": train_stage2(args.size, device, args.steps)}
-    print(result_line("train_stage2", measured["train_stage2"], predictions.get("train_stage2"), plan is not None), flush=True)  # noqa: T201
-    for key, value in sample_steps(args.size, device, args.steps, args.compile).items():
-        measured[key] = value
-        print(result_line(key, value, predictions.get(key), plan is not None), flush=True)  # noqa: T201
-    return [lines[0]] + [result_line(k, v, predictions.get(k), plan is not None) for k, v in measured.items()]
+    ok = True
+    for stage in args.stage or [*STAGES, "sample"]:
+        measured, launch = train_stage(params, stage, device, args.steps) if stage in STAGES else sample(params, device, args.steps)
+        line, passed = result_line(stage, measured, *plan_row(plan, stage, launch), args.tolerance)
+        ok &= passed
+        lines.append(line)
+        print(line, flush=True)  # noqa: T201
+    if not ok:
+        sys.exit(1)
+    return lines
 
 
 if __name__ == "__main__":

@@ -67,3 +67,19 @@ def test_an_unknown_distributed_type_is_an_error_naming_the_file(tmp_path):
     bad.write_text("distributed_type: XLA\nnum_processes: 8\n")
     with pytest.raises(ValueError, match=r"tpu.yaml: distributed_type 'XLA'"):
         read_accelerate_config(bad)
+
+
+def test_the_optimizer_steps_peak_and_the_precompute_pass_count_when_they_are_the_largest():
+    """The loop's peak is the persistent state plus the largest of the step's activations and the optimizer
+    step's own peak; before the loop the precompute pass holds the whole transformer as loaded (float32
+    under FSDP / DeepSpeed, whose engines take it over after), the encoders and the encode pass."""
+    from dataclasses import replace
+
+    m = replace(step(), activation_peak_bytes=1 * GIB, optimizer_step_bytes=3 * GIB)
+    ddp = device_memory(m, cfg("ddp"), 0.5, 0.1)
+    assert ddp.optimizer_step_gib == pytest.approx(3.0)
+    assert ddp.peak_gib == pytest.approx((10e9 + 4e9 + 4e9 + 4e9 + 8e9) / GIB + 3.0)  # weights, grads, buckets, Adam
+    pre = replace(m, precompute_peak_bytes=6 * GIB, parked_bytes=9 * GIB, weight_bytes={**m.weight_bytes, "vae": GIB // 2})
+    fsdp = device_memory(pre, cfg("fsdp"), 0.5, 0.1)
+    assert fsdp.precompute_gib == pytest.approx(4 * 6e9 / GIB + 0.5 + 9 + 6)  # fp32 transformer, VAE, T5, encode
+    assert fsdp.peak_gib == pytest.approx(fsdp.precompute_gib)

@@ -54,3 +54,16 @@ def test_set_aside_bytes_leave_the_other_peak_until_they_die():
         assert p.peak_bytes == 600 and p.peak_other_bytes == 200
         del grad
         assert run.memory.aside == 0 and run.memory.live == 0
+
+
+def test_a_view_of_a_tensor_made_before_the_count_allocates_nothing():
+    """A view (or in-place op) of an older tensor shares its storage: only new storages count (a view of the
+    reference features made before a video counted them as new memory, 35 MB at K = 3)."""
+    older = torch.zeros(1000)  # real, made before the counter
+    with FakeRun() as run:
+        with run.phase() as p:
+            v = older[None]
+            v.add_(1)
+            w = older * 2  # a new storage
+        assert p.peak_bytes == p.end_bytes == 1000 * 4
+        del v, w

@@ -51,17 +51,21 @@ def test_unknown_values_are_refused_by_the_schema():
         _params(dtype="fp8")
 
 
-def test_configure_pipeline_applies_every_switch():
-    from ingredients.model_folder.tiny import build_tiny_pipeline
+def test_the_sample_stage_loads_its_pipeline_with_every_switch(tmp_path):
+    """`load_sampling_pipeline` (what the sample stage runs) from a float32 model folder: every weight in
+    sample.dtype, the VAE and step-cache switches on, the identity switches as given."""
+    from ingredients.model_folder.tiny import save_tiny_pipeline
+    from ingredients.sampling.sample import load_sampling_pipeline
 
-    pipe = build_tiny_pipeline(0).to(torch.bfloat16)
+    save_tiny_pipeline(tmp_path / "model", 0, **SMALL_MODEL)  # written in float32
     params = _params(dtype="bfloat16", vae_tiling=True, vae_slicing=True, step_cache="first_block",
                      step_cache_threshold=0.1, identity_sdpa=False, fused_identity_injection=False)
-    configure_pipeline(pipe, params, "cpu")
+    pipe = load_sampling_pipeline(tmp_path / "model", params, "cpu")
     assert pipe.vae.use_tiling and pipe.vae.use_slicing
     assert "forward" in vars(pipe.transformer)  # the step cache serves the forward
     assert pipe.transformer.config.identity_sdpa is False and pipe.transformer.config.fused_identity_injection is False
-    assert {p.dtype for p in pipe.transformer.parameters()} == {torch.bfloat16}
+    for part in (pipe.transformer, pipe.vae, pipe.text_encoder):
+        assert {p.dtype for p in part.parameters()} == {torch.bfloat16}, type(part).__name__
 
 
 # slow: the default suite measured 19 min 24 s on a fresh clone with it (budget 15); runs under -m slow
