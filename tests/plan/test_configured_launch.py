@@ -50,7 +50,8 @@ def test_a_configured_row_that_does_not_fit_is_named_with_its_fixes():
         **plan["stages"]["train_stage2"]["configs"]["cpu_single"], "kind": "single", "num_processes": 1, "micro_batch": 8,
         "peak_gib": 76.0, "seconds_per_step": 1.0, "gpu_hours": 1.0,
         "memory_gib": {"weights_gib": 1.0, "gradients_gib": 1.0, "gradient_buckets_gib": 0.0, "optimizer_gib": 1.0,
-                       "ema_gib": 0.0, "activations_gib": 73.0, "encode_gib": 1.0}}}}}
+                       "ema_gib": 0.0, "activations_gib": 73.0, "encode_gib": 1.0,
+                       "optimizer_step_gib": 1.0, "precompute_gib": 0.0, "peak_gib": 76.0}}}}}
     table = markdown_table(plan)
     assert "| no (configured) |" in table
     assert "**DOES NOT FIT: train_stage2: the configured cpu_single needs 84.0 GiB" in table
