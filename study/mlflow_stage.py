@@ -30,7 +30,8 @@ def log_stage(stage: str, params_file: Path, sections: list[str], metrics_files:
     params = load_params(params_file)
     tracking = tracking_of(params_file)
     chosen = {name: params.get(name) or {} for name in sections}
-    with start_run(stage, chosen, tracking.uri, tracking.experiment, fallback_to_local=tracking.fallback_to_local) as run:
+    with start_run(stage, chosen, tracking.uri, tracking.experiment, fallback_to_local=tracking.fallback_to_local,
+                   params_file=params_file) as run:
         for path in metrics_files:
             leaves = numeric_leaves(json.loads(Path(path).read_text()))
             if leaves:
