@@ -100,8 +100,8 @@ def ui_urls(params_file: Path, base: str) -> dict[str, str]:
     urls = {"runs": f"{base}/#/experiments/{experiment.experiment_id}/runs"}
     if len(runs) >= 2:
         ids = json.dumps([r.info.run_id for r in runs], separators=(",", ":"))
-        query = urllib.parse.urlencode({"runs": ids, "experiments": json.dumps([experiment.experiment_id])})
-        urls["compare"] = f"{base}/#/compare-runs?{query}"
+        experiments = urllib.parse.quote(json.dumps([experiment.experiment_id]))
+        urls["compare"] = f"{base}/#/compare-runs?runs={urllib.parse.quote(ids)}&experiments={experiments}"
         urls["compared"] = ", ".join(r.info.run_name for r in runs)
     return urls
 
