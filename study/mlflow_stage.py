@@ -67,6 +67,11 @@ def ui_command(params_file: Path, host: str = "127.0.0.1", port: int = 5000) -> 
             "--workers", "1"]
 
 
+# MLflow 3.17's UI shows an experiment by its global GenAI / Model training switch (the browser's
+# localStorage, GenAI in a fresh browser) unless the URL names the view: the URLs `ui` prints do.
+UI_VIEW = "workflowType=machine_learning"
+
+
 def study_runs(client: Any, experiment_id: str, commit: str, params: dict) -> list[Any]:
     """The parent runs of the current study: the workspace's newest run with these params (the one
     whose outputs the workspace holds, whatever commit it ran on), then every study run started from
@@ -97,11 +102,11 @@ def ui_urls(params_file: Path, base: str) -> dict[str, str]:
         return {}
     head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=project_root())
     runs = study_runs(client, experiment.experiment_id, head.stdout.strip(), load_params(params_file))
-    urls = {"runs": f"{base}/#/experiments/{experiment.experiment_id}/runs"}
+    urls = {"runs": f"{base}/#/experiments/{experiment.experiment_id}/runs?{UI_VIEW}"}
     if len(runs) >= 2:
         ids = json.dumps([r.info.run_id for r in runs], separators=(",", ":"))
         experiments = urllib.parse.quote(json.dumps([experiment.experiment_id]))
-        urls["compare"] = f"{base}/#/compare-runs?runs={urllib.parse.quote(ids)}&experiments={experiments}"
+        urls["compare"] = f"{base}/#/compare-runs?runs={urllib.parse.quote(ids)}&experiments={experiments}&{UI_VIEW}"
         urls["compared"] = ", ".join(r.info.run_name for r in runs)
     return urls
 

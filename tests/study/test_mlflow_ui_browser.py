@@ -79,14 +79,15 @@ def test_the_store_has_one_top_level_run_per_study_run(project):
 
 
 class Browser:
-    """Headless Chromium over the DevTools protocol: open a URL, read the page's address and text."""
+    """Headless Chromium over the DevTools protocol: open a URL, run JavaScript in the page, read it."""
 
     def __init__(self, profile: Path):
+        port_file = profile / "DevToolsActivePort"  # chromium writes its port here
+        port_file.unlink(missing_ok=True)
         self.proc = subprocess.Popen(
             ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--remote-debugging-port=0",
-             f"--user-data-dir={profile}", "--window-size=1600,1000", "about:blank"],
+             f"--user-data-dir={profile}", "--window-size=5000,1000", "about:blank"],  # wide: every column drawn
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        port_file = profile / "DevToolsActivePort"
         deadline = time.monotonic() + 60
         while not port_file.is_file() or not port_file.read_text().strip():
             assert self.proc.poll() is None and time.monotonic() < deadline, "chromium did not start"
@@ -99,51 +100,79 @@ class Browser:
         os.killpg(self.proc.pid, signal.SIGTERM)
         self.proc.wait(timeout=30)
 
-    def open(self, url: str, ready, timeout: float = 120, screenshot: Path | None = None) -> dict:
-        """Navigate to `url`; poll {"href", "text"} until `ready(page)` holds; returns that page."""
-        return asyncio.run(self._open(url, ready, timeout, screenshot))
+    def _call(self, method: str, **params):
+        async def call():
+            import aiohttp
 
-    async def _open(self, url, ready, timeout, screenshot):
-        import aiohttp
-
-        async with aiohttp.ClientSession() as session, session.ws_connect(self.ws_url, max_msg_size=0) as ws:
-            ids = iter(range(1, 10**6))
-
-            async def call(method: str, **params):
-                call_id = next(ids)
-                await ws.send_json({"id": call_id, "method": method, "params": params})
+            async with aiohttp.ClientSession() as session, session.ws_connect(self.ws_url, max_msg_size=0) as ws:
+                await ws.send_json({"id": 1, "method": method, "params": params})
                 async for msg in ws:
                     data = json.loads(msg.data)
-                    if data.get("id") == call_id:
-                        return data.get("result", {})
+                    if data.get("id") == 1:
+                        assert "error" not in data, data
+                        return data["result"]
                 raise AssertionError("DevTools connection closed")
 
-            await call("Page.navigate", url=url)
-            deadline = time.monotonic() + timeout
-            page = {}
-            while time.monotonic() < deadline:
-                await asyncio.sleep(1)
-                result = await call("Runtime.evaluate", returnByValue=True, expression=(
-                    "JSON.stringify({href: location.href, text: document.body ? document.body.innerText : ''})"))
-                page = json.loads(result.get("result", {}).get("value") or "{}")
-                if page and ready(page):
-                    await asyncio.sleep(2)  # let the table finish rendering
-                    result = await call("Runtime.evaluate", returnByValue=True, expression=(
-                        "JSON.stringify({href: location.href, text: document.body.innerText})"))
-                    page = json.loads(result["result"]["value"])
-                    if screenshot is not None:
-                        import base64
+        return asyncio.run(call())
 
-                        shot = await call("Page.captureScreenshot", format="png")
-                        screenshot.write_bytes(base64.b64decode(shot["data"]))
-                    return page
-            raise AssertionError(f"{url}: not ready within {timeout} s; page was {page.get('href')}: "
-                                 f"{page.get('text', '')[:2000]}")
+    def evaluate(self, expression: str):
+        """The value of a JavaScript expression in the page."""
+        return self._call("Runtime.evaluate", expression=expression, returnByValue=True)["result"].get("value")
+
+    def text(self) -> str:
+        return self.evaluate("document.body ? document.body.innerText : ''") or ""
+
+    def open(self, url: str, ready, timeout: float = 180) -> str:
+        """Navigate to `url` and wait until `ready(page text)`; returns the page's address."""
+        self._call("Page.navigate", url=url)
+        deadline = time.monotonic() + timeout
+        while not ready(text := self.text()):
+            assert time.monotonic() < deadline, f"{url}: not ready within {timeout} s: {text[:2000]}"
+            time.sleep(1)
+        time.sleep(2)  # let the page finish rendering
+        return self.evaluate("location.href")
+
+    def screenshot(self, path: Path) -> None:
+        import base64
+
+        path.write_bytes(base64.b64decode(self._call("Page.captureScreenshot", format="png")["data"]))
+
+
+# the runs table's rows: ag-grid draws a row's pinned and scrolled cells in separate elements of one row-index
+TABLE_ROWS = """JSON.stringify(Object.values([...document.querySelectorAll('[role=row][row-index]')].reduce((rows, r) => {
+    const i = r.getAttribute('row-index'); rows[i] = (rows[i] || []).concat(r.innerText.split('\\n')); return rows; }, {})))"""
+# what a user does to show a metric in the table: Columns, then tick the metric
+SHOW_COLUMN = """(() => {{
+    [...document.querySelectorAll('button')].find(b => b.innerText.trim() === 'Columns').click();
+    const items = [...document.querySelectorAll('span')].filter(e => !e.children.length && e.textContent.trim() === '{name}');
+    items.forEach(e => e.click());
+    document.body.click();
+    return items.length; }})()"""
+
+
+def shown(value: float, texts: list[str]) -> bool:
+    """Whether one of `texts` is `value` as the UI rounds it (a decimal number)."""
+    for text in texts:
+        if re.fullmatch(r"-?\d+\.\d+", text.strip()):
+            decimals = len(text.strip().split(".")[1])
+            if abs(float(text) - value) <= 0.5 * 10 ** -decimals + 1e-12:
+                return True
+    return False
+
+
+def parent_metrics(project: Path, name: str) -> dict[str, float]:
+    """The metrics of study run `name`'s parent run in the project's store."""
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("ingredients")
+    (run,) = client.search_runs([experiment.experiment_id], f"tags.study_run = '{name}'")
+    return run.data.metrics
 
 
 @pytest.fixture(scope="module")
 def ui(project, tmp_path_factory):
-    """The documented UI command on a free port; yields (printed output, base URL, browser)."""
+    """The documented UI command on a free port; yields (its printed lines, headless chromium)."""
     import socket
 
     project, _ = project
@@ -153,21 +182,20 @@ def ui(project, tmp_path_factory):
     server = subprocess.Popen(["bash", "-c", UI.format(port=port)], cwd=project,
                               env={**env(project), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
     browser = None
     try:
+        printed = [server.stdout.readline() for _ in range(2)]  # printed before the UI starts
         deadline = time.monotonic() + 120
         while True:
             try:
-                urllib.request.urlopen(base + "/health", timeout=1)
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
                 break
             except OSError:
                 assert server.poll() is None, "the UI command exited before the UI answered"
                 assert time.monotonic() < deadline, "the UI did not answer within 120 s"
                 time.sleep(1)
-        printed = [server.stdout.readline() for _ in range(2)]  # printed before the UI starts
         browser = Browser(tmp_path_factory.mktemp("chromium"))
-        yield printed, base, browser
+        yield printed, browser
     finally:
         if browser is not None:
             browser.close()
@@ -175,29 +203,39 @@ def ui(project, tmp_path_factory):
         server.wait(timeout=30)
 
 
-def test_the_experiment_opens_on_the_runs_table_with_one_row_per_study_run(ui, tmp_path):
-    printed, base, browser = ui
-    runs_url = re.search(r"(http://\S+/runs)\s*$", printed[0]).group(1)
-    experiment_page = runs_url.removesuffix("/runs")  # what a click on the experiment's name opens
-    page = browser.open(experiment_page, lambda p: all(n in p["text"] for n in ("workspace", *ABLATIONS)),
-                        screenshot=tmp_path / "runs.png")
-    assert page["href"].endswith("/runs"), page["href"]  # redirected to the runs tab
-    text = page["text"]
-    assert "No data available" not in text and "Traces 0" not in text  # not the GenAI overview
-    for stage_run in ("stage2", "curate", "plan"):  # nested: collapsed under their study run's row
-        assert not re.search(rf"^{stage_run}$", text, re.M), stage_run
-    assert "ours/face_sim/dlib" in text  # the headline column
+def test_the_ui_opens_on_the_runs_table_with_one_row_per_study_run_and_ours_numbers(ui, project, tmp_path):
+    printed, browser = ui
+    project, _ = project
+    runs_url = re.search(r"(http://\S+/runs\S*)\s*$", printed[0]).group(1)
+    href = browser.open(runs_url, lambda text: all(name in text for name in ("workspace", *ABLATIONS)))
+    assert "/runs" in href and "workflowType=machine_learning" in href, href  # the runs table, not GenAI's overview
+    assert "No data available" not in browser.text()
+    rows = json.loads(browser.evaluate(TABLE_ROWS))
+    names = sorted(cell for row in rows for cell in row if cell in ("workspace", *ABLATIONS))
+    assert len(rows) == 3 and names == sorted(("workspace", *ABLATIONS)), rows  # stage runs nested, collapsed
+    for row in rows:  # each row names the data its stages read (DVC paths)
+        assert any("data/curated" in cell or "models/" in cell for cell in row), row
+    assert browser.evaluate(SHOW_COLUMN.format(name="ours/face_sim/dlib")) == 1
+    time.sleep(3)
+    rows = json.loads(browser.evaluate(TABLE_ROWS))
+    browser.screenshot(tmp_path / "runs.png")
+    for name in ("workspace", *ABLATIONS):
+        (row,) = [row for row in rows if name in row]
+        assert shown(parent_metrics(project, name)["ours/face_sim/dlib"], row), (name, row)
 
 
 def test_the_comparison_url_shows_the_study_runs_side_by_side(ui, project, tmp_path):
-    printed, base, browser = ui
+    printed, browser = ui
     project, _ = project
     compare_url = re.search(r"(http://\S+/#/compare-runs\?\S+)\s*$", printed[1]).group(1)
-    page = browser.open(compare_url, lambda p: "ours/face_sim/dlib" in p["text"] and "no_routing_loss" in p["text"],
-                        screenshot=tmp_path / "compare.png")
-    text = page["text"]
+    browser.open(compare_url, lambda text: "Comparing 3 Runs" in text and "ours/face_sim/dlib" in text)
+    browser.screenshot(tmp_path / "compare.png")
+    text = browser.text()
+    assert re.search(r"Run Name:\s+workspace\s+no_routing_loss\s+mse_routing_loss", text), text[:3000]
+    params = text[text.index("\nParameters\n"):text.index("\nMetrics\n")]
+    assert re.search(r"train\.stage2\.routing\.kind\t\t\tmse", params) and re.search(
+        r"train\.stage2\.routing\.weight\t\t0\.0\t", params), params  # only what each ablation changed
+    metrics = text[text.index("\nMetrics\n"):text.index("\nArtifacts\n")].split()
+    assert "ours/face_sim/dlib" in metrics and "oracle/face_sim/dlib" in metrics
     for name in ("workspace", *ABLATIONS):
-        assert name in text, name
-    assert "train.stage2.routing.weight" in text and "train.stage2.routing.kind" in text  # the changed params
-    metrics = json.loads((project / "outputs/eval/metrics.json").read_text())  # the workspace's evaluation
-    assert f"{metrics['ours']['face_sim/dlib']:.4g}"[:5] in text.replace(",", "")
+        assert shown(parent_metrics(project, name)["ours/face_sim/dlib"], metrics), name

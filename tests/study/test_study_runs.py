@@ -236,9 +236,9 @@ def test_ui_links_the_comparison_of_the_workspace_run_and_the_commits_experiment
     urls = ui_urls(params, base)
     parents = {p.info.run_name: p.info.run_id for p in top_level(runs_of(repo))}
     experiment_id = runs_of(repo)[0].info.experiment_id
-    assert urls["runs"] == f"{base}/#/experiments/{experiment_id}/runs"
+    assert urls["runs"] == f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
     assert urls["compare"].startswith(f"{base}/#/compare-runs?")
     query = urllib.parse.parse_qs(urls["compare"].split("?", 1)[1])
     assert json.loads(query["runs"][0]) == [parents["workspace"], parents["no_routing_loss"], parents["mse_routing_loss"]]
-    assert json.loads(query["experiments"][0]) == [experiment_id]
+    assert json.loads(query["experiments"][0]) == [experiment_id] and query["workflowType"] == ["machine_learning"]
     assert urls["compared"] == "workspace, no_routing_loss, mse_routing_loss"
