@@ -37,9 +37,9 @@ logger = logging.getLogger(__name__)
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # relative to the project root (`project_root`)
 DEFAULT_EXPERIMENT = "ingredients"
 ARTIFACTS_DIR = "mlruns"
-# The experiment's kind, as MLflow 3's UI reads it (its ExperimentKind enum; the Python package has no
-# constant for it): "custom_model_development" opens the experiment on its runs table, where a missing
-# kind leaves the UI to guess, and it guesses the GenAI overview.
+# The experiment's kind, as MLflow 3 records it (the UI's ExperimentKind enum; MLflow 3.17's Python
+# package has no constant for it): model training, not GenAI. MLflow 3.17's UI itself shows a browser's
+# first visit in its GenAI view unless the URL names the view (`study.mlflow_stage.UI_VIEW`).
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 MODEL_TRAINING_KIND = "custom_model_development"
 WORKSPACE = "workspace"  # the study run of a plain `dvc repro` (no DVC experiment name)
