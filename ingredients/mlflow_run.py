@@ -241,8 +241,9 @@ def dvc_inputs(stage: str | None = None) -> list[DataInput]:
                 for dep in found.deps if not isinstance(dep, ParamsDependency) and not dep.def_path.endswith(".py")]
 
 
-def log_inputs(inputs: list[DataInput], context: str) -> None:
-    """Log `inputs` as MLflow dataset inputs of the active run (name, source, DVC's digest)."""
+def log_inputs(inputs: list[DataInput], context: str | None = None) -> None:
+    """Log `inputs` as MLflow dataset inputs of the active run (name, source, DVC's digest), with the
+    stage that read them as the context (none on a study run's parent: its stages read them)."""
     import mlflow
     from mlflow.data.meta_dataset import MetaDataset
     from mlflow.data.sources import LocalArtifactDatasetSource
@@ -309,7 +310,7 @@ def start_run(
     inputs = dvc_inputs()
     if inputs:
         with mlflow.start_run(run_id=parent_id):
-            log_inputs(inputs, context=stage)
+            log_inputs(inputs)
     all_tags = {
         "stage": stage,
         "dvc_experiment": study.name,

@@ -76,7 +76,7 @@ def log_to_mlflow(out_dir: str | os.PathLike, tracking_uri: str, experiment: str
     }
     if inputs:
         with mlflow.start_run(run_id=parent_id):
-            log_inputs(inputs, context="evaluate")
+            log_inputs(inputs)
     run_ids = {}
     for method in sorted(metrics):
         method_tags = {**base_tags, "method": method, "method_dir": str(sources.get("methods", {}).get(method, ""))}

@@ -200,7 +200,9 @@ def test_a_dvc_stage_logs_the_data_it_depends_on_with_dvcs_hash(repo, monkeypatc
     assert seen[second]["data/curated"] == seen[first]["data/curated"]
     assert seen[second]["data/benchmark.jsonl"] != seen[first]["data/benchmark.jsonl"]
     (parent,) = top_level(list(runs.values()))
-    assert len(parent.inputs.dataset_inputs) == 3  # the parent row names both versions of the benchmark
+    assert sorted((i.dataset.name, i.dataset.digest) for i in parent.inputs.dataset_inputs) == sorted(
+        {(name, digest) for inputs in seen.values() for name, digest in inputs.items()})  # both benchmarks
+    assert not any(i.tags for i in parent.inputs.dataset_inputs)  # read by its stages, no context of its own
 
 
 def test_outside_dvc_a_run_logs_no_inputs(repo):
