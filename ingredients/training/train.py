@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
     spec = build_stage_spec(section(params, "train", args.params), args.stage)
     paths = RunPaths(manifest=Path(args.manifest), init=Path(args.init), out=Path(args.out),
                      val_manifest=Path(args.val_manifest) if args.val_manifest else None, resume=args.resume,
-                     data_root=Path(args.data_root) if args.data_root else None)
+                     data_root=Path(args.data_root) if args.data_root else None, params=Path(args.params))
     Trainer(spec, paths, tracking_params(params, str(args.params))).fit()
 
 

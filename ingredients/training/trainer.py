@@ -97,6 +97,7 @@ class RunPaths:
     val_manifest: Path | None = None  # held-out clips to validate on (None: training clips, labelled so)
     resume: str | None = None
     data_root: Path | None = None  # where manifest videos may live (default: the folder above the manifest's)
+    params: Path | None = None  # the params file the run is configured from: its MLflow run nests under its study run
 
     @property
     def model_dir(self) -> Path:
@@ -119,7 +120,7 @@ class Trainer:
         self.tracking = tracking or TrackingParams()  # the params' `tracking:` section
         self.paths = RunPaths(Path(paths.manifest).resolve(), Path(paths.init).resolve(), Path(paths.out).resolve(),
                               None if paths.val_manifest is None else Path(paths.val_manifest).resolve(), paths.resume,
-                              None if paths.data_root is None else Path(paths.data_root).resolve())
+                              None if paths.data_root is None else Path(paths.data_root).resolve(), paths.params)
         self.step = 0
         self.ema: EMAModel | None = None
         self.resumed_from: Path | None = None
@@ -484,7 +485,8 @@ class Trainer:
 
         tags = {"resumed_from": str(self.resumed_from)} if self.resumed_from else None
         t = self.tracking
-        with start_run(self.spec.stage, self.spec.resolved(), t.uri, t.experiment, tags=tags, fallback_to_local=t.fallback_to_local):
+        with start_run(self.spec.stage, self.spec.resolved(), t.uri, t.experiment, tags=tags, fallback_to_local=t.fallback_to_local,
+                       params_file=self.paths.params):
             mlflow.log_params({"paths.manifest": str(self.paths.manifest), "paths.init": str(self.paths.init),
                                "paths.val_manifest": self.val_info["manifest"],
                                "num_processes": self.accelerator.num_processes})

@@ -111,7 +111,8 @@ def test_stage1_logged_to_mlflow(stage1):
 
     out, _, _ = stage1
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{out.parent}/mlflow.db")
-    (run,) = client.search_runs([client.get_experiment_by_name("test-training").experiment_id])
+    (run,) = client.search_runs([client.get_experiment_by_name("test-training").experiment_id], "tags.stage = 'stage1'")
+    assert client.get_run(run.data.tags["mlflow.parentRunId"]).info.run_name == "workspace"  # its study run's row
     assert run.data.tags["stage"] == "stage1" and run.data.params["lr"] == "0.002"
     assert {"loss", "diffusion_loss", "lr", "grad_norm", "samples_per_s", "peak_memory_mb", "train_clips/val_loss"} <= set(run.data.metrics)
     assert "val_loss" not in run.data.metrics and run.data.tags["validation_split"] == "train_clips"

@@ -138,7 +138,7 @@ def test_heldout_validation_is_labelled_heldout_everywhere(manifests, small_mode
                                   "clips": ["vid_003_s00", "vid_003_s01"]}
     assert (out / "validation" / "step-00000001_heldout_routing.png").is_file()
     client = mlflow.MlflowClient(tracking_uri=tracking.uri)
-    (run,) = client.search_runs([client.get_experiment_by_name("test-validation").experiment_id])
+    (run,) = client.search_runs([client.get_experiment_by_name("test-validation").experiment_id], "tags.stage = 'stage1'")
     assert {"heldout/val_loss", "heldout/routing_acc", "heldout/routing_acc/0", "heldout/routing_acc_majority",
             "heldout/routing_acc_chance"} <= set(run.data.metrics)
     assert not any(k.startswith(("val_", "routing_acc", "train_clips/")) for k in run.data.metrics)
