@@ -48,7 +48,7 @@ from ingredients.config import load_params, load_section, section
 from ingredients.data.curation_params import CurationParams, params_from_mapping
 from ingredients.data.manifest import ManifestClip, write_manifest
 from ingredients.data.scoring import pool_scores
-from ingredients.data.sources import DataParams, collect_items, is_validation
+from ingredients.data.sources import DataParams, collect_items, is_validation, skip_counts
 from ingredients.data.video_curation import components, failed_result, load_result, result_path, run_one
 from ingredients.files.atomic import remove_stale_temps, write_json
 
@@ -65,12 +65,12 @@ def curate(raw: str | os.PathLike | DataParams, out_dir: str | os.PathLike, para
     params = params or CurationParams()
     source = raw if isinstance(raw, DataParams) else DataParams(source="synth", path=str(raw))
     out_dir = Path(out_dir)
+    videos, skipped_before = collect_items(source)  # a list curation refuses stops the run before any output
     out_dir.mkdir(parents=True, exist_ok=True)
     # what a killed run's writes left behind, before it is cached with the output folder
     remove_stale_temps(out_dir, recursive=False)
     for sub in ("work", "refs", "masks"):
         remove_stale_temps(out_dir / sub)
-    videos, skipped_before = collect_items(source)
     params_fp = params.fingerprint()
     results: dict[str, dict] = {}
     todo = []
@@ -100,9 +100,13 @@ def curate(raw: str | os.PathLike | DataParams, out_dir: str | os.PathLike, para
     if source.val_fraction > 0:  # held out by video: no clip of a validation video is trained on
         write_manifest(out_dir / "val.jsonl", val_clips)
     report = build_report(ordered, params, wall_seconds=wall, videos_this_run=[v.key for v in todo])
-    if skipped_before:  # list lines that named no usable clip: counted with the videos skipped
-        report["videos"]["total"] += sum(skipped_before.values())
-        report["videos"]["skipped"] = dict(sorted((Counter(report["videos"]["skipped"]) + skipped_before).items()))
+    if skipped_before:  # list lines that named no usable clip: counted with the videos skipped, each an outcome
+        report["videos"]["total"] += len(skipped_before)
+        report["videos"]["skipped"] = dict(sorted((Counter(report["videos"]["skipped"]) + skip_counts(skipped_before)).items()))
+        for line in skipped_before:
+            report["videos"]["skipped_files"][line.key] = line.message
+            report["videos"]["outcomes"][line.key] = {"clips": 0, "why": line.reason, "message": line.message}
+        report["videos"]["without_clips"] += len(skipped_before)
     # root: where the manifest's videos may live, for its readers (training): the folder curation read
     report["source"] = {"source": source.source, "path": source.path,
                         "root": os.path.relpath(Path(source.path).resolve(), out_dir.resolve())}
@@ -161,6 +165,10 @@ def main(argv: list[str] | None = None) -> None:
         report = curate(source, args.out, params, compute_params(args.params))
     except (OSError, ValueError, ImportError) as err:  # the source or the face stack cannot be set up
         raise SystemExit(f"curation cannot start: {type(err).__name__}: {err}") from None
+    except KeyboardInterrupt:  # Ctrl-C: finished videos are saved, a rerun resumes from them
+        logger.warning("interrupted: the videos finished so far are kept under %s; run the same command again "
+                       "to resume from them", Path(args.out) / "work")
+        raise SystemExit(130) from None
     problems = refusals(report, params)
     if problems:
         raise SystemExit("curation output refused: " + "; ".join(problems) + f". See {Path(args.out) / 'report.json'}")
