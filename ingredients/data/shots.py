@@ -81,10 +81,13 @@ def split_long_shots(shots: list[tuple[int, int]], times: list[float], max_secon
     return out
 
 
-def shot_duration(times: list[float], a: int, b: int) -> float:
+def shot_duration(times: list[float], a: int, b: int, period: float = 0.0) -> float:
     """Duration of frames [a, b): from the first frame's time to the end of the last, whose length is
-    the gap to the next frame (or the previous gap for the video's last frame)."""
+    the gap to the next frame (or the previous gap at the video's end; `period` for a lone frame)."""
     if b - a < 1:
         return 0.0
-    last = times[b] - times[b - 1] if b < len(times) else (times[b - 1] - times[b - 2] if b - 1 > 0 else 0.0)
+    if b < len(times):
+        last = times[b] - times[b - 1]
+    else:
+        last = times[b - 1] - times[b - 2] if b >= 2 else period
     return times[b - 1] + last - times[a]

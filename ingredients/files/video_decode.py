@@ -178,15 +178,18 @@ def _rotate_tag(stream: av.video.stream.VideoStream) -> str | None:
     return next((v for k, v in stream.metadata.items() if k.lower() == "rotate"), None)
 
 
-def decode(path: str | os.PathLike, start: int = 0, end: int | None = None, max_side: int | None = None) -> Iterator[DecodedFrame]:
+def decode(path: str | os.PathLike, start: int = 0, end: int | None = None, max_side: int | None = None,
+           stored: bool = False) -> Iterator[DecodedFrame]:
     """Frames [start, end) (decoding order) of a video, as displayed, one at a time (memory: one frame
     whatever the video's length). A frame without a timestamp takes the previous one's plus one
-    period of the stream's average rate. Raises as `open_video`."""
+    period of the stream's average rate; times never decrease. `stored` returns the frames as stored
+    instead (no turn, square pixels): only for a clip used as a texture whose user sets its shape
+    (the tiny data's backdrop). Raises as `open_video`."""
     path = Path(path)
     if max_side is not None and max_side < 1:
         raise ValueError(f"max_side must be >= 1, got {max_side}")
     with open_video(path, "decode") as (container, stream):
-        sar = stream.codec_context.sample_aspect_ratio or Fraction(1)
+        sar = Fraction(1) if stored else (stream.codec_context.sample_aspect_ratio or Fraction(1))
         tag = _rotate_tag(stream)
         rate = stream.average_rate or stream.guessed_rate
         period = 1.0 / float(rate) if rate else 0.0
@@ -200,10 +203,12 @@ def decode(path: str | os.PathLike, start: int = 0, end: int | None = None, max_
             if t is not None and origin is None:
                 origin = t
             time = t - origin if t is not None and origin is not None else last + period
+            time = max(time, last)  # a broken file's timestamps never run backwards here
             last = time
             if i < start:
                 continue
-            geo = frame_geometry(frame.width, frame.height, Fraction(sar), _frame_orientation(frame, tag), max_side)
+            turn = UPRIGHT if stored else _frame_orientation(frame, tag)
+            geo = frame_geometry(frame.width, frame.height, Fraction(sar), turn, max_side)
             stored = geo.size[::-1] if geo.orientation.swaps_sides else geo.size  # (W, H) before turning
             if stored == (frame.width, frame.height):
                 image = frame.to_ndarray(format="rgb24")

@@ -27,12 +27,14 @@ class VideoInfo:
     height: int
 
 
-def iter_frames(path: str | os.PathLike, start: int = 0, end: int | None = None, max_side: int | None = None) -> Iterator[np.ndarray]:
+def iter_frames(path: str | os.PathLike, start: int = 0, end: int | None = None, max_side: int | None = None,
+                stored: bool = False) -> Iterator[np.ndarray]:
     """Frames [start, end) of a video decoded in order, as displayed (rotation and aspect ratio applied,
     see `ingredients.files.video_decode`), one RGB uint8 [H, W, 3] array at a time: memory is one
     frame whatever the video's length; `max_side` scales each so its longer side is at most that.
-    Raises as `read_video` (a file with no frame in the range yields nothing)."""
-    for frame in decode(path, start, end, max_side):
+    `stored`: as stored, see `decode`. Raises as `read_video` (a file with no frame in the range yields
+    nothing)."""
+    for frame in decode(path, start, end, max_side, stored):
         yield frame.image
 
 
@@ -45,13 +47,13 @@ def frames_at(path: str | os.PathLike, indices: Iterable[int], max_side: int | N
     return {f.index: f.image for f in decode(path, wanted[0], wanted[-1] + 1, max_side) if f.index in keep}
 
 
-def read_video(path: str | os.PathLike, start: int = 0, end: int | None = None) -> tuple[np.ndarray, float]:
+def read_video(path: str | os.PathLike, start: int = 0, end: int | None = None, stored: bool = False) -> tuple[np.ndarray, float]:
     """Decode frames [start, end) of a video; returns (frames [T, H, W, 3] uint8 RGB, fps).
 
     Raises FileNotFoundError for a missing file and VideoReadError (a ValueError) naming the file
     when it is empty, corrupt or has no decodable frame.
     """
-    frames = list(iter_frames(path, start, end))
+    frames = list(iter_frames(path, start, end, stored=stored))
     fps = video_rate(path)
     if not frames:
         raise VideoReadError(f"no decodable frames in {path} (range start={start}, end={end})")
