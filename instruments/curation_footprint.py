@@ -4,8 +4,8 @@
 video (a synthesised face, vid_000 of the tiny data, resized and played forth and back at 25 fps,
 streamed into ffmpeg's CLI one frame at a time), then runs the curate stage's command on it (`python -m
 ingredients.data.curate --raw ... --params ...` with the tiny profile's curate settings: dlib,
-landmark masks) in a child process and prints one JSON line: the child's peak RSS (getrusage), wall
-seconds, and the clips it kept.
+landmark masks) in a child process and prints one JSON line: the child's peak RSS and CPU seconds
+(`wait4`), wall seconds, and the clips it kept.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import argparse
 import json
 import logging
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -47,6 +46,8 @@ def make_video(path: Path, width: int, height: int, seconds: float, rate: int = 
     loop = np.concatenate([source, source[-2:0:-1]])  # forth and back: one shot, no cut
     cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
            "-s", f"{width}x{height}", "-r", str(rate), "-i", "-", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", "18", str(path)]
+    partial = path.with_name(f".{path.name}.partial.mp4")  # a killed run leaves no video that looks whole
+    cmd[-1] = str(partial)
     with subprocess.Popen(cmd, stdin=subprocess.PIPE) as proc:
         for i in range(int(round(seconds * rate))):
             frame = cv2.resize(loop[i % len(loop)], (width, height), interpolation=cv2.INTER_CUBIC)
@@ -54,6 +55,7 @@ def make_video(path: Path, width: int, height: int, seconds: float, rate: int = 
         proc.stdin.close()
     if proc.returncode:
         raise RuntimeError(f"ffmpeg failed making {path}")
+    partial.replace(path)
     path.with_suffix(".txt").write_text("a person talks to the camera\n")
     return path
 
@@ -61,14 +63,16 @@ def make_video(path: Path, width: int, height: int, seconds: float, rate: int = 
 def measure(video: Path, out: Path, params: Path) -> dict:
     """Run the curate stage's command on the folder of `video`; peak RSS of the child and wall time."""
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "ingredients.data.curate", "--raw", str(video.parent), "--out", str(out),
-                           "--params", str(params)], capture_output=True, text=True, env={**os.environ})
+    log = out.parent / f"{out.name}.log"
+    with open(log, "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "ingredients.data.curate", "--raw", str(video.parent), "--out", str(out),
+                                 "--params", str(params)], stdout=subprocess.DEVNULL, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)  # this child's own usage (not ffmpeg's, which made the video)
     wall = time.perf_counter() - t0
-    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     report = json.loads((out / "report.json").read_text()) if (out / "report.json").is_file() else {}
-    return {"returncode": proc.returncode, "peak_rss_gib": round(peak_kib / 2**20, 3), "wall_s": round(wall, 1),
-            "clips": report.get("clips", {}).get("kept"), "frames": report.get("throughput", {}).get("frames"),
-            "stderr_tail": proc.stderr[-300:] if proc.returncode else ""}
+    return {"returncode": os.waitstatus_to_exitcode(status), "peak_rss_gib": round(usage.ru_maxrss / 2**20, 3),
+            "wall_s": round(wall, 1), "cpu_s": round(usage.ru_utime + usage.ru_stime, 1), "clips": report.get("clips", {}).get("kept"),
+            "frames": report.get("throughput", {}).get("frames"), "log": str(log)}
 
 
 def main(argv: list[str] | None = None) -> None:
