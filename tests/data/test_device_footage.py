@@ -155,6 +155,7 @@ def test_every_outcome_is_named_and_counted(tiny_raw, tmp_path):
 
     page = "".join(curation_section(tmp_path / "out" / "report.json"))
     assert "<b>clips.jsonl:2</b>: bad_range" in page and "<b>photo</b>: not_a_video" in page
+    assert "3 of 3 videos" in page and "bad_range 1, not_a_video 1, range_without_frames 1" in page
 
 
 def test_study_params_refuses_the_list_curation_refuses(tmp_path, monkeypatch):
