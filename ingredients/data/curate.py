@@ -1,12 +1,16 @@
 """Data curation: raw videos -> training clips with identities, reference crops, masks and captions.
 
-Per video (`ingredients.data.video_curation`, the code a worker imports): shots (PySceneDetect) ->
-face detection every `detect_stride` frames -> tracks within each shot -> tracks clustered into
+Per video (`ingredients.data.video_curation`, the code a worker imports): shots (PySceneDetect's
+detectors on the decoded frames; shots longer than `max_clip_seconds` split) -> face detection every
+`detect_stride` frames -> tracks within each shot -> tracks clustered into
 identities over the whole video (recognizer embeddings, agglomerative, cannot-link for co-visible
 tracks; one video's identities are consistent across its shots, which lets a clip take its
 reference crop from another shot) -> one candidate clip per shot -> filters (each drop counted by
 reason) -> per kept clip: caption, reference crop per identity, masks. Frames stream through these
-passes (memory flat in video length).
+passes as displayed (rotation and pixel aspect applied, `ingredients.files.video_decode`) with their
+presentation times (a range in seconds selects by time; clips record their times); shots and faces
+are found on frames scaled to `detect_max_side`, masks saved at `mask_max_side`: memory is flat in
+video length and resolution.
 
 Each video's result is written atomically to `OUT/work/KEY.json` once it is complete (reference
 crops and masks are written before it; KEY is a plain name, never a path), so a killed run resumes
@@ -18,8 +22,9 @@ and `OUT/val.jsonl`: the videos `data.val_fraction` holds out, whole videos), th
 (`OUT/contact_sheet.png`) are written atomically at the end from all per-video results, in video
 order, so a resumed run produces the same manifest as an uninterrupted one.
 
-Corrupt or empty videos, ranges past a video's end, videos without faces and missing or unreadable
-caption sidecars are counted (report `videos.skipped`) and skipped; so is a video whose curation
+Corrupt or empty videos, still pictures named like videos, ranges past a video's end or holding no
+frame, videos without faces and missing or unreadable caption sidecars are counted (report
+`videos.skipped`, each with its message in `videos.outcomes`) and skipped; so is a video whose curation
 raised or whose worker died past the retries (`failed`, not saved: the next run tries it again). The
 command exits non-zero, naming report.json, when no clip is kept, the training or validation set is
 empty, or more than `curate.max_failed_fraction` of the videos failed: DVC never caches such a
