@@ -7,9 +7,11 @@ read (`data.path`, recorded in `report.json` beside the manifest as `source.root
 manifest's folder), else the folder above the manifest's (which holds `raw/` beside `curated/`);
 absolute paths and escapes are refused on reading. Frame ranges are [start_frame, end_frame) of the source
 video (frames in decoding order), with the clip's presentation times (`start_time`, `end_time`,
-`frame_times`: seconds from the video's first frame; variable-frame-rate footage is not 1 / fps apart); `boxes` hold one entry per clip frame (None where the identity is not visible). The masks are
-the boxes when `mask_kind == "box"`; with `"segmentation"` the file `mask_path` holds `masks`, bool
-[K, F, H, W] in the order of `identities`.
+`frame_times`: seconds from the video's first frame; variable-frame-rate footage is not 1 / fps
+apart); `boxes` hold one entry per clip frame (None where the identity is not visible), in displayed
+pixels (`width` x `height`: rotation and pixel aspect applied). The masks are the boxes when
+`mask_kind == "box"`; with `"segmentation"` the file `mask_path` holds `masks`, bool [K, F, Hm, Wm]
+in the order of `identities`, the displayed frame scaled to at most `curate.mask_max_side`.
 """
 
 from __future__ import annotations
