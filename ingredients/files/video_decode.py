@@ -209,9 +209,9 @@ def decode(path: str | os.PathLike, start: int = 0, end: int | None = None, max_
                 continue
             turn = UPRIGHT if stored else _frame_orientation(frame, tag)
             geo = frame_geometry(frame.width, frame.height, Fraction(sar), turn, max_side)
-            stored = geo.size[::-1] if geo.orientation.swaps_sides else geo.size  # (W, H) before turning
-            if stored == (frame.width, frame.height):
+            size = geo.size[::-1] if geo.orientation.swaps_sides else geo.size  # (W, H) before turning
+            if size == (frame.width, frame.height):
                 image = frame.to_ndarray(format="rgb24")
             else:  # scaled in the RGB conversion: the full-size picture is never made
-                image = frame.to_ndarray(format="rgb24", width=stored[0], height=stored[1], interpolation="AREA")
+                image = frame.to_ndarray(format="rgb24", width=size[0], height=size[1], interpolation="AREA")
             yield DecodedFrame(i, time, geo.orientation.apply(image), geo)
