@@ -76,7 +76,7 @@ def moving_background(n_frames: int, height: int, width: int, seed: int = 0) -> 
 
 def carphone_background(n_frames: int, height: int, width: int) -> np.ndarray:
     """The carphone clip resized to height x width, looped (ping-pong) to n_frames, uint8 [F, H, W, 3]."""
-    clip, _fps = read_video(carphone_path())
+    clip, _fps = read_video(carphone_path(), stored=True)  # a backdrop, resized to any shape: its stored pixels
     order = np.concatenate([np.arange(len(clip)), np.arange(len(clip) - 2, 0, -1)])
     idx = order[np.arange(n_frames) % len(order)]
     return np.stack([cv2.resize(clip[i], (width, height), interpolation=cv2.INTER_AREA) for i in idx])

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import re
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -329,8 +330,10 @@ def curation_section(curation_report: str | os.PathLike | None) -> list[str]:
         return []
     videos = json.loads(Path(curation_report).read_text(encoding="utf-8"))["videos"]
     nothing = {v: o for v, o in videos.get("outcomes", {}).items() if not o["clips"]}
+    reasons = Counter(o["why"] for o in nothing.values())
+    counted = ", ".join(f"{html.escape(why)} {n}" for why, n in sorted(reasons.items()))
     parts = [f"<h2>Curation: videos that gave no clip</h2><p>{len(nothing)} of {videos['total']} videos "
-             f"(<code>{html.escape(str(curation_report))}</code>).</p>"]
+             f"(<code>{html.escape(str(curation_report))}</code>){': ' + counted if counted else ''}.</p>"]
     if nothing:
         parts.append("<ul>")
         parts += [f"<li><b>{html.escape(v)}</b>: {html.escape(o['why'])}: {html.escape(o.get('message') or '')}</li>"

@@ -20,7 +20,7 @@ from eval.build_benchmark import BenchmarkParams
 from ingredients.compute import ComputeParams
 from ingredients.config import ParamsError, load_merged, section, validate_model
 from ingredients.data.curation_params import CurationParams
-from ingredients.data.sources import DataParams
+from ingredients.data.sources import DataParams, collect_items
 from ingredients.data.synth import SynthParams
 from ingredients.faces.reference import FaceSettings
 from ingredients.launch_params import LaunchParams
@@ -71,6 +71,12 @@ def validate_params(params: Mapping[str, Any]) -> dict[str, Any]:
     if unknown:
         raise ParamsError(f"unknown params section(s) {unknown}; allowed: {', '.join(sorted(SECTIONS))}")
     typed = {name: stage_params(params, name) for name in params}
+    data = typed.get("data")
+    if data is not None and data.source == "list":  # curation's rules for the list's lines, before any stage runs
+        try:
+            collect_items(data)
+        except (OSError, ValueError) as err:
+            raise ParamsError(f"data.list_file ({data.list_file} under data.path {data.path}): {err}") from None
     prepare = typed.get("prepare")
     if prepare is not None and prepare.profile == "full":  # the prepare stage's rule: faces.* paths = prepare.full.*
         full_face_settings(prepare, section(params, "faces"))

@@ -60,6 +60,7 @@ MEASUREMENTS = {  # command: the test that runs its test-sized form
     "python -m ingredients.data.synth --out raw && python -m ingredients.data.curate --raw raw --out cur": "tests/data/test_curate.py",
     "python -m ingredients.training.train --params params.yaml --stage stage1 --manifest data/curated/manifest.jsonl --init models/base --out models/stage1": "tests/training/test_train_tiny.py",
     "python -m instruments.bench_compute": "tests/test_compute.py",
+    "python -m instruments.curation_footprint --width 3840 --height 2160 --seconds 3 --work runs/footprint": "tests/instruments/test_curation_footprint.py (slow, 384x216 for 2 s)",
     "python -m instruments.load_measurement --videos 200 --out runs/load": "tests/instruments/test_load_measurement.py",
     "python -m pytest tests/instruments/test_load_measurement.py -m slow -q -p no:cacheprovider --basetemp=/tmp/lt_slow": "itself (slow)",
     "accelerate launch --config_file configs/accelerate/cpu_ddp.yaml -m ingredients.training.train --params params.yaml --stage stage2 --manifest data/curated/manifest.jsonl --val-manifest data/curated_heldout/manifest.jsonl --init models/stage1/model --out models/stage2_ddp": "tests/training/test_ddp.py (slow)",

@@ -1,12 +1,16 @@
 """Data curation: raw videos -> training clips with identities, reference crops, masks and captions.
 
-Per video (`ingredients.data.video_curation`, the code a worker imports): shots (PySceneDetect) ->
-face detection every `detect_stride` frames -> tracks within each shot -> tracks clustered into
+Per video (`ingredients.data.video_curation`, the code a worker imports): shots (PySceneDetect's
+detectors on the decoded frames; shots longer than `max_clip_seconds` split) -> face detection every
+`detect_stride` frames -> tracks within each shot -> tracks clustered into
 identities over the whole video (recognizer embeddings, agglomerative, cannot-link for co-visible
 tracks; one video's identities are consistent across its shots, which lets a clip take its
 reference crop from another shot) -> one candidate clip per shot -> filters (each drop counted by
 reason) -> per kept clip: caption, reference crop per identity, masks. Frames stream through these
-passes (memory flat in video length).
+passes as displayed (rotation and pixel aspect applied, `ingredients.files.video_decode`) with their
+presentation times (a range in seconds selects by time; clips record their times); shots and faces
+are found on frames scaled to `detect_max_side`, masks saved at `mask_max_side`: memory is flat in
+video length and resolution.
 
 Each video's result is written atomically to `OUT/work/KEY.json` once it is complete (reference
 crops and masks are written before it; KEY is a plain name, never a path), so a killed run resumes
@@ -18,8 +22,9 @@ and `OUT/val.jsonl`: the videos `data.val_fraction` holds out, whole videos), th
 (`OUT/contact_sheet.png`) are written atomically at the end from all per-video results, in video
 order, so a resumed run produces the same manifest as an uninterrupted one.
 
-Corrupt or empty videos, ranges past a video's end, videos without faces and missing or unreadable
-caption sidecars are counted (report `videos.skipped`) and skipped; so is a video whose curation
+Corrupt or empty videos, still pictures named like videos, ranges past a video's end or holding no
+frame, videos without faces and missing or unreadable caption sidecars are counted (report
+`videos.skipped`, each with its message in `videos.outcomes`) and skipped; so is a video whose curation
 raised or whose worker died past the retries (`failed`, not saved: the next run tries it again). The
 command exits non-zero, naming report.json, when no clip is kept, the training or validation set is
 empty, or more than `curate.max_failed_fraction` of the videos failed: DVC never caches such a
@@ -48,7 +53,7 @@ from ingredients.config import load_params, load_section, section
 from ingredients.data.curation_params import CurationParams, params_from_mapping
 from ingredients.data.manifest import ManifestClip, write_manifest
 from ingredients.data.scoring import pool_scores
-from ingredients.data.sources import DataParams, collect_items, is_validation
+from ingredients.data.sources import DataParams, collect_items, is_validation, skip_counts
 from ingredients.data.video_curation import components, failed_result, load_result, result_path, run_one
 from ingredients.files.atomic import remove_stale_temps, write_json
 
@@ -65,12 +70,12 @@ def curate(raw: str | os.PathLike | DataParams, out_dir: str | os.PathLike, para
     params = params or CurationParams()
     source = raw if isinstance(raw, DataParams) else DataParams(source="synth", path=str(raw))
     out_dir = Path(out_dir)
+    videos, skipped_before = collect_items(source)  # a list curation refuses stops the run before any output
     out_dir.mkdir(parents=True, exist_ok=True)
     # what a killed run's writes left behind, before it is cached with the output folder
     remove_stale_temps(out_dir, recursive=False)
     for sub in ("work", "refs", "masks"):
         remove_stale_temps(out_dir / sub)
-    videos, skipped_before = collect_items(source)
     params_fp = params.fingerprint()
     results: dict[str, dict] = {}
     todo = []
@@ -100,9 +105,13 @@ def curate(raw: str | os.PathLike | DataParams, out_dir: str | os.PathLike, para
     if source.val_fraction > 0:  # held out by video: no clip of a validation video is trained on
         write_manifest(out_dir / "val.jsonl", val_clips)
     report = build_report(ordered, params, wall_seconds=wall, videos_this_run=[v.key for v in todo])
-    if skipped_before:  # list lines that named no usable clip: counted with the videos skipped
-        report["videos"]["total"] += sum(skipped_before.values())
-        report["videos"]["skipped"] = dict(sorted((Counter(report["videos"]["skipped"]) + skipped_before).items()))
+    if skipped_before:  # list lines that named no usable clip: counted with the videos skipped, each an outcome
+        report["videos"]["total"] += len(skipped_before)
+        report["videos"]["skipped"] = dict(sorted((Counter(report["videos"]["skipped"]) + skip_counts(skipped_before)).items()))
+        for line in skipped_before:
+            report["videos"]["skipped_files"][line.key] = line.message
+            report["videos"]["outcomes"][line.key] = {"clips": 0, "why": line.reason, "message": line.message}
+        report["videos"]["without_clips"] += len(skipped_before)
     # root: where the manifest's videos may live, for its readers (training): the folder curation read
     report["source"] = {"source": source.source, "path": source.path,
                         "root": os.path.relpath(Path(source.path).resolve(), out_dir.resolve())}
@@ -161,6 +170,10 @@ def main(argv: list[str] | None = None) -> None:
         report = curate(source, args.out, params, compute_params(args.params))
     except (OSError, ValueError, ImportError) as err:  # the source or the face stack cannot be set up
         raise SystemExit(f"curation cannot start: {type(err).__name__}: {err}") from None
+    except KeyboardInterrupt:  # Ctrl-C: finished videos are saved, a rerun resumes from them
+        logger.warning("interrupted: the videos finished so far are kept under %s; run the same command again "
+                       "to resume from them", Path(args.out) / "work")
+        raise SystemExit(130) from None
     problems = refusals(report, params)
     if problems:
         raise SystemExit("curation output refused: " + "; ".join(problems) + f". See {Path(args.out) / 'report.json'}")

@@ -48,6 +48,10 @@ class CurationParams(BaseModel):
     reference_size: int = Field(256, ge=32, description="side of the saved square reference crop")
     reference_margin: float = Field(1.8, ge=1.0, description="crop side / face box side")
     reference_outside_clip: bool = Field(True, description="prefer a reference frame outside the training clip")
+    # bounds that hold memory and time to the settings, whatever the footage's length and resolution
+    max_clip_seconds: float | None = Field(10.0, gt=0, description="shots longer than this are split into clips of equal duration at most this long (null: shots kept whole)")
+    detect_max_side: int | None = Field(640, ge=64, description="shots and faces are found on frames scaled so their longer side is at most this (px; boxes mapped back; null: full size)")
+    mask_max_side: int | None = Field(720, ge=16, description="segmentation masks are saved scaled so their longer side is at most this (px, the training resolution; null: full size)")
     # plug-ins
     masker: Literal["box", "landmarks"] = "box"
     captioner: Literal["sidecar"] = "sidecar"

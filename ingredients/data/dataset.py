@@ -26,30 +26,44 @@ from torch.utils.data import Dataset, Sampler
 
 from ingredients.data.index_mask import boxes_to_masks, index_mask_from_masks, latent_frame_count, token_grid
 from ingredients.data.manifest import ManifestClip, read_manifest
-from ingredients.files.video_io import read_video
+from ingredients.files.video_io import frames_at
 
 TemporalSampling = Literal["uniform", "start", "random"]
 
 
-def frame_indices(clip_frames: int, num_frames: int, stride: int = 1, mode: TemporalSampling = "uniform", rng: random.Random | None = None) -> np.ndarray:
+def frame_indices(clip_frames: int, num_frames: int, stride: int = 1, mode: TemporalSampling = "uniform", rng: random.Random | None = None,
+                  times: list[float] | np.ndarray | None = None) -> np.ndarray:
     """Clip-relative frame indices [num_frames] to sample.
 
     uniform: evenly spread over the whole clip (repeats frames when the clip is shorter);
     start / random: a contiguous window with `stride` from the clip start / a random start; a clip
     too short for the window falls back to uniform.
+
+    `times` ([clip_frames] presentation times, seconds; None: constant rate) places the samples at
+    real times: positions in frames at the clip's mean rate become times, and each takes the frame
+    nearest in time, so a variable-frame-rate clip plays at its recorded speed (at constant rate the
+    indices are the positions rounded, as without times).
     """
     if clip_frames < 1 or num_frames < 1 or stride < 1:
         raise ValueError(f"need clip_frames, num_frames, stride >= 1; got {clip_frames}, {num_frames}, {stride}")
     span = (num_frames - 1) * stride + 1
     if mode == "uniform" or span > clip_frames:
-        return np.linspace(0, clip_frames - 1, num_frames).round().astype(np.int64)
-    if mode == "start":
-        offset = 0
+        positions = np.linspace(0, clip_frames - 1, num_frames)
+    elif mode == "start":
+        positions = stride * np.arange(num_frames, dtype=np.float64)
     elif mode == "random":
-        offset = (rng or random).randint(0, clip_frames - span)
+        positions = (rng or random).randint(0, clip_frames - span) + stride * np.arange(num_frames, dtype=np.float64)
     else:
         raise ValueError(f"unknown temporal sampling {mode!r}; expected 'uniform', 'start' or 'random'")
-    return offset + stride * np.arange(num_frames, dtype=np.int64)
+    if times is not None and clip_frames > 1:
+        t = np.asarray(times, dtype=np.float64)
+        if t.shape != (clip_frames,):
+            raise ValueError(f"times must hold one time per clip frame ({clip_frames}), got shape {t.shape}")
+        period = (t[-1] - t[0]) / (clip_frames - 1)  # the clip's mean frame period
+        # fractional frame position of each target time; rounded to 1e-6 so that constant-rate times
+        # give back the positions exactly (ties round as np.round rounds them)
+        positions = np.round(np.interp(t[0] + positions * period, t, np.arange(clip_frames)), 6)
+    return np.round(positions).astype(np.int64)
 
 
 def cover_crop_transform(src_h: int, src_w: int, height: int, width: int) -> tuple[float, float, float]:
@@ -135,12 +149,11 @@ class IngredientsVideoDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         clip = self.clips[i]
-        idx = frame_indices(clip.num_frames, self.num_frames, self.frame_stride, self.temporal_sampling, self._rng)
-        lo, hi = int(idx.min()), int(idx.max()) + 1
-        raw, _ = read_video(self._resolve(clip.video), clip.start_frame + lo, clip.start_frame + hi)  # [n, H0, W0, 3]
-        if raw.shape[0] < hi - lo:
-            raise ValueError(f"{clip.video} has fewer frames than clip {clip.clip_id} needs ({clip.start_frame + hi})")
-        raw = raw[idx - lo]  # [F, H0, W0, 3]
+        idx = frame_indices(clip.num_frames, self.num_frames, self.frame_stride, self.temporal_sampling, self._rng, clip.times())
+        got = frames_at(self._resolve(clip.video), clip.start_frame + idx)  # only the sampled frames, as displayed
+        if len(got) < len(set(idx.tolist())):
+            raise ValueError(f"{clip.video} has fewer frames than clip {clip.clip_id} needs ({clip.start_frame + int(idx.max()) + 1})")
+        raw = np.stack([got[clip.start_frame + int(i)] for i in idx])  # [F, H0, W0, 3]
         src_h, src_w = raw.shape[1:3]
         scale, dx, dy = cover_crop_transform(src_h, src_w, self.height, self.width)
         frames = np.stack([_warp(f, scale, dx, dy, self.height, self.width) for f in raw])  # [F, H, W, 3]
@@ -155,9 +168,11 @@ class IngredientsVideoDataset(Dataset):
                     boxes[j, t] = [b[0] * scale + dx, b[1] * scale + dy, b[2] * scale + dx, b[3] * scale + dy]
         if clip.mask_kind == "segmentation":
             with np.load(self._resolve(clip.mask_path)) as data:
-                seg = data["masks"][:, idx]  # [K, F0, H0, W0] -> [K, F, H0, W0]
+                seg = data["masks"][:, idx]  # [K, F0, Hm, Wm] -> [K, F, Hm, Wm]
+            # masks are saved at mask size (curate.mask_max_side): the same cover-crop from their size
+            m_scale, m_dx, m_dy = cover_crop_transform(seg.shape[2], seg.shape[3], self.height, self.width)
             masks = torch.from_numpy(np.stack([
-                np.stack([_warp(seg[j, t].astype(np.uint8), scale, dx, dy, self.height, self.width, nearest=True) for t in range(self.num_frames)])
+                np.stack([_warp(seg[j, t].astype(np.uint8), m_scale, m_dx, m_dy, self.height, self.width, nearest=True) for t in range(self.num_frames)])
                 for j in range(k)
             ]).astype(bool)) if k else torch.zeros((0, self.num_frames, self.height, self.width), dtype=torch.bool)
         else:

@@ -6,9 +6,12 @@ lie inside the manifest's folder, source videos inside the data root: by default
 read (`data.path`, recorded in `report.json` beside the manifest as `source.root`, relative to the
 manifest's folder), else the folder above the manifest's (which holds `raw/` beside `curated/`);
 absolute paths and escapes are refused on reading. Frame ranges are [start_frame, end_frame) of the source
-video; `boxes` hold one entry per clip frame (None where the identity is not visible). The masks are
-the boxes when `mask_kind == "box"`; with `"segmentation"` the file `mask_path` holds `masks`, bool
-[K, F, H, W] in the order of `identities`.
+video (frames in decoding order), with the clip's presentation times (`start_time`, `end_time`,
+`frame_times`: seconds from the video's first frame; variable-frame-rate footage is not 1 / fps
+apart); `boxes` hold one entry per clip frame (None where the identity is not visible), in displayed
+pixels (`width` x `height`: rotation and pixel aspect applied). The masks are the boxes when
+`mask_kind == "box"`; with `"segmentation"` the file `mask_path` holds `masks`, bool [K, F, Hm, Wm]
+in the order of `identities`, the displayed frame scaled to at most `curate.mask_max_side`.
 """
 
 from __future__ import annotations
@@ -42,6 +45,12 @@ class ManifestClip(BaseModel):
     video: str = Field(description="source video, relative to the manifest folder")
     start_frame: int = Field(ge=0)
     end_frame: int
+    # presentation times, seconds from the video's first frame (None: a manifest written before they were
+    # recorded, read as constant rate at `fps`): where the clip starts and ends (the end of its last
+    # frame) and each frame's; on variable-frame-rate footage the frames are not 1 / fps apart
+    start_time: float | None = Field(None, ge=0)
+    end_time: float | None = None
+    frame_times: list[float] | None = None
     fps: float = Field(gt=0)
     width: int = Field(gt=0)
     height: int = Field(gt=0)
@@ -55,6 +64,16 @@ class ManifestClip(BaseModel):
         n = self.end_frame - self.start_frame
         if n <= 0:
             raise ValueError(f"clip {self.clip_id}: end_frame {self.end_frame} must exceed start_frame {self.start_frame}")
+        times = (self.start_time, self.end_time, self.frame_times)
+        if any(v is None for v in times) and any(v is not None for v in times):
+            raise ValueError(f"clip {self.clip_id}: start_time, end_time and frame_times are given together or not at all")
+        if self.frame_times is not None:
+            ft = self.frame_times
+            if len(ft) != n:
+                raise ValueError(f"clip {self.clip_id}: {len(ft)} frame_times for {n} frames")
+            if any(b < a for a, b in zip(ft[:-1], ft[1:])) or ft[0] != self.start_time or not self.end_time > ft[-1]:
+                raise ValueError(f"clip {self.clip_id}: frame_times must rise from start_time ({self.start_time}) and end "
+                                 f"before end_time ({self.end_time})")
         for k, ident in enumerate(self.identities):
             if len(ident.boxes) != n:
                 raise ValueError(f"clip {self.clip_id}: identity {k} has {len(ident.boxes)} boxes for {n} frames")
@@ -65,6 +84,12 @@ class ManifestClip(BaseModel):
     @property
     def num_frames(self) -> int:
         return self.end_frame - self.start_frame
+
+    def times(self) -> list[float]:
+        """Each frame's presentation time (seconds): the recorded ones, else constant rate at `fps`."""
+        if self.frame_times is not None:
+            return list(self.frame_times)
+        return [(self.start_frame + i) / self.fps for i in range(self.num_frames)]
 
     @property
     def num_identities(self) -> int:

@@ -7,12 +7,13 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from ingredients.files.atomic import write_png
 from ingredients.data.curation_params import CurationParams
 from ingredients.data.manifest import ManifestClip
-from ingredients.files.video_io import read_video
+from ingredients.data.packaged_photos import package_dir
+from ingredients.files.video_io import frames_at
 
 IDENTITY_COLOURS = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240)]
 
@@ -75,7 +76,17 @@ def build_report(results: list[dict], params: CurationParams, wall_seconds: floa
     }
 
 
-def _draw_clip_row(frames: np.ndarray, clip: ManifestClip, picks: list[int], thumb_h: int) -> Image.Image:
+def label_font(size: int = 11) -> ImageFont.FreeTypeFont:
+    """DejaVu Sans (shipped in matplotlib's package), which covers Latin, Greek, Cyrillic and more:
+    PIL's default bitmap font draws names outside ASCII as boxes."""
+    path = package_dir("matplotlib", "the DejaVu Sans font of the contact sheet") / "mpl-data/fonts/ttf/DejaVuSans.ttf"
+    return ImageFont.truetype(str(path), size)
+
+
+def _draw_clip_row(frames: dict[int, np.ndarray], clip: ManifestClip, picks: list[int], thumb_h: int,
+                   font: ImageFont.FreeTypeFont) -> Image.Image:
+    """One row: the picked clip frames (clip-local index -> frame decoded at about thumbnail size)
+    with the identities' boxes, under the clip's id, range and caption."""
     scale = thumb_h / clip.height
     thumb_w = int(round(clip.width * scale))
     row = Image.new("RGB", (thumb_w * len(picks), thumb_h + 14), (0, 0, 0))
@@ -88,19 +99,25 @@ def _draw_clip_row(frames: np.ndarray, clip: ManifestClip, picks: list[int], thu
             if box is not None:
                 d.rectangle([v * scale for v in box], outline=IDENTITY_COLOURS[k % len(IDENTITY_COLOURS)], width=2)
         row.paste(img, (j * thumb_w, 14))
-    draw.text((2, 1), f"{clip.clip_id} K={clip.num_identities} [{clip.start_frame},{clip.end_frame})  {clip.caption[:90]}", fill=(255, 255, 255))
+    times = f" {clip.start_time:.2f}-{clip.end_time:.2f} s" if clip.start_time is not None else ""
+    draw.text((2, 0), f"{clip.clip_id} K={clip.num_identities} [{clip.start_frame},{clip.end_frame}){times}  {clip.caption[:90]}",
+              fill=(255, 255, 255), font=font)
     return row
 
 
 def write_contact_sheet(path: Path, manifest_dir: Path, clips: list[ManifestClip], max_clips: int, frames_per_clip: int, thumb_h: int = 96) -> Path:
-    """Rows of evenly spaced frames from up to `max_clips` clips (spread over the manifest)."""
+    """Rows of evenly spaced frames from up to `max_clips` clips (spread over the manifest); only the
+    picked frames are decoded, each at about thumbnail size (memory: a few thumbnails, whatever the
+    clips' length and resolution)."""
     sel = np.unique(np.linspace(0, len(clips) - 1, min(max_clips, len(clips))).round().astype(int))
+    font = label_font()
     rows = []
     for ci in sel:
         clip = clips[int(ci)]
-        frames, _ = read_video(manifest_dir / clip.video, clip.start_frame, clip.end_frame)
-        picks = np.unique(np.linspace(0, len(frames) - 1, frames_per_clip).round().astype(int)).tolist()
-        rows.append(_draw_clip_row(frames, clip, picks, thumb_h))
+        picks = np.unique(np.linspace(0, clip.num_frames - 1, frames_per_clip).round().astype(int)).tolist()
+        side = int(np.ceil(max(clip.width, clip.height) * thumb_h / clip.height)) + 1  # at least the thumbnail
+        got = frames_at(manifest_dir / clip.video, [clip.start_frame + i for i in picks], max_side=side)
+        rows.append(_draw_clip_row({i: got[clip.start_frame + i] for i in picks}, clip, picks, thumb_h, font))
     width = max(r.width for r in rows)
     sheet = Image.new("RGB", (width, sum(r.height for r in rows)), (0, 0, 0))
     y = 0

@@ -12,6 +12,8 @@ Both are returned as sums and counts per video, so a report can pool them over v
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
@@ -23,10 +25,11 @@ def _clip_box(box: np.ndarray, width: int, height: int) -> np.ndarray:
     return np.array([np.clip(box[0], 0, width), np.clip(box[1], 0, height), np.clip(box[2], 0, width), np.clip(box[3], 0, height)])
 
 
-def score_video(clips: list[dict], gt: dict, masks: dict[str, np.ndarray] | None = None, match_iou: float = 0.3) -> dict:
+def score_video(clips: list[dict], gt: dict, masks: Mapping[str, np.ndarray] | None = None, match_iou: float = 0.3) -> dict:
     """Sums and counts for the kept clips of one video (clips as manifest-row dicts).
 
-    masks: clip_id -> bool [K, F, H, W] for segmentation; None -> the boxes are the masks.
+    masks: clip_id -> bool [K, F, H, W] for segmentation (saved at mask size: the ground truth is
+    compared at that size); None -> the boxes are the masks.
     """
     width, height = int(gt["width"]), int(gt["height"])
     gt_names = list(gt["identities"])
@@ -71,7 +74,7 @@ def score_video(clips: list[dict], gt: dict, masks: dict[str, np.ndarray] | None
                 if k is not None:
                     if clip_masks is not None:
                         pred = clip_masks[k, i]
-                        ref = rasterize_box(gt_box, height, width)
+                        ref = rasterize_box(gt_box * (pred.shape[1] / width), pred.shape[0], pred.shape[1])
                         union = np.logical_or(pred, ref).sum()
                         iou = float(np.logical_and(pred, ref).sum() / union) if union else 0.0
                     elif clip["identities"][k]["boxes"][i] is not None:

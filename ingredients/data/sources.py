@@ -202,17 +202,36 @@ def _number(where: str, name: str, value: object, unit: str) -> float | int | No
     return int(value) if unit == "frames" else float(value)
 
 
-def read_clip_list(path: Path, root: Path | None = None) -> tuple[list[VideoItem], Counter]:
-    """Items of an annotation file (see the module docstring) and the count of skipped lines by reason;
-    videos must lie under `root` (default: the list's folder)."""
+@dataclass(frozen=True)
+class SkippedLine:
+    """A list line that names no usable clip: its `file:line` (the list file's name), why, and the fix."""
+
+    key: str
+    reason: str
+    message: str
+
+
+def skip_counts(skipped: list[SkippedLine]) -> Counter:
+    """Skipped lines counted by reason."""
+    return Counter(s.reason for s in skipped)
+
+
+def read_clip_list(path: Path, root: Path | None = None) -> tuple[list[VideoItem], list[SkippedLine]]:
+    """Items of an annotation file (see the module docstring) and the lines skipped, each with its
+    reason; videos must lie under `root` (default: the list's folder)."""
     root = path.parent if root is None else root
     if not path.is_file():
         raise FileNotFoundError(f"clip list not found: {path} (data.list_file under data.path, with data.source: list)")
-    items, skipped = [], Counter()
+    items: list[VideoItem] = []
+    skipped: list[SkippedLine] = []
+
+    def skip(where: str, reason: str, message: str) -> None:
+        logger.warning("%s: skipped, %s", where, message)
+        skipped.append(SkippedLine(Path(where).name, reason, f"{where}: {message}"))
+
     for where, row, error in jsonl_lines(path):
         if error or not isinstance(row, dict):
-            logger.warning("%s: skipped, %s", where, error or f"expected a JSON object, got {type(row).__name__}")
-            skipped["bad_list_line"] += 1
+            skip(where, "bad_list_line", error or f"expected a JSON object, got {type(row).__name__}")
             continue
         unknown = sorted(set(row) - set(LIST_KEYS))
         if unknown:
@@ -235,12 +254,10 @@ def read_clip_list(path: Path, root: Path | None = None) -> tuple[list[VideoItem
         if row.get("video"):
             video = inside(root, video, f"{where}: video")
         if not row.get("video") or not video.is_file():
-            logger.warning("%s: skipped, video not found: %s", where, video)
-            skipped["missing_video"] += 1
+            skip(where, "missing_video", f"video not found: {video}")
             continue
         if start < 0 or (end is not None and end <= start):
-            logger.warning("%s: skipped, empty range start=%r end=%r (%s): end must exceed start >= 0", where, start, end, unit)
-            skipped["bad_range"] += 1
+            skip(where, "bad_range", f"empty range start={start!r} end={end!r} ({unit}): end must exceed start >= 0")
             continue
         video_key = _key(video, root)
         mark = "s" if unit == "seconds" else ""  # seconds 1-2 and frames 1-2 are distinct clips
@@ -254,8 +271,8 @@ def read_clip_list(path: Path, root: Path | None = None) -> tuple[list[VideoItem
     return _unique(items, path), skipped
 
 
-def collect_items(params: DataParams) -> tuple[list[VideoItem], Counter]:
-    """The work items of the configured source, and lines skipped before curation by reason."""
+def collect_items(params: DataParams) -> tuple[list[VideoItem], list[SkippedLine]]:
+    """The work items of the configured source, and the lines skipped before curation (with why)."""
     root = Path(params.path)
     if params.source == "list":
         if not root.is_dir():
@@ -265,4 +282,4 @@ def collect_items(params: DataParams) -> tuple[list[VideoItem], Counter]:
     if params.captions_file:
         captions = read_captions_file(inside(root, Path(params.captions_file), "data.captions_file"), root)
         items = [VideoItem(i.key, i.path, caption=captions.get(i.path.resolve())) for i in items]
-    return items, Counter()
+    return items, []

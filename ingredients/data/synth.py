@@ -147,7 +147,8 @@ BACKGROUND_WORDS = {
 def _carphone_frames() -> np.ndarray:
     from ingredients.files.video_io import read_video
 
-    frames, _ = read_video(carphone_path())  # [120, 144, 176, 3]
+    # as stored (176 px wide; shown 193 wide, its pixels are 128:117): the backdrops are defined on these
+    frames, _ = read_video(carphone_path(), stored=True)  # [120, 144, 176, 3]
     out = []
     for f in frames:
         f = f[13:131]  # crop rows to the 3:2 aspect: [118, 176, 3]

@@ -14,12 +14,14 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 
-from ingredients.files.atomic import write_json, write_npz, write_png
+from ingredients.files.atomic import write_json, write_png
 from ingredients.data.captions import CaptionError, build_captioner
 from ingredients.data.clustering import cluster_tracks
 from ingredients.data.curation_params import CurationParams
@@ -27,10 +29,12 @@ from ingredients.data.manifest import ManifestClip
 from ingredients.data.masks import build_masker
 from ingredients.data.reference_crop import choose_reference, crop_reference, face_quality
 from ingredients.data.scoring import score_video
-from ingredients.data.shots import detect_shots
+from ingredients.data.shots import ShotCuts, shot_duration, split_long_shots
 from ingredients.data.tracking import Track, track_faces
 from ingredients.data.sources import VideoItem
-from ingredients.files.video_io import VideoReadError, frames_at, iter_frames, video_rate
+from ingredients.files.npz_stream import StreamedNpz
+from ingredients.files.video_decode import decode
+from ingredients.files.video_io import NotAVideoError, VideoReadError, frames_at, iter_frames, video_rate
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +43,9 @@ MASK_WINDOW = 16  # frames a segmentation masker gets at a time: memory flat in 
 # clip drop reasons, in the order the filters are applied
 CLIP_DROP_REASONS = ("too_short", "no_faces", "too_many_identities", "face_too_small", "briefly_visible")
 # video skip reasons
-VIDEO_SKIP_REASONS = ("empty_video", "corrupt_video", "range_past_end", "missing_caption", "unreadable_sidecar", "no_faces", "failed")
+VIDEO_SKIP_REASONS = ("empty_video", "corrupt_video", "not_a_video", "range_past_end", "range_without_frames", "missing_caption",
+                      "unreadable_sidecar", "no_faces", "failed")
+TIME_EPS = 1e-6  # seconds: presentation times compare equal within this (container time bases round)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -105,11 +111,13 @@ def _detect(frames: Iterator[np.ndarray], shots: list[tuple[int, int]], params: 
     return per_shot, quality
 
 
-def _track_embeddings(video: Path, first: int, tracks: list[Track], samples: int, comp: Components) -> np.ndarray:
+def _track_embeddings(video: Path, first: int, tracks: list[Track], samples: int, comp: Components,
+                      max_side: int | None = None) -> np.ndarray:
     """The mean recognizer embedding (unit norm) of `samples` faces evenly spread over each track; the
-    frames they need are decoded in one pass that keeps only those. Returns [N, D]."""
+    frames they need are decoded (at the working size the tracks were found on) in one pass that
+    keeps only those. Returns [N, D]."""
     picks = [np.unique(np.linspace(0, len(tr.frames) - 1, min(samples, len(tr.frames))).round().astype(int)) for tr in tracks]
-    needed = frames_at(video, [first + tr.frames[i] for tr, pick in zip(tracks, picks) for i in pick])
+    needed = frames_at(video, [first + tr.frames[i] for tr, pick in zip(tracks, picks) for i in pick], max_side)
     out = []
     for tr, pick in zip(tracks, picks):
         vecs = np.stack([comp.embed(needed[first + tr.frames[i]], tr.faces[i]) for i in pick])  # [S, D]
@@ -165,9 +173,113 @@ def result_path(out_dir: Path, key: str) -> Path:
     return path
 
 
+@dataclass
+class _Scan:
+    """What the first pass over an item's range found: its first frame (in the file), the presentation
+    times of its frames (seconds from the video's first frame; one more, the next frame's, when the
+    range stops before the video's end), the frames' displayed size and the scale of the working
+    frames, the shots, and the video's frame count and last time as far as the pass read."""
+
+    first: int = 0
+    times: list[float] = field(default_factory=list)
+    num_frames: int = 0
+    width: int = 0
+    height: int = 0
+    scale: float = 1.0
+    shots: list[tuple[int, int]] = field(default_factory=list)
+    seen: int = 0
+    seen_times: tuple[float, ...] = ()  # the last two frame times the pass read (a video's end, the period)
+    around: tuple[float | None, float | None] = (None, None)  # the frame times either side of a seconds range
+
+
+def _scan(item: VideoItem, params: CurationParams, fps: float) -> _Scan:
+    """Pass 1: decode from the video's first frame to the range's end (working size), keep the times of
+    the range's frames and feed them to the shot detector: shots cover the whole range whatever the
+    video's frame rate, and a range in seconds selects the frames whose presentation times fall in it."""
+    scan = _Scan(first=item.start)
+    cuts = ShotCuts(params.shot_detector, params.shot_threshold, params.adaptive_threshold, params.min_scene_frames, fps)
+    lo, hi = item.seconds if item.seconds is not None else (None, None)
+    stop = None if item.seconds is not None or item.end is None else item.end + 1  # one past: the next frame's time
+    prev = None
+    for frame in decode(item.path, 0, stop, params.detect_max_side):
+        t = frame.time
+        scan.seen, scan.seen_times = frame.index + 1, (*scan.seen_times[-1:], t)
+        if item.seconds is not None:
+            started, ended = t >= lo - TIME_EPS, hi is not None and t >= hi - TIME_EPS
+        else:
+            started, ended = frame.index >= item.start, item.end is not None and frame.index >= item.end
+        if ended:  # the first frame after the range: its time ends the range's last frame
+            if scan.num_frames:
+                scan.times.append(t)
+            scan.around = (prev, t)
+            break
+        prev = t
+        if not started:
+            continue
+        if not scan.num_frames:
+            scan.first = frame.index
+            scan.width, scan.height = frame.geometry.display
+            scan.scale = frame.geometry.scale
+        scan.num_frames += 1
+        scan.times.append(t)
+        cuts.add(frame.image)
+    scan.shots = split_long_shots(cuts.shots(), scan.times, params.max_clip_seconds)
+    return scan
+
+
+def _range_problem(item: VideoItem, scan: _Scan) -> tuple[str, str] | None:
+    """(reason, message) when the item's range holds no frame or ends past the video; else None."""
+    where, path = item.where or item.path, item.path
+    end_time = scan.seen_times[-1] + (scan.seen_times[-1] - scan.seen_times[0] if len(scan.seen_times) > 1 else 0.0)
+    if item.seconds is not None:
+        lo, hi = item.seconds
+        span = f"[{lo:g}, {'end' if hi is None else f'{hi:g}'}) s"
+        if not scan.num_frames and scan.around[1] is not None:  # frames after the range, none in it
+            before, after = scan.around
+            near = f"frames at {before:.3f} s and {after:.3f} s" if before is not None else f"its first frame at {after:.3f} s"
+            return "range_without_frames", (f"{where}: the range {span} is shorter than one frame of {path} and holds no frame "
+                                            f"({near}); widen it to include a frame's time")
+        if not scan.num_frames:
+            return "range_past_end", (f"{where}: the range {span} starts past the end of {path} ({scan.seen} frames, "
+                                      f"{end_time:.3f} s); fix start/end")
+        if hi is not None and scan.around[1] is None and hi > end_time + TIME_EPS:
+            return "range_past_end", (f"{where}: the range {span} ends past the video ({end_time:.3f} s, {scan.seen} frames in "
+                                      f"{path}); set end <= {end_time:.3f} or leave it out")
+        return None
+    if not scan.num_frames and item.start > 0:
+        return "range_past_end", (f"{where}: the range starts at frame {item.start}, past the end of {path} "
+                                  f"({scan.seen} frames); fix start/end")
+    if item.end is not None and scan.first + scan.num_frames < item.end:
+        return "range_past_end", (f"{where}: the range [{item.start}, {item.end}) ends past the video ({scan.seen} frames in "
+                                  f"{path}); set end <= {scan.seen} or leave it out")
+    return None
+
+
+class _SavedMasks(Mapping):
+    """{clip id: masks bool [K, F, H, W]} read from the clips' mask files when asked (one clip at a time)."""
+
+    def __init__(self, paths: dict[str, Path]) -> None:
+        self.paths = paths
+
+    def __getitem__(self, clip_id: str) -> np.ndarray:
+        with np.load(self.paths[clip_id]) as data:
+            return data["masks"]
+
+    def __iter__(self):
+        return iter(self.paths)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+def _scaled_box(box, scale: float) -> np.ndarray | None:
+    return None if box is None else np.asarray(box, dtype=np.float64) * scale
+
+
 def curate_video(item: VideoItem | Path, out_dir: Path, params: CurationParams, comp: Components) -> dict:
-    """Curate one video (or the frame range of it that its source names); returns its result record
-    (clips as manifest-row dicts with frames numbered in the source video, drop counts, timing)."""
+    """Curate one video (or the range of it that its source names); returns its result record (clips as
+    manifest-row dicts with frames numbered in the source video and their presentation times, drop
+    counts, timing)."""
     t0 = time.perf_counter()
     item = item if isinstance(item, VideoItem) else VideoItem(Path(item).stem, Path(item))
     video_path, stem = item.path, item.key
@@ -193,27 +305,23 @@ def curate_video(item: VideoItem | Path, out_dir: Path, params: CurationParams, 
         result.update(status="skipped", reason=reason, message=message, seconds=time.perf_counter() - t0)
         return result
 
-    # 1. a first streaming pass counts the item's frames (a range in seconds is turned into frames with
-    #    the container's rate): corrupt files and ranges past the end are skipped before any work
+    # 1. a first streaming pass reads the item's frames with their presentation times (a range in
+    #    seconds selects the frames whose times fall in it) and finds the shots on them: corrupt files,
+    #    still pictures and ranges holding no frame are skipped before any other work
     try:
         fps = video_rate(video_path)
-        first, last = item.start, item.end
-        if item.seconds is not None:
-            first, last = int(round(item.seconds[0] * fps)), None if item.seconds[1] is None else int(round(item.seconds[1] * fps))
-        num_frames, height, width = 0, 0, 0
-        for frame in iter_frames(video_path, first, last):
-            num_frames += 1
-            height, width = int(frame.shape[0]), int(frame.shape[1])
+        scan = _scan(item, params, fps)
+    except NotAVideoError as e:
+        return skip("not_a_video", str(e))
     except VideoReadError as e:
         return skip("empty_video" if video_path.stat().st_size == 0 else "corrupt_video", str(e))
-    if num_frames == 0 and first > 0:
-        return skip("range_past_end", f"{item.where or video_path}: the range starts at frame {first}, past the end of "
-                    f"{video_path}; fix start/end")
-    if num_frames == 0:
+    problem = _range_problem(item, scan)
+    if problem is not None:
+        return skip(*problem)
+    if scan.num_frames == 0:
         return skip("corrupt_video", f"no decodable frames in {video_path}")
-    if last is not None and first + num_frames < last:
-        return skip("range_past_end", f"{item.where or video_path}: the range [{first}, {last}) ends past the video "
-                    f"({first + num_frames} frames in {video_path}); set end <= {first + num_frames} or leave it out")
+    first, num_frames, times, scale = scan.first, scan.num_frames, scan.times, scan.scale
+    width, height = scan.width, scan.height
     result["num_frames"] = num_frames
     # 2. caption: the source's (a list line, a captions file), else the captioner's (sidecar)
     try:
@@ -221,12 +329,11 @@ def curate_video(item: VideoItem | Path, out_dir: Path, params: CurationParams, 
         caption_of(first, first + num_frames)
     except CaptionError as e:
         return skip(e.reason, str(e))
-    # 3. shots (frames numbered from `first` in the file; local numbering from here on)
-    shots = detect_shots(video_path, num_frames, params.shot_detector, params.shot_threshold, params.adaptive_threshold,
-                         params.min_scene_frames, start=first)
+    # 3. shots (numbered from `first` in the file; local numbering from here on), long ones split
+    shots = scan.shots
     result["num_shots"] = len(shots)
-    # 4. detection (a second streaming pass), 5. tracking per shot
-    detections, quality = _detect(iter_frames(video_path, first, first + num_frames), shots, params, comp)
+    # 4. detection (a second streaming pass, working size), 5. tracking per shot (working-size boxes)
+    detections, quality = _detect(iter_frames(video_path, first, first + num_frames, params.detect_max_side), shots, params, comp)
     tracks: list[tuple[int, Track]] = []
     for s, dets in enumerate(detections):
         for tr in track_faces(dets, params.track_iou, params.track_center_factor, params.track_max_gap):
@@ -238,7 +345,8 @@ def curate_video(item: VideoItem | Path, out_dir: Path, params: CurationParams, 
     if not tracks:
         return skip("no_faces", f"no face track in {video_path} ({num_frames} frames, {len(shots)} shots)")
     # 6. identities: cluster tracks over the whole video (embedding frames decoded on demand)
-    emb = _track_embeddings(video_path, first, [tr for _, tr in tracks], params.embed_samples_per_track, comp)  # [N, D]
+    emb = _track_embeddings(video_path, first, [tr for _, tr in tracks], params.embed_samples_per_track, comp,
+                            params.detect_max_side)  # [N, D]
     n = len(tracks)
     cannot = np.zeros((n, n), dtype=bool)
     for i in range(n):
@@ -251,7 +359,8 @@ def curate_video(item: VideoItem | Path, out_dir: Path, params: CurationParams, 
     candidates: dict[int, list[tuple[int, object, object]]] = {}
     for (_, tr), lab in zip(tracks, labels):
         candidates.setdefault(int(lab), []).extend((f, face, quality[id(face)]) for f, face in zip(tr.frames, tr.faces))
-    # 7. clips per shot, filters; the reference frame of each identity is chosen from the qualities
+    # 7. clips per shot, filters (boxes in displayed pixels); the reference frame of each identity is
+    #    chosen from the qualities
     dropped: Counter = Counter()
     gt_path = video_path.with_suffix(".gt.json") if first == 0 and item.end is None and item.seconds is None else Path("/nonexistent")
     kept = []  # (clip_id, (start, end), boxes_by_identity, [(cluster, ref frame, ref face, outside)])
@@ -263,7 +372,7 @@ def curate_video(item: VideoItem | Path, out_dir: Path, params: CurationParams, 
                 continue
             seq = per_cluster.setdefault(int(lab), [None] * length)
             for t, box in tr.interpolated_boxes().items():
-                seq[t - start] = [round(float(v), 2) for v in box]
+                seq[t - start] = [round(float(v) / scale, 2) for v in box]
         # identities left to right by mean box centre (a stable, readable order)
         order = sorted(per_cluster, key=lambda c: float(np.mean([(b[0] + b[2]) / 2 for b in per_cluster[c] if b is not None])))
         boxes_by_identity = [per_cluster[c] for c in order]
@@ -277,65 +386,73 @@ def curate_video(item: VideoItem | Path, out_dir: Path, params: CurationParams, 
             best, outside = choose_reference([f for f, _, _ in cand], [q for _, _, q in cand], (start, end), params.reference_outside_clip)
             refs.append((c, cand[best][0], cand[best][1], outside))
         kept.append((f"{stem}_s{s:02d}", (start, end), boxes_by_identity, refs))
-    # 8. reference crops and masks, written as soon as they are made, in a third streaming pass that
-    #    holds one frame, or a window of at most MASK_WINDOW frames of the clip a segmentation masker masks
+    # 8. reference crops (from full-size frames) and masks (at mask size), written as soon as they are
+    #    made, in a third streaming pass that holds one frame, or a window of at most MASK_WINDOW frames
+    #    of the clip a segmentation masker masks; a clip's masks go to its file window by window
     refs_at: dict[int, list[tuple[int, int]]] = {}  # frame -> [(clip, identity)] whose reference it is
     for i, (_, _, _, refs) in enumerate(kept):
         for k, (_, f, _, _) in enumerate(refs):
             refs_at.setdefault(f, []).append((i, k))
     clip_at = {t: i for i, (_, (a, b), _, _) in enumerate(kept) for t in range(a, b)} if comp.masker.kind != "box" else {}
     score_masks = gt_path.is_file() and comp.masker.kind == "segmentation"
-    clip_masks: dict[str, np.ndarray] = {}
+    mask_scale = 1.0 if params.mask_max_side is None else min(1.0, params.mask_max_side / max(width, height))
+    mask_size = (width, height) if mask_scale == 1.0 else (max(1, round(width * mask_scale)), max(1, round(height * mask_scale)))
+    mask_files: dict[str, Path] = {}
     mask_rels: dict[int, str] = {}
-    parts: list[np.ndarray] = []
+    writer: StreamedNpz | None = None
     window: list[np.ndarray] = []
     last_needed = max([*refs_at, *clip_at], default=-1) + 1
-    for t, frame in enumerate(iter_frames(video_path, first, first + last_needed) if last_needed else ()):
-        for i, k in refs_at.get(t, ()):
-            clip_id, _, _, refs = kept[i]
-            write_png(out_dir / f"refs/{clip_id}/{k}.png",
-                      crop_reference(frame, refs[k][2].box, params.reference_margin, params.reference_size))
-        if t in clip_at:
-            i = clip_at[t]
-            clip_id, (a, b), boxes_by_identity, _ = kept[i]
-            window.append(frame)
-            if len(window) == MASK_WINDOW or t == b - 1:
-                lo = t + 1 - len(window) - a  # the window's first frame, clip-local
-                boxes = [[None if x is None else np.asarray(x) for x in seq[lo:lo + len(window)]] for seq in boxes_by_identity]
-                parts.append(comp.masker.masks(np.stack(window), boxes))  # [K, w, H, W]
-                window = []
-            if t == b - 1:
-                masks = np.concatenate(parts, axis=1)  # [K, F, H, W]
-                parts = []
-                mask_rels[i] = f"masks/{clip_id}.npz"
-                write_npz(out_dir / mask_rels[i], masks=masks)
-                if score_masks:
-                    clip_masks[clip_id] = masks
+    try:
+        for t, frame in enumerate(iter_frames(video_path, first, first + last_needed) if last_needed else ()):
+            for i, k in refs_at.get(t, ()):
+                clip_id, _, _, refs = kept[i]
+                write_png(out_dir / f"refs/{clip_id}/{k}.png",
+                          crop_reference(frame, _scaled_box(refs[k][2].box, 1.0 / scale), params.reference_margin, params.reference_size))
+            if t in clip_at:
+                i = clip_at[t]
+                clip_id, (a, b), boxes_by_identity, _ = kept[i]
+                if writer is None:
+                    mask_rels[i] = f"masks/{clip_id}.npz"
+                    writer = StreamedNpz(out_dir / mask_rels[i], "masks", len(boxes_by_identity), mask_size[::-1], np.bool_)
+                window.append(frame if mask_scale == 1.0 else cv2.resize(frame, mask_size, interpolation=cv2.INTER_AREA))
+                if len(window) == MASK_WINDOW or t == b - 1:
+                    lo = t + 1 - len(window) - a  # the window's first frame, clip-local
+                    boxes = [[_scaled_box(x, mask_scale) for x in seq[lo:lo + len(window)]] for seq in boxes_by_identity]
+                    writer.append(comp.masker.masks(np.stack(window), boxes))  # [K, w, h, w]
+                    window = []
+                if t == b - 1:
+                    mask_files[clip_id] = writer.close()
+                    writer = None
+    finally:
+        if writer is not None:
+            writer.discard()
     for i, (clip_id, (start, end), boxes_by_identity, refs) in enumerate(kept):
         identities = [{"cluster": c, "reference": f"refs/{clip_id}/{k}.png", "reference_frame": first + int(ref_frame),
                        "reference_outside_clip": outside, "boxes": boxes_by_identity[k]}
                       for k, (c, ref_frame, _, outside) in enumerate(refs)]
-        mask_rel = mask_rels.get(i)
         row = ManifestClip(
             clip_id=clip_id,
             video=os.path.relpath(video_path.resolve(), out_dir.resolve()),
             start_frame=first + start,
             end_frame=first + end,
+            start_time=round(times[start], 6),
+            end_time=round(times[start] + shot_duration(times, start, end, 1.0 / fps), 6),
+            frame_times=[round(v, 6) for v in times[start:end]],
             fps=fps,
             width=width,
             height=height,
             caption=caption_of(first + start, first + end),
             mask_kind=comp.masker.kind,
-            mask_path=mask_rel,
+            mask_path=mask_rels.get(i),
             identities=identities,
         )
         result["clips"].append(row.model_dump())
     result["dropped"] = dict(sorted(dropped.items()))
-    # 8. score against ground truth when present
+    # 9. score against ground truth when present (masks read back one clip at a time)
     if gt_path.is_file():
         with open(gt_path, encoding="utf-8") as f:
             gt = json.load(f)
-        result["score"] = score_video(result["clips"], gt, clip_masks if comp.masker.kind == "segmentation" else None)
+        result["score"] = score_video(result["clips"], gt, _SavedMasks(mask_files) if score_masks else None)
     result["seconds"] = time.perf_counter() - t0
     return result
 

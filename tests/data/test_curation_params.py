@@ -31,6 +31,9 @@ def test_defaults_and_yaml_section(tmp_path):
         ({"masker": "bisenet"}, "curate.masker: Input should be 'box' or 'landmarks'"),
         ({"cluster_threshold": 3}, "curate.cluster_threshold: Input should be less than or equal to 1"),
         ({"min_visible_fraction": "half"}, "curate.min_visible_fraction: Input should be a valid number"),
+        ({"max_clip_seconds": 0}, "curate.max_clip_seconds: Input should be greater than 0 (got 0)"),
+        ({"detect_max_side": 10}, "curate.detect_max_side: Input should be greater than or equal to 64 (got 10)"),
+        ({"mask_max_side": "big"}, "curate.mask_max_side: Input should be a valid integer"),
     ],
 )
 def test_bad_values_name_the_key(mapping, message):

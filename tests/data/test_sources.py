@@ -132,7 +132,7 @@ def test_a_list_line_that_is_not_an_object_is_skipped_and_counted(tmp_path):
     clips = tmp_path / "clips.jsonl"
     clips.write_text('["not", "an", "object"]\n{broken\n')
     items, skipped = read_clip_list(clips)
-    assert items == [] and skipped == {"bad_list_line": 2}
+    assert items == [] and [(s.key, s.reason) for s in skipped] == [("clips.jsonl:1", "bad_list_line"), ("clips.jsonl:2", "bad_list_line")]
 
 
 # ---------------------------------------------------------------------------------------------
