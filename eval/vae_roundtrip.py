@@ -8,8 +8,9 @@ generator loses (the rest).
 
 Size: the `sample:` section's height / width / num_frames, defaulting as sampling does to the
 transformer's sample size (sample_height x sample_width latents x the VAE's spatial factor,
-sample_frames frames). The clip's first frames are taken (the largest 4 k + 1 count, at most
-num_frames), each scaled to cover the sampling size and centre-cropped to it (the training loader's
+sample_frames frames). The clip's first frames are taken (the largest count the VAE decodes back to
+the same length, at most num_frames: diffusers' CogVideoX VAE encodes 8 frames at a time after the
+first, so 8 k + 1; 5 frames come back as 8), each scaled to cover the sampling size and centre-cropped to it (the training loader's
 `cover_crop_transform`: a clip of another aspect is cropped, never squeezed); the latent is the
 posterior's mode, so the row is deterministic. A decoded video whose shape differs from what went in
 (e.g. tiles that do not fit the size) is an error, never written. Cases without a ground-truth clip
@@ -79,12 +80,13 @@ def sampling_size(model: Path, vae, params: SampleParams) -> tuple[int, int, int
             params.width or int(cfg["sample_width"]) * spatial)
 
 
-def decodable_frames(available: int, wanted: int, temporal: int) -> int:
-    """The largest temporal x k + 1 frame count <= min(available, wanted) (CogVideoX's VAE keeps it)."""
+def decodable_frames(available: int, wanted: int, step: int) -> int:
+    """The largest step x k + 1 frame count <= min(available, wanted): the counts the VAE decodes back
+    to the same length (CogVideoX's: step = its num_sample_frames_batch_size, 8)."""
     n = min(available, wanted)
     if n < 1:
         raise ValueError(f"a ground-truth clip needs at least 1 frame, got {available}")
-    return (n - 1) // temporal * temporal + 1
+    return (n - 1) // step * step + 1
 
 
 def cover_crop(frame: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -121,7 +123,7 @@ def write_roundtrips(cases: list[Case], model: Path, out: Path, params: SamplePa
     others (also written to out/absent.json)."""
     vae = load_vae(model, params, sampling_device())
     num_frames, height, width = sampling_size(model, vae, params)
-    temporal = int(getattr(vae.config, "temporal_compression_ratio", 4))
+    step = int(getattr(vae, "num_sample_frames_batch_size", getattr(vae.config, "temporal_compression_ratio", 4)))
     out.mkdir(parents=True, exist_ok=True)
     absent = {}
     for case in cases:
@@ -129,7 +131,7 @@ def write_roundtrips(cases: list[Case], model: Path, out: Path, params: SamplePa
             absent[case.case_id] = NO_GROUND_TRUTH
             continue
         clip, _fps = read_video(case.ground_truth)
-        clip = clip[:decodable_frames(len(clip), num_frames, temporal)]
+        clip = clip[:decodable_frames(len(clip), num_frames, step)]
         write_video(out / f"{case.case_id}.mp4", roundtrip(vae, clip, height, width), fps=params.fps)
         logger.info("%s: %d frames of %s through the VAE at %dx%d (%s, %s)", case.case_id, len(clip),
                     case.ground_truth.name, width, height, vae.dtype, vae.device)

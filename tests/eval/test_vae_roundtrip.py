@@ -34,7 +34,7 @@ def test_roundtrip_by_the_stage_command_and_evaluated_like_a_method(tmp_path, ma
     cfg = json.loads((model / "transformer" / "config.json").read_text())
     frames, _ = read_video(out / "duo.mp4")
     spatial = 2 ** (len(json.loads((model / "vae" / "config.json").read_text())["block_out_channels"]) - 1)
-    expected_t = decodable_frames(11, cfg["sample_frames"], 4)
+    expected_t = decodable_frames(11, cfg["sample_frames"], 8)  # 9
     assert frames.shape == (expected_t, cfg["sample_height"] * spatial, cfg["sample_width"] * spatial, 3)
     assert json.loads((out / "absent.json").read_text()) == {"solo": NO_GROUND_TRUTH}
     first = (out / "duo.mp4").read_bytes()
@@ -51,6 +51,7 @@ def test_roundtrip_by_the_stage_command_and_evaluated_like_a_method(tmp_path, ma
 
 def test_decodable_frame_counts():
     assert [decodable_frames(n, 49, 4) for n in (1, 4, 5, 11, 49, 60)] == [1, 1, 5, 9, 49, 49]
+    assert [decodable_frames(n, 49, 8) for n in (1, 5, 8, 11, 17, 48, 49)] == [1, 1, 1, 9, 17, 41, 49]
 
 
 def vae_folder(tmp_path, height: int = 96, width: int = 80):
@@ -88,6 +89,15 @@ def test_tiles_that_do_not_fit_are_an_error_not_a_resized_video(tmp_path):
     vae = load_vae(model, SampleParams(vae_tiling=True), "cpu")
     with pytest.raises(ValueError, match=r"to 1 x 140 x 144.*set sample.vae_tiling: false"):
         roundtrip(vae, np.zeros((1, 128, 128, 3), dtype=np.uint8), 128, 128)
+
+
+def test_only_8k_plus_1_frames_come_back_whole(tmp_path):
+    """diffusers' CogVideoX VAE encodes 8 frames at a time after the first: 5 frames (a 4 k + 1 count,
+    which the stage used to take) decode to 8, an error now; the stage takes 8 k + 1 frames."""
+    vae = load_vae(vae_folder(tmp_path), SampleParams(), "cpu")
+    assert vae.num_sample_frames_batch_size == 8
+    with pytest.raises(ValueError, match=r"decoded 5 x 96 x 80 \(frames x height x width\) to 8 x 96 x 80$"):
+        roundtrip(vae, np.zeros((5, 96, 80, 3), dtype=np.uint8), 96, 80)
 
 
 def test_a_clip_of_another_aspect_is_cropped_not_squeezed():
