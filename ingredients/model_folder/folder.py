@@ -50,14 +50,16 @@ TINY_FACE_SETTINGS: dict[str, Any] = {
 
 
 def prepare_tiny_folder(
-    folder: str | Path, seed: int = 0, face_settings: Mapping[str, Any] | None = None, **transformer_overrides: Any
+    folder: str | Path, seed: int = 0, face_settings: Mapping[str, Any] | None = None,
+    vae: Mapping[str, Any] | None = None, **transformer_overrides: Any
 ) -> Path:
     """Build and save the tiny profile's model folder (pipeline + tiny CLIP + face settings), offline.
 
-    `face_settings` (params' `faces:` section) replace the tiny defaults key by key.
+    `face_settings` (params' `faces:` section) replace the tiny defaults key by key; `vae` (params'
+    `prepare.vae`) replaces tiny VAE config keys.
     """
     folder = Path(folder)
-    save_tiny_pipeline(folder, seed, **transformer_overrides)
+    save_tiny_pipeline(folder, seed, dict(vae or {}), **transformer_overrides)
     save_tiny_clip(build_tiny_clip(seed), folder / "face_encoder" / "tiny_clip")
     write_json(folder / "face_encoder" / FACE_SETTINGS_FILE, {**TINY_FACE_SETTINGS, **dict(face_settings or {})})
     return folder

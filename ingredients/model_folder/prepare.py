@@ -17,6 +17,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,10 +59,36 @@ class PrepareParams(BaseModel):
     backbone_init: Literal["i2v", "t2v"] = "i2v"
     # IngredientsTransformer3DModel config keys replacing the profile's (e.g. cross_attn_interval)
     transformer: dict[str, Any] = Field(default_factory=dict)
+    # tiny: AutoencoderKLCogVideoX config keys replacing the tiny VAE's (block_out_channels,
+    # latent_channels...); the transformer follows its latent channels and grid
+    vae: dict[str, Any] = Field(default_factory=dict)
     vae_fit_steps: int = Field(40, ge=0)
     vae_fit_lr: float = Field(2e-3, gt=0)
     vae_fit_videos: int = Field(6, ge=1)
+    vae_fit_video_frames: int = Field(9, ge=1)  # frames read from the start of each fitted video
+    vae_fit_frames: int = Field(9, ge=1)  # frames per fitted sample (1: single frames), 4 k + 1
+    vae_fit_batch: int = Field(1, ge=1)
     full: FullFolders = Field(default_factory=FullFolders)
+
+    @field_validator("vae")
+    @classmethod
+    def _vae_keys(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from ingredients.model_folder.tiny import tiny_vae_config
+
+        try:
+            tiny_vae_config(**value)
+        except ValueError as exc:  # the stage would fail building the model
+            raise ValueError(f"prepare.vae: {exc}") from None
+        return value
+
+    @field_validator("vae_fit_frames")
+    @classmethod
+    def _fit_frames(cls, value: int, info: Any) -> int:
+        read = info.data.get("vae_fit_video_frames", 9)
+        if (value - 1) % 4 or read % value:
+            raise ValueError(f"prepare.vae_fit_frames: {value} must be 4 k + 1 (the VAE compresses time by 4) and "
+                             f"divide prepare.vae_fit_video_frames ({read}), e.g. 1 (single frames) or {read}")
+        return value
 
     @field_validator("transformer")
     @classmethod
@@ -188,10 +215,10 @@ def zero_image_channels(transformer_dir: Path) -> None:
 def prepare_tiny(params: PrepareParams, out: Path, raw: Path | None, face_settings: dict | None = None) -> dict:
     """Build the tiny model folder into `out` (atomically) and fit its VAE on `raw` videos."""
     from ingredients.model_folder.folder import prepare_tiny_folder
-    from ingredients.model_folder.tiny import TINY_FRAMES, TINY_HEIGHT
+    from ingredients.model_folder.tiny import TINY_HEIGHT
 
     with atomic_dir(out) as tmp:
-        prepare_tiny_folder(tmp, seed=params.seed, face_settings=face_settings, **params.transformer)
+        prepare_tiny_folder(tmp, seed=params.seed, face_settings=face_settings, vae=params.vae, **params.transformer)
         summary: dict = {"profile": "tiny", "seed": params.seed, "backbone_init": params.backbone_init}
         if params.backbone_init == "t2v":
             zero_image_channels(tmp / "transformer")
@@ -199,9 +226,13 @@ def prepare_tiny(params: PrepareParams, out: Path, raw: Path | None, face_settin
             from diffusers import AutoencoderKLCogVideoX
 
             vae = AutoencoderKLCogVideoX.from_pretrained(tmp / "vae")
-            clips = tiny_clips(raw, params.vae_fit_videos, TINY_FRAMES, TINY_HEIGHT)
+            clips = tiny_clips(raw, params.vae_fit_videos, params.vae_fit_video_frames, TINY_HEIGHT)  # [N, Fv, H, W, 3]
+            clips = clips.reshape(-1, params.vae_fit_frames, *clips.shape[2:])  # [N * Fv / f, f, H, W, 3]
             torch.manual_seed(params.seed)
-            losses = fit_tiny_vae(vae, clips, params.vae_fit_steps, params.vae_fit_lr, params.seed)
+            started = time.perf_counter()
+            losses = fit_tiny_vae(vae, clips, params.vae_fit_steps, params.vae_fit_lr, params.seed, params.vae_fit_batch)
+            logger.info("VAE fit: %d steps of %d x %s frames in %.0f s, loss %.4f -> %.4f", params.vae_fit_steps,
+                        params.vae_fit_batch, clips.shape[1:], time.perf_counter() - started, losses[0], losses[-1])
             vae.save_pretrained(tmp / "vae")
             summary["vae_fit"] = {"steps": params.vae_fit_steps, "clips": len(clips), "first_loss": losses[0], "last_loss": losses[-1]}
         write_json(tmp / "prepare.json", summary)

@@ -41,9 +41,10 @@ SCHEDULER_CONFIG: dict[str, Any] = {
 }
 
 
-def tiny_vae_config() -> dict[str, Any]:
-    """An AutoencoderKLCogVideoX with 8x spatial and 4x temporal compression, 4 latent channels."""
-    return {
+def tiny_vae_config(**overrides: Any) -> dict[str, Any]:
+    """An AutoencoderKLCogVideoX with 8x spatial and 4x temporal compression, 4 latent channels;
+    `overrides` replace any key (e.g. 3 blocks of 32/64/64 channels and 8 latent channels: 4x spatial)."""
+    config = {
         "in_channels": 3,
         "out_channels": 3,
         "down_block_types": ["CogVideoXDownBlock3D"] * 4,
@@ -56,20 +57,38 @@ def tiny_vae_config() -> dict[str, Any]:
         "sample_height": TINY_HEIGHT,
         "sample_width": TINY_WIDTH,
     }
+    unknown = set(overrides) - set(inspect.signature(AutoencoderKLCogVideoX.__init__).parameters) - {"self"}
+    if unknown:
+        raise ValueError(f"unknown tiny VAE keys: {sorted(unknown)}")
+    config.update(overrides)
+    blocks = {len(config[k]) for k in ("down_block_types", "up_block_types", "block_out_channels")}
+    if len(blocks) != 1:
+        raise ValueError("the tiny VAE's down_block_types, up_block_types and block_out_channels must have one length, "
+                         f"got {[len(config[k]) for k in ('down_block_types', 'up_block_types', 'block_out_channels')]}")
+    return config
 
 
-def tiny_transformer_config(**overrides: Any) -> dict[str, Any]:
-    """IngredientsTransformer3DModel at toy size; `overrides` replace any key (e.g. cross_attn_interval)."""
+def vae_spatial_factor(vae_config: dict[str, Any]) -> int:
+    """The VAE's spatial compression: 2 per block after the first (diffusers' vae_scale_factor_spatial)."""
+    return 2 ** (len(vae_config["block_out_channels"]) - 1)
+
+
+def tiny_transformer_config(vae: dict[str, Any] | None = None, **overrides: Any) -> dict[str, Any]:
+    """IngredientsTransformer3DModel at toy size over the VAE `vae` (a tiny_vae_config; default the
+    tiny one): its latent channels and the 128 x 128 video's latent grid; `overrides` replace any key
+    (e.g. cross_attn_interval)."""
+    vae = vae or tiny_vae_config()
+    latent, spatial = int(vae["latent_channels"]), vae_spatial_factor(vae)
     config: dict[str, Any] = {
         "num_attention_heads": 3,
         "attention_head_dim": 32,
-        "in_channels": 8,
-        "out_channels": 4,
+        "in_channels": 2 * latent,  # noisy latents + image latents
+        "out_channels": latent,
         "time_embed_dim": 32,
         "text_embed_dim": 384,
         "num_layers": 4,
-        "sample_width": TINY_WIDTH // 8,
-        "sample_height": TINY_HEIGHT // 8,
+        "sample_width": TINY_WIDTH // spatial,
+        "sample_height": TINY_HEIGHT // spatial,
         "sample_frames": TINY_FRAMES,
         "patch_size": 2,
         "temporal_compression_ratio": 4,
@@ -111,13 +130,15 @@ def text_encoder_folder() -> Path:
     return folder
 
 
-def build_tiny_pipeline(seed: int = 0, **transformer_overrides: Any) -> IngredientsPipeline:
-    """A freshly initialised tiny pipeline (deterministic in `seed`), nothing downloaded."""
+def build_tiny_pipeline(seed: int = 0, vae: dict[str, Any] | None = None, **transformer_overrides: Any) -> IngredientsPipeline:
+    """A freshly initialised tiny pipeline (deterministic in `seed`), nothing downloaded; `vae`:
+    tiny VAE config keys replacing the tiny ones (the transformer follows its latent size)."""
+    vae_config = tiny_vae_config(**(vae or {}))
     generator_state = torch.random.get_rng_state()
     try:
         torch.manual_seed(seed)
-        transformer = IngredientsTransformer3DModel(**tiny_transformer_config(**transformer_overrides))
-        vae = AutoencoderKLCogVideoX(**tiny_vae_config())
+        transformer = IngredientsTransformer3DModel(**tiny_transformer_config(vae_config, **transformer_overrides))
+        vae = AutoencoderKLCogVideoX(**vae_config)
     finally:
         torch.random.set_rng_state(generator_state)
     folder = text_encoder_folder()
@@ -128,9 +149,10 @@ def build_tiny_pipeline(seed: int = 0, **transformer_overrides: Any) -> Ingredie
     return pipe
 
 
-def save_tiny_pipeline(folder: str | Path, seed: int = 0, **transformer_overrides: Any) -> Path:
+def save_tiny_pipeline(folder: str | Path, seed: int = 0, vae: dict[str, Any] | None = None,
+                       **transformer_overrides: Any) -> Path:
     """Build the tiny pipeline and save it as a diffusers folder (model_index.json + components)."""
     folder = Path(folder)
-    build_tiny_pipeline(seed, **transformer_overrides).save_pretrained(folder, safe_serialization=True)
+    build_tiny_pipeline(seed, vae, **transformer_overrides).save_pretrained(folder, safe_serialization=True)
     logger.info("saved the tiny pipeline to %s", folder)
     return folder

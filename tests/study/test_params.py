@@ -11,7 +11,7 @@ from study.params import validate_params
 from ingredients.config import ParamsError, apply_overrides, deep_merge, flatten, load_params
 
 ROOT = Path(__file__).resolve().parents[2]
-OVERRIDES = sorted((ROOT / "experiments").glob("*.yaml")) + [ROOT / "profiles" / "full.yaml"]
+OVERRIDES = sorted((ROOT / "experiments").glob("*.yaml")) + [ROOT / "profiles" / "full.yaml", ROOT / "profiles" / "small.yaml"]
 
 
 def test_params_yaml_is_valid():
