@@ -142,3 +142,23 @@ def test_a_still_picture_named_like_a_video_is_not_a_video(tmp_path):
            str(path), stdin=pattern(1).tobytes())
     with pytest.raises(NotAVideoError, match=r"not a video: .*photo\.mp4 is a still picture"):
         read_video(path)
+
+
+def test_every_video_reader_goes_through_the_decoding_layer():
+    """Finding 2's fix holds only if no reader decodes video itself: outside the decoding layer, the
+    packages open video only to write it (video_io.write_video), and none hands a file to OpenCV,
+    imageio, scikit-video or PySceneDetect's own backends."""
+    import re
+
+    root = Path(__file__).resolve().parents[2]
+    readers = re.compile(r"av\.open\(|cv2\.VideoCapture|\b(imageio|iio)(\.v[23])?\.(imread|imiter|get_reader|mimread)|skvideo\.io|"
+                         r"scenedetect\.(detect|open_video)\(")
+    found = []
+    for package in ("ingredients", "eval", "instruments", "study", "experiments"):
+        for path in sorted((root / package).rglob("*.py")):
+            rel = path.relative_to(root).as_posix()
+            for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+                writes = 'mode="w"' in line
+                if readers.search(line) and not writes and rel != "ingredients/files/video_decode.py" and not line.lstrip().startswith("#"):
+                    found.append(f"{rel}:{number}: {line.strip()}")
+    assert found == [], found
