@@ -83,7 +83,7 @@ def test_prepare_vae_keys_build_a_4x_vae_and_the_transformer_follows_its_latents
     assert latent.shape == (1, 8, 1, cfg["sample_height"], cfg["sample_width"])  # [1, C, F, h, w]
 
 
-@pytest.mark.slow  # 36 s on 2 cores at load 11 (the tiny folder build, one VAE step)
+@pytest.mark.slow  # 36-51 s on 2 cores at load 11-12 (the tiny folder build, one VAE step)
 def test_small_vae_prepared_and_fitted_on_single_frames(tmp_path):
     raw = tmp_path / "raw"
     rng = np.random.default_rng(0)
