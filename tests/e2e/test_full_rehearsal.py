@@ -155,3 +155,11 @@ def test_one_mlflow_run_per_stage_and_method_tagged_with_the_experiment(project)
     assert {stage for _, stage in rows} == expected
     assert sorted(name for name, stage in rows if stage == "evaluate") == sorted(
         ["ours", "ours_no_router", "canvas_only", "no_identity", "oracle", "vae_roundtrip"])
+
+
+def test_the_gpu_stages_ran_as_two_processes(project):
+    """profiles/rehearsal.yaml's launch: both training stages and sampling as 2 CPU processes (cpu_ddp.yaml)."""
+    for stage in ("stage1", "stage2"):
+        info = json.loads((project / f"models/{stage}/model/training_info.json").read_text())
+        assert info["num_processes"] == 2, stage
+    assert json.loads((project / "outputs/samples/processes.json").read_text()) == {"num_processes": 2}
