@@ -91,13 +91,17 @@ class Browser:
             ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--remote-debugging-port=0",
              f"--user-data-dir={profile}", "--window-size=5000,4000", "about:blank"],  # every column and row drawn
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.monotonic() + 60
-        while not port_file.is_file() or not port_file.read_text().strip():
-            assert self.proc.poll() is None and time.monotonic() < deadline, "chromium did not start"
-            time.sleep(0.2)
-        port = port_file.read_text().split()[0]
-        pages = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10).read())
-        self.ws_url = next(p["webSocketDebuggerUrl"] for p in pages if p["type"] == "page")
+        try:
+            deadline = time.monotonic() + 60
+            while not port_file.is_file() or not port_file.read_text().strip():
+                assert self.proc.poll() is None and time.monotonic() < deadline, "chromium did not start"
+                time.sleep(0.2)
+            port = port_file.read_text().split()[0]
+            pages = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10).read())
+            self.ws_url = next(p["webSocketDebuggerUrl"] for p in pages if p["type"] == "page")
+        except BaseException:
+            self.close()
+            raise
 
     def close(self) -> None:
         os.killpg(self.proc.pid, signal.SIGTERM)
