@@ -1,4 +1,13 @@
-"""Shared test fixtures: the reference-parity folder and small helpers."""
+"""Shared test fixtures: the reference-parity folder, the executed-command record, small helpers.
+
+The command record (tests/command_record.py): for the whole session every command the test process
+starts (`subprocess.Popen`, so `subprocess.run` and every launcher built on it) is appended, with the
+running test's node id, to `$INGREDIENTS_COMMAND_RECORD` (set here to `<basetemp>/commands.jsonl` when
+unset; `.ci/run` sets one file for all its pytest runs). A test that runs a documented CLI in this process
+calls `tests.command_record.run_in_process(["python", "-m", MODULE], argv)` so it is recorded too.
+tests/test_documented_commands.py reads the record; its tests run last in the session, after every test
+whose commands they check.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +17,8 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from tests import command_record
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,3 +45,31 @@ def parity_config(parity_dir) -> dict:
 def _deterministic_threads():
     torch.manual_seed(0)
     yield
+
+
+# ------------------------------------------------------------------ the executed-command record
+
+@pytest.fixture(scope="session", autouse=True)
+def _command_record(tmp_path_factory):
+    """Records every command the session starts (first fixture of the session: before any other)."""
+    if not os.environ.get(command_record.RECORD_ENV):
+        os.environ[command_record.RECORD_ENV] = str(tmp_path_factory.getbasetemp() / "commands.jsonl")
+    with command_record.Recording():
+        yield command_record.record_path()
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """The documentation test checks the record of the tests before it: it runs last."""
+    last = [item for item in items if item.path.name == "test_documented_commands.py"]
+    items[:] = [item for item in items if item.path.name != "test_documented_commands.py"] + last
+
+
+def pytest_runtest_logreport(report):
+    if report.when == "call" or (report.when == "setup" and not report.passed):
+        command_record.record_outcome(report.nodeid, report.outcome)
+
+
+def pytest_terminal_summary(terminalreporter):
+    path = command_record.record_path()
+    if path is not None and path.is_file():
+        terminalreporter.write_line(f"executed-command record: {path}")
