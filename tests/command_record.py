@@ -1,8 +1,10 @@
 """The executed-command record: every command a test starts, as it started it.
 
 While pytest runs, every `subprocess.Popen` of the test process (so `subprocess.run`, the e2e helpers
-`shell()` and `dvc()`, `run_cli`, `run_and_kill`, ...) appends one JSON line to the record file, and
-`run_in_process` does the same for a CLI a test runs in the test process. A line holds the test's node
+`shell()` and `dvc()`, `run_cli`, `run_and_kill`, ...) appends one JSON line to the record file, and so
+does every command line one of this project's CLIs parses in the test process (a test calling a module's
+`main([...])`: its argparse `parse_args`, called from a module of the project's packages, is recorded as
+`python -m MODULE ARGS`, or `ingredients ARGS` for `ingredients.cli`). A line holds the test's node
 id (`PYTEST_CURRENT_TEST`; a module fixture's commands count for the first test that used it), the
 command's argument list exactly as started (argv[0] of this environment's `python`/`dvc`/... shortened to
 its name) and, for `bash -c`, the command line bash ran. Each finished test adds a `{"ran": nodeid,
@@ -16,6 +18,7 @@ compares the docs with it.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shlex
@@ -84,44 +87,49 @@ def read(path: Path | None = None) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+PACKAGES = ("ingredients", "eval", "study", "experiments", "instruments")
+ORIGINAL_PARSE_ARGS = argparse.ArgumentParser.parse_args  # unrecorded: for checks that only parse
+
+
+def _cli_module(frame) -> str | None:
+    """The project module whose code called parse_args (a `python -m` run's `__main__` by its spec)."""
+    g = frame.f_globals
+    name = g.get("__name__", "")
+    if name == "__main__" and g.get("__spec__") is not None:
+        name = g["__spec__"].name
+    return name if name.split(".")[0] in PACKAGES else None
+
+
 class Recording:
-    """Popen patched for the session: each start is recorded, then started as before."""
+    """Popen and argparse patched for the session: each start and each project CLI's parse is recorded,
+    then runs as before."""
 
     def __init__(self):
-        self._original = subprocess.Popen.__init__
+        self._popen_init = subprocess.Popen.__init__
+        self._parse_args = argparse.ArgumentParser.parse_args
 
     def __enter__(self):
-        original = self._original
+        popen_init, parse_args = self._popen_init, self._parse_args
 
         def recording_init(popen, args, *a, **kw):
             record(args, cwd=kw.get("cwd"), shell=bool(kw.get("shell", False)))
-            original(popen, args, *a, **kw)
+            popen_init(popen, args, *a, **kw)
+
+        def recording_parse_args(parser, args=None, namespace=None):
+            module = _cli_module(sys._getframe(1))
+            if module is not None:
+                argv = list(sys.argv[1:] if args is None else args)
+                program = ["ingredients"] if module == "ingredients.cli" else ["python", "-m", module]
+                record([*program, *argv], how="in-process", cwd=os.getcwd())
+            return parse_args(parser, args, namespace)
 
         subprocess.Popen.__init__ = recording_init
+        argparse.ArgumentParser.parse_args = recording_parse_args
         return self
 
     def __exit__(self, *exc):
-        subprocess.Popen.__init__ = self._original
-
-
-def run_in_process(program: list[str], argv: list[str]):
-    """Run a documented CLI in this process, recorded like a started command: `program` is
-    `["python", "-m", MODULE]` (run as `__main__` with `sys.argv` set) or `["ingredients"]`
-    (`ingredients.cli.main`). Returns what main returns; SystemExit propagates."""
-    import runpy
-
-    record([*program, *argv], how="in-process", cwd=os.getcwd())
-    if program == ["ingredients"]:
-        from ingredients.cli import main
-
-        return main(argv)
-    assert program[:2] == ["python", "-m"], program
-    saved = sys.argv
-    sys.argv = [program[2], *argv]
-    try:
-        return runpy.run_module(program[2], run_name="__main__", alter_sys=True)
-    finally:
-        sys.argv = saved
+        subprocess.Popen.__init__ = self._popen_init
+        argparse.ArgumentParser.parse_args = self._parse_args
 
 
 def command_text(entry: dict) -> str:

@@ -3,8 +3,8 @@
 The command record (tests/command_record.py): for the whole session every command the test process
 starts (`subprocess.Popen`, so `subprocess.run` and every launcher built on it) is appended, with the
 running test's node id, to `$INGREDIENTS_COMMAND_RECORD` (set here to `<basetemp>/commands.jsonl` when
-unset; `.ci/run` sets one file for all its pytest runs). A test that runs a documented CLI in this process
-calls `tests.command_record.run_in_process(["python", "-m", MODULE], argv)` so it is recorded too.
+unset; `.ci/run` sets one file for all its pytest runs), and so is every command line a project CLI parses
+in this process (a test calling a module's `main([...])`: its argparse `parse_args`).
 tests/test_documented_commands.py reads the record; its tests run last in the session, after every test
 whose commands they check.
 """

@@ -50,7 +50,8 @@ PLACEHOLDERS = {  # a placeholder of the docs: what it stands for when the argum
 }
 README_TEST = "tests/e2e/test_readme_commands.py"
 REHEARSAL_TEST = "tests/e2e/test_full_rehearsal.py"
-QUEUE_TEST = "tests/e2e/test_ablation_queue.py"
+QUEUE_TEST = "tests/e2e/test_ablation_queue.py"  # all nine ablations (slow, about an hour; not in .ci/run)
+CI_ABLATION = f"{README_TEST}::test_one_retraining_ablation_by_the_queue_command_then_the_comparison"
 
 RUN = {  # command: the test that runs it verbatim (file, or file::test)
     "bash scripts/setup.sh && source .venv/bin/activate && dvc repro": README_TEST,
@@ -66,11 +67,11 @@ RUN = {  # command: the test that runs it verbatim (file, or file::test)
     "python -m instruments.rehearsal --out weights_rehearsal": REHEARSAL_TEST,
     "python -m study.params params.yaml profiles/full.yaml profiles/rehearsal.yaml my_study.yaml > /dev/null": REHEARSAL_TEST,
     "python -m experiments.ablations run profiles/full.yaml profiles/rehearsal.yaml my_study.yaml": REHEARSAL_TEST,
-    "python -m experiments.ablations queue experiments/*.yaml --run": QUEUE_TEST,
-    "dvc exp show --only-changed": QUEUE_TEST,
-    "dvc exp show --only-changed && python -m study.mlflow_stage ui": QUEUE_TEST,
-    "python -m study.mlflow_stage ui": QUEUE_TEST,
-    "dvc exp show --only-changed --md": f"{QUEUE_TEST}::test_the_queue_runs_every_ablation_and_mlflow_holds_their_runs",
+    "python -m experiments.ablations queue experiments/*.yaml --run": CI_ABLATION,
+    "dvc exp show --only-changed": CI_ABLATION,
+    "dvc exp show --only-changed && python -m study.mlflow_stage ui": CI_ABLATION,
+    "python -m study.mlflow_stage ui": CI_ABLATION,
+    "dvc exp show --only-changed --md": CI_ABLATION,
     "dvc queue logs NAME": f"{QUEUE_TEST}::test_a_failing_experiment_makes_the_queue_command_fail_naming_it",
     "python -m experiments.ablations run experiments/no_routing_loss.yaml": f"{QUEUE_TEST}::test_one_ablation_retrains_from_the_workspace",
     "ray start --head --port=6379 --num-cpus=32 --num-gpus=0 --temp-dir=/tmp/ray_$USER": f"{QUEUE_TEST}::test_curation_and_evaluation_join_a_ray_cluster_by_the_scaling_docs_commands",
@@ -81,7 +82,6 @@ RUN = {  # command: the test that runs it verbatim (file, or file::test)
 }
 
 OUTSIDE_CI = {  # slow tests .ci/run does not run (it runs the uses within 25 minutes): why
-    f"{QUEUE_TEST}::test_the_queue_runs_every_ablation_and_mlflow_holds_their_runs": "all nine ablations: about an hour on 2 cores",
     f"{QUEUE_TEST}::test_a_failing_experiment_makes_the_queue_command_fail_naming_it": "a failing experiment after the nine",
     f"{QUEUE_TEST}::test_one_ablation_retrains_from_the_workspace": "a second retraining ablation (the queue's one retrains in .ci/run)",
     f"{QUEUE_TEST}::test_curation_and_evaluation_join_a_ray_cluster_by_the_scaling_docs_commands": "a Ray cluster and a rerun of curation and evaluation",
@@ -111,11 +111,11 @@ ELSEWHERE = {  # command: why it cannot run here
 }
 
 MEASUREMENTS = {  # command: the test that runs its test-sized form (same program, subcommand and options)
-    "python -m instruments.speed.identity_cost identity-cost --size reduced --rounds 7 --compile --out compile.json": "tests/instruments/speed/test_identity_cost.py",
+    "python -m instruments.speed.identity_cost identity-cost --size reduced --rounds 7 --compile --out compile.json": "tests/instruments/speed/test_identity_cost.py::test_the_documented_compile_measurement_cli",
     "python -m instruments.speed.identity_cost identity-cost --size full --rounds 5": "tests/instruments/speed/test_identity_cost.py",
     "python -m instruments.speed.identity_cost identity-cost --size full --rounds 3 --out identity_cost.json": "tests/instruments/speed/test_identity_cost.py",
-    "python -m instruments.speed.sampling_speed --size reduced --device cpu --steps 50 --sweep identity_sdpa,fused_injection,id_tokens,step_cache --out reduced.json": "tests/instruments/speed/",
-    "python -m instruments.speed.sampling_speed --mode quality --steps S --step-cache SIGNAL --cache-threshold T": "tests/instruments/speed/test_step_cache.py",
+    "python -m instruments.speed.sampling_speed --size reduced --device cpu --steps 50 --sweep identity_sdpa,fused_injection,id_tokens,step_cache --out reduced.json": "tests/instruments/speed/test_bench_sampling.py",
+    "python -m instruments.speed.sampling_speed --mode quality --steps S --step-cache SIGNAL --cache-threshold T": "tests/instruments/speed/test_quality.py",
     "python -m ingredients.data.synth --out raw && python -m ingredients.data.curate --raw raw --out cur": "tests/data/test_curate.py",
     "python -m ingredients.training.train --params params.yaml --stage stage1 --manifest data/curated/manifest.jsonl --init models/base --out models/stage1": "tests/training/test_train_tiny.py",
     "python -m instruments.bench_compute": "tests/test_compute.py",
@@ -317,7 +317,7 @@ def _parse_module(module: str, args: list[str], monkeypatch) -> argparse.Namespa
     import runpy
     import sys
 
-    original = argparse.ArgumentParser.parse_args
+    original = command_record.ORIGINAL_PARSE_ARGS  # not recorded: this only parses
 
     def parse_and_stop(parser, argv=None, namespace=None):
         raise _Parsed(original(parser, argv, namespace))
