@@ -41,6 +41,36 @@ def parity_config(parity_dir) -> dict:
     return json.loads((parity_dir / "config.json").read_text())
 
 
+# ------------------------------------------------------------------ the tiny data, built once per session
+
+# the first four synth recipes: clean videos with 1, 2 and 3 identities, two of them with a mid-clip cut
+TINY_INDICES = [0, 1, 2, 3]
+TINY_SEED = 0
+
+
+@pytest.fixture(scope="session")
+def tiny_raw(tmp_path_factory) -> Path:
+    """The 4-video tiny raw set (`synthesize(seed=0, indices=[0, 1, 2, 3])`), shared by the data and the
+    training tests. Read only."""
+    from ingredients.data.synth import synthesize
+
+    root = tmp_path_factory.mktemp("tiny") / "raw"
+    synthesize(root, seed=TINY_SEED, indices=TINY_INDICES)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_curated(tiny_raw) -> tuple[Path, dict]:
+    """(output folder, report) of an uninterrupted in-process curation of `tiny_raw` with the default
+    CurationParams: the data tests check it, the training tests train on its manifest. Read only."""
+    from ingredients.data.curate import curate
+    from ingredients.data.curation_params import CurationParams
+
+    out = tiny_raw.parent / "curated"
+    report = curate(tiny_raw, out, CurationParams())
+    return out, report
+
+
 @pytest.fixture(autouse=True)
 def _deterministic_threads():
     torch.manual_seed(0)
