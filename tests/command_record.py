@@ -19,6 +19,7 @@ compares the docs with it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shlex
@@ -71,9 +72,25 @@ def record(args, how: str = "subprocess", cwd=None, shell: bool = False) -> None
         argv = [os.fsdecode(a) if isinstance(a, (bytes, os.PathLike)) else str(a) for a in args]
     argv = normalized(argv)
     entry = {"test": current_test(), "how": how, "argv": argv, "cwd": str(cwd) if cwd is not None else None}
+    if _fixture:
+        entry["fixture"] = _fixture[-1]
     if len(argv) >= 3 and Path(argv[0]).name in ("bash", "sh") and argv[1] == "-c":
         entry["line"] = argv[2]
     _append(entry)
+
+
+_fixture: list[str] = []
+
+
+@contextlib.contextmanager
+def in_fixture(name: str):
+    """Commands started inside mark their entries `"fixture": name`: a session fixture's commands run for
+    whichever test takes it first, so a check can name the fixture instead of a test."""
+    _fixture.append(name)
+    try:
+        yield
+    finally:
+        _fixture.pop()
 
 
 def record_outcome(nodeid: str, outcome: str) -> None:

@@ -71,6 +71,29 @@ def tiny_curated(tiny_raw) -> tuple[Path, dict]:
     return out, report
 
 
+# ------------------------------------------------------------------ one tiny `dvc repro` per session
+
+@pytest.fixture(scope="session")
+def tiny_project(tmp_path_factory) -> Path:
+    """A temporary DVC project (tests/e2e/project.py: this repository's packages, dvc.yaml, params.yaml
+    merged with tests/e2e/smaller_than_tiny.yaml) in which `dvc repro` ran once, in full, for the whole
+    session: every test that only reads a whole run's outputs (models/, outputs/, mlflow.db, dvc.lock)
+    takes it. A test that edits the project restores what it edited, or works on a copy. `repro.log` holds
+    the run's output; `dvc repro` prints no warning (an empty file listed as a dep once printed 60)."""
+    import time
+
+    from tests.e2e.project import dvc, make_project
+
+    project = make_project(tmp_path_factory.mktemp("tiny_project"), (REPO_ROOT / "tests/e2e/smaller_than_tiny.yaml",))
+    start = time.monotonic()
+    with command_record.in_fixture("tiny_project"):  # the record names this fixture, whichever test came first
+        run = dvc(project, "repro")
+    (project / "repro.log").write_text(run.stdout + run.stderr)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    (project / "repro_seconds.txt").write_text(f"{time.monotonic() - start:.1f}\n")
+    return project
+
+
 @pytest.fixture(autouse=True)
 def _deterministic_threads():
     torch.manual_seed(0)

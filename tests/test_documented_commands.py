@@ -5,7 +5,8 @@ commands; continuations joined, comments dropped; in a fence without a language 
 with a program), and every inline code span that starts with a program (`python -m ...`, `dvc ...`,
 `hf ...`, ...) and has arguments, in README.md, docs/*.md and the READMEs of the packages and configs.
 Each occurrence is read (no de-duplication by program). Each must be one of:
-- **run verbatim** (`RUN`: the command, the test that runs it): the named test's record
+- **run verbatim** (`RUN`: the command, the test that runs it, or `fixture:NAME` for a session
+  fixture's command, run for whichever test takes the fixture first): the named test's record
   (tests/command_record.py: every command a test starts, as started) holds it, word for word, alone or
   as part of a `&&` chain; placeholders (`PLACEHOLDERS`: B, N, DIR, NAME, ...) match any word;
 - **needs a GPU, the network or a second machine** (`ELSEWHERE`);
@@ -77,7 +78,7 @@ RUN = {  # command: the test that runs it verbatim (file, or file::test)
     "ray start --head --port=6379 --num-cpus=32 --num-gpus=0 --temp-dir=/tmp/ray_$USER": f"{QUEUE_TEST}::test_curation_and_evaluation_join_a_ray_cluster_by_the_scaling_docs_commands",
     "dvc exp run -S compute.engine=ray -S compute.address=auto": f"{QUEUE_TEST}::test_curation_and_evaluation_join_a_ray_cluster_by_the_scaling_docs_commands",
     "ray stop": f"{QUEUE_TEST}::test_curation_and_evaluation_join_a_ray_cluster_by_the_scaling_docs_commands",
-    "dvc repro": "tests/e2e/test_pipeline.py",
+    "dvc repro": "fixture:tiny_project",  # tests/conftest.py: the session's one tiny `dvc repro`
     "bash scripts/device_check.sh --size rehearsal": "tests/instruments/speed/test_device_check.py",
 }
 
@@ -298,10 +299,15 @@ def _of(test: str, nodeid: str) -> bool:
 
 
 def _entries(record: list[dict], test: str) -> list[dict]:
+    """The commands of `test` (a file, folder or node id), or of a session fixture (`fixture:NAME`)."""
+    if test.startswith("fixture:"):
+        return [e for e in record if e.get("fixture") == test.removeprefix("fixture:")]
     return [e for e in record if "argv" in e and _of(test, e.get("test", ""))]
 
 
 def _ran(record: list[dict], test: str) -> bool:
+    if test.startswith("fixture:"):
+        return bool(_entries(record, test))
     return any(_of(test, e["ran"]) for e in record if "ran" in e)
 
 
@@ -438,7 +444,7 @@ def test_the_lists_hold_only_documented_commands_and_existing_tests():
         assert not stale, f"{name} lists commands no longer in the docs: {stale}"
     for table in (RUN, MEASUREMENTS, SYNOPSES):
         for test in table.values():
-            assert test == ".ci/run" or (ROOT / test.split("::")[0]).exists(), test
+            assert test in (".ci/run", "fixture:tiny_project") or (ROOT / test.split("::")[0]).exists(), test
     assert set(OUTSIDE_CI) <= set(RUN.values())
 
 
