@@ -119,7 +119,7 @@ MEASUREMENTS = {  # command: the test that runs its test-sized form (same progra
     "python -m instruments.speed.sampling_speed --mode quality --steps S --step-cache SIGNAL --cache-threshold T": "tests/instruments/speed/test_quality.py",
     "python -m ingredients.data.synth --out raw && python -m ingredients.data.curate --raw raw --out cur": "tests/data/test_curate.py",
     "python -m ingredients.training.train --params params.yaml --stage stage1 --manifest data/curated/manifest.jsonl --init models/base --out models/stage1": "tests/training/test_train_tiny.py",
-    "python -m instruments.bench_compute": "tests/test_compute.py",
+    "python -m instruments.bench_compute": "tests/instruments/test_bench_compute.py",
     "python -m instruments.load_measurement --videos 200 --out runs/load": "tests/instruments/test_load_measurement.py",
     "python -m pytest tests/instruments/test_load_measurement.py -m slow -q -p no:cacheprovider --basetemp=/tmp/lt_slow": "tests/instruments/test_load_measurement.py",
     "pytest tests/instruments/speed/test_identity_cost.py -m slow -k ratio -s": "tests/instruments/speed/test_identity_cost.py",
@@ -127,8 +127,8 @@ MEASUREMENTS = {  # command: the test that runs its test-sized form (same progra
     "pytest tests/eval/test_throughput.py -m \"slow and benchmark\" --benchmark-enable": "tests/eval/test_throughput.py",
     "accelerate launch --config_file configs/accelerate/cpu_ddp.yaml -m ingredients.training.train --params params.yaml --stage stage2 --manifest data/curated/manifest.jsonl --val-manifest data/curated_heldout/manifest.jsonl --init models/stage1/model --out models/stage2_ddp": "tests/training/test_ddp.py",
     "OMP_NUM_THREADS=1 accelerate launch --config_file configs/accelerate/cpu_ddp.yaml -m ingredients.sampling.sample ...": "tests/sampling/test_sample_processes.py",
-    "ingredients plan --params params.yaml profiles/full.yaml": "tests/plan/test_plan_cli.py",
-    "ingredients plan --params params.yaml profiles/full.yaml configs/plan/<file>.yaml --backbone-only --stage sample": "tests/plan/test_plan_cli.py",
+    "ingredients plan --params params.yaml profiles/full.yaml": "tests/plan/test_plan_cli.py::test_ingredients_plan_command_writes_the_same_schema",
+    "ingredients plan --params params.yaml profiles/full.yaml configs/plan/<file>.yaml --backbone-only --stage sample": "tests/plan/test_plan_calibration_cli.py",
 }
 
 SYNOPSES = {  # a synopsis (placeholders, [optional] parts): the test that runs its form
@@ -139,7 +139,7 @@ SYNOPSES = {  # a synopsis (placeholders, [optional] parts): the test that runs 
     "python -m eval.run --benchmark B --method oracle=runs/oracle --method no_face=runs/no_face --out runs/eval [--params params.yaml] [--shard I/N]": "tests/eval/",
     "python -m eval.merge --runs runs/eval_s0 runs/eval_s1 --out runs/eval": "tests/eval/",
     "python -m eval.report --eval runs/eval [--profile tiny|full]": "tests/eval/",
-    "ingredients plan --params params.yaml profiles/full.yaml [override.yaml ...] [--gpus N] [--gpu-memory-gib G] [--mfu M] [--backbone-only] [--stage train_stage1|train_stage2|sample ...] [--json outputs/plan/plan.json]": "tests/plan/test_plan_cli.py",
+    "ingredients plan --params params.yaml profiles/full.yaml [override.yaml ...] [--gpus N] [--gpu-memory-gib G] [--mfu M] [--backbone-only] [--stage train_stage1|train_stage2|sample ...] [--json outputs/plan/plan.json]": "tests/plan/test_plan_cli.py::test_ingredients_plan_command_writes_the_same_schema",
 }
 
 NOT_COMMANDS = {  # inline code that is not a command to run
