@@ -111,20 +111,21 @@ ELSEWHERE = {  # command: why it cannot run here
     "python -m eval.opens2v --root OpenS2V-Eval --out bench.jsonl": "the OpenS2V-Eval download (its layout is tested on a fixture in tests/eval/test_opens2v.py)",
 }
 
-MEASUREMENTS = {  # command: the test that runs its test-sized form (same program, subcommand and options)
+MEASUREMENTS = {  # command: the test that runs its test-sized form (same program, subcommand and options);
+    # for a `pytest` command, the test it selects
     "python -m instruments.speed.identity_cost identity-cost --size reduced --rounds 7 --compile --out compile.json": "tests/instruments/speed/test_identity_cost.py::test_the_documented_compile_measurement_cli",
     "python -m instruments.speed.identity_cost identity-cost --size full --rounds 5": "tests/instruments/speed/test_identity_cost.py",
     "python -m instruments.speed.identity_cost identity-cost --size full --rounds 3 --out identity_cost.json": "tests/instruments/speed/test_identity_cost.py",
     "python -m instruments.speed.sampling_speed --size reduced --device cpu --steps 50 --sweep identity_sdpa,fused_injection,id_tokens,step_cache --out reduced.json": "tests/instruments/speed/test_bench_sampling.py",
     "python -m instruments.speed.sampling_speed --mode quality --steps S --step-cache SIGNAL --cache-threshold T": "tests/instruments/speed/test_quality.py",
-    "python -m ingredients.data.synth --out raw && python -m ingredients.data.curate --raw raw --out cur": "tests/data/test_curate.py",
-    "python -m ingredients.training.train --params params.yaml --stage stage1 --manifest data/curated/manifest.jsonl --init models/base --out models/stage1": "tests/training/test_train_tiny.py",
+    "python -m ingredients.data.synth --out raw && python -m ingredients.data.curate --raw raw --out cur": "tests/data/test_synth_curate_cli.py",
+    "python -m ingredients.training.train --params params.yaml --stage stage1 --manifest data/curated/manifest.jsonl --init models/base --out models/stage1": "tests/training/test_resume.py",
     "python -m instruments.bench_compute": "tests/instruments/test_bench_compute.py",
-    "python -m instruments.load_measurement --videos 200 --out runs/load": "tests/instruments/test_load_measurement.py",
-    "python -m pytest tests/instruments/test_load_measurement.py -m slow -q -p no:cacheprovider --basetemp=/tmp/lt_slow": "tests/instruments/test_load_measurement.py",
-    "pytest tests/instruments/speed/test_identity_cost.py -m slow -k ratio -s": "tests/instruments/speed/test_identity_cost.py",
+    "python -m instruments.load_measurement --videos 200 --out runs/load": "tests/instruments/test_load_measurement.py::test_200_videos_bounded_memory_and_four_shards_equal",
+    "python -m pytest tests/instruments/test_load_measurement.py -m slow -q -p no:cacheprovider --basetemp=/tmp/lt_slow": "tests/instruments/test_load_measurement.py::test_200_videos_bounded_memory_and_four_shards_equal",
+    "pytest tests/instruments/speed/test_identity_cost.py -m slow -k ratio -s": "tests/instruments/speed/test_identity_cost.py::test_identity_cost_ratio_full_width",
     "pytest tests/instruments/speed/test_faces_speed.py --benchmark-enable": "tests/instruments/speed/test_faces_speed.py",
-    "pytest tests/eval/test_throughput.py -m \"slow and benchmark\" --benchmark-enable": "tests/eval/test_throughput.py",
+    "pytest tests/eval/test_throughput.py -m \"slow and benchmark\" --benchmark-enable": "tests/eval/test_throughput.py::test_dlib_face_metrics_seconds_per_video",
     "accelerate launch --config_file configs/accelerate/cpu_ddp.yaml -m ingredients.training.train --params params.yaml --stage stage2 --manifest data/curated/manifest.jsonl --val-manifest data/curated_heldout/manifest.jsonl --init models/stage1/model --out models/stage2_ddp": "tests/training/test_ddp.py",
     "OMP_NUM_THREADS=1 accelerate launch --config_file configs/accelerate/cpu_ddp.yaml -m ingredients.sampling.sample ...": "tests/sampling/test_sample_processes.py",
     "ingredients plan --params params.yaml profiles/full.yaml": "tests/plan/test_plan_cli.py::test_ingredients_plan_command_writes_the_same_schema",
@@ -287,10 +288,15 @@ def form(command: str) -> list[tuple[tuple[str, ...], frozenset[str]]]:
     return out
 
 
-def ran_form(command: str, entry: dict) -> bool:
-    """Every segment's program runs, in one recorded command, with at least the documented options."""
+def _segment_has_form(program: tuple[str, ...], options: frozenset[str], entry: dict) -> bool:
     ran = _segments(shlex.split(entry["line"]) if entry.get("line") else entry["argv"])
-    return all(any(tuple(_program(r)) == program and options <= _options(r) for r in ran) for program, options in form(command))
+    return any(tuple(_program(r)) == program and options <= _options(r) for r in ran)
+
+
+def ran_form(command: str, entries: list[dict]) -> bool:
+    """Every `&&` segment's program ran (in some recorded command of `entries`) with at least the
+    documented options."""
+    return all(any(_segment_has_form(program, options, e) for e in entries) for program, options in form(command))
 
 
 def _of(test: str, nodeid: str) -> bool:
@@ -477,9 +483,9 @@ def test_a_measurement_or_synopsis_form_is_in_the_record_of_the_test_it_names(co
     if not _ran(record, test):
         pytest.skip(f"{test} did not run in this session (parsed by its program's parser instead)")
     if _program(shlex.split(command))[-1:] == ["pytest"] or command.startswith("python -m pytest"):
-        return  # the command runs the named test itself, and it ran
+        return  # a pytest command: the slow test it selects (the one named) ran, which is its record
     entries = _entries(record, test)
-    assert any(ran_form(command, e) for e in entries), (
+    assert ran_form(command, entries), (
         f"{test} ran but no command of its record has the form of `{command}` ({form(command)}); it ran:\n  " +
         "\n  ".join(command_record.command_text(e) for e in entries[:40]))
 
@@ -491,8 +497,10 @@ def test_the_record_matching_is_word_for_word():
     assert ran_verbatim("dvc queue logs NAME", line) and ran_verbatim("source .venv/bin/activate", line)
     assert not ran_verbatim("dvc queue logs", line) and not ran_verbatim("dvc queue logs NAME --follow", line)
     argv = {"argv": ["python", "-m", "instruments.speed.identity_cost", "identity-cost", "--size", "reduced", "--rounds", "1"]}
-    assert ran_form("python -m instruments.speed.identity_cost identity-cost --size full --rounds 5", argv)
-    assert not ran_form("python -m instruments.speed.identity_cost identity-cost --size full --rounds 7 --compile", argv)
+    assert ran_form("python -m instruments.speed.identity_cost identity-cost --size full --rounds 5", [argv])
+    assert not ran_form("python -m instruments.speed.identity_cost identity-cost --size full --rounds 7 --compile", [argv])
+    assert not ran_form("python -m ingredients.data.synth --out raw && python -m ingredients.data.curate --raw raw --out cur",
+                        [{"argv": ["python", "-m", "ingredients.data.curate", "--raw", "r", "--out", "c"]}])
     assert not ran_verbatim("python -m instruments.speed.identity_cost identity-cost --size full --rounds 5", argv)
 
 
