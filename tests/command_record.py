@@ -7,7 +7,8 @@ does every command line one of this project's CLIs parses in the test process (a
 `python -m MODULE ARGS`, or `ingredients ARGS` for `ingredients.cli`). A line holds the test's node
 id (`PYTEST_CURRENT_TEST`; a module fixture's commands count for the first test that used it), the
 command's argument list exactly as started (argv[0] of this environment's `python`/`dvc`/... shortened to
-its name) and, for `bash -c`, the command line bash ran. Each finished test adds a `{"ran": nodeid,
+its name) and, for `bash -c`, the command line bash ran. The e2e helpers add each stage command DVC
+printed as run (`"how": "dvc stage"`, tests/e2e/project.py). Each finished test adds a `{"ran": nodeid,
 "outcome": ...}` line, so a reader knows which tests the record covers.
 
 The file is `$INGREDIENTS_COMMAND_RECORD` when set (`.ci/run` sets it once, so the default suite and the

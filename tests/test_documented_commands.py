@@ -133,13 +133,13 @@ MEASUREMENTS = {  # command: the test that runs its test-sized form (same progra
 }
 
 SYNOPSES = {  # a synopsis (placeholders, [optional] parts): the test that runs its form
-    "python -m eval.baselines oracle --benchmark B --out runs/oracle [--params params.yaml]": "tests/eval/",
-    "python -m eval.baselines no_face --benchmark B --out runs/no_face": "tests/eval/",
-    "python -m eval.baselines target_oracle --benchmark B --out runs/target_oracle": "tests/eval/",
-    "python -m eval.vae_roundtrip --benchmark B --model models/stage2/model --out runs/vae_roundtrip [--params params.yaml]": "tests/eval/",
-    "python -m eval.run --benchmark B --method oracle=runs/oracle --method no_face=runs/no_face --out runs/eval [--params params.yaml] [--shard I/N]": "tests/eval/",
-    "python -m eval.merge --runs runs/eval_s0 runs/eval_s1 --out runs/eval": "tests/eval/",
-    "python -m eval.report --eval runs/eval [--profile tiny|full]": "tests/eval/",
+    "python -m eval.baselines oracle --benchmark B --out runs/oracle [--params params.yaml]": "fixture:tiny_project",  # its dvc.yaml stage
+    "python -m eval.baselines no_face --benchmark B --out runs/no_face": "tests/eval/test_eval_clis.py",
+    "python -m eval.baselines target_oracle --benchmark B --out runs/target_oracle": "tests/eval/test_eval_clis.py",
+    "python -m eval.vae_roundtrip --benchmark B --model models/stage2/model --out runs/vae_roundtrip [--params params.yaml]": "fixture:tiny_project",  # its dvc.yaml stage
+    "python -m eval.run --benchmark B --method oracle=runs/oracle --method no_face=runs/no_face --out runs/eval [--params params.yaml] [--shard I/N]": "fixture:tiny_project",  # its dvc.yaml stage
+    "python -m eval.merge --runs runs/eval_s0 runs/eval_s1 --out runs/eval": "tests/eval/test_eval_clis.py",
+    "python -m eval.report --eval runs/eval [--profile tiny|full]": "fixture:tiny_project",  # its dvc.yaml stage
     "ingredients plan --params params.yaml profiles/full.yaml [override.yaml ...] [--gpus N] [--gpu-memory-gib G] [--mfu M] [--backbone-only] [--stage train_stage1|train_stage2|sample ...] [--json outputs/plan/plan.json]": "tests/plan/test_plan_cli.py::test_ingredients_plan_command_writes_the_same_schema",
 }
 

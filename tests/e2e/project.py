@@ -26,9 +26,22 @@ def env(project: Path) -> dict[str, str]:
     return out
 
 
+def record_stage_commands(output: str, cwd: Path) -> None:
+    """Add each stage command DVC printed as run (`Running stage 'x':` then `> CMD`) to the executed-command
+    record (tests/command_record.py), as `sh -c CMD` with `"how": "dvc stage"`."""
+    from tests import command_record
+
+    lines = output.splitlines()
+    for before, line in zip(lines, lines[1:]):
+        if before.startswith("Running stage '") and line.startswith("> "):
+            command_record.record(["sh", "-c", line[2:]], how="dvc stage", cwd=cwd)
+
+
 def dvc(project: Path, *args: str, timeout: int = 1200) -> subprocess.CompletedProcess:
-    return subprocess.run([str(Path(sys.executable).parent / "dvc"), *args], cwd=project, env=env(project),
-                          capture_output=True, text=True, timeout=timeout)
+    run = subprocess.run([str(Path(sys.executable).parent / "dvc"), *args], cwd=project, env=env(project),
+                         capture_output=True, text=True, timeout=timeout)
+    record_stage_commands(run.stdout, project)
+    return run
 
 
 def make_project(project: Path, overrides: tuple[Path, ...], extra: dict | None = None) -> Path:
@@ -76,8 +89,10 @@ def commit(project: Path, message: str) -> None:
 
 def shell(project: Path, command: str, timeout: int = 3600) -> subprocess.CompletedProcess:
     """A documented command, verbatim, through bash in `project` (`python`, `dvc` from this environment)."""
-    return subprocess.run(["bash", "-c", command], cwd=project, env=env(project), capture_output=True, text=True,
-                          timeout=timeout)
+    run = subprocess.run(["bash", "-c", command], cwd=project, env=env(project), capture_output=True, text=True,
+                         timeout=timeout)
+    record_stage_commands(run.stdout, project)
+    return run
 
 
 def mlflow_stages_by_experiment(project: Path) -> dict[str, set[str]]:
