@@ -33,10 +33,12 @@ def project(tiny_project) -> Path:
 
 
 def test_dvc_repro_prints_no_warning(project):
-    """An empty file listed as a dep made `dvc repro` print `WARNING: '…/__init__.py' is empty.` 60 times."""
+    """An empty file listed as a dep made `dvc repro` print `WARNING: '…/__init__.py' is empty.` 60 times.
+    DVC's own warnings start with `WARNING: `; the stages' log lines (`WARNING module: ...`, such as the
+    untrained tiny CLIP's) are the study's, and stay."""
     log = (project / "repro.log").read_text()
     assert "Running stage 'report'" in log
-    assert "WARNING" not in log, [line for line in log.splitlines() if "WARNING" in line][:10]
+    assert not [line for line in log.splitlines() if line.startswith("WARNING: ")], log[-3000:]
 
 
 def test_pipeline_produces_every_stage_output(project):
