@@ -1,4 +1,13 @@
-"""Shared test fixtures: the reference-parity folder and small helpers."""
+"""Shared test fixtures: the reference-parity folder, the executed-command record, small helpers.
+
+The command record (tests/command_record.py): for the whole session every command the test process
+starts (`subprocess.Popen`, so `subprocess.run` and every launcher built on it) is appended, with the
+running test's node id, to `$INGREDIENTS_COMMAND_RECORD` (set here to `<basetemp>/commands.jsonl` when
+unset; `.ci/run` sets one file for all its pytest runs), and so is every command line a project CLI parses
+in this process (a test calling a module's `main([...])`: its argparse `parse_args`).
+tests/test_documented_commands.py reads the record; its tests run last in the session, after every test
+whose commands they check.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +17,8 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from tests import command_record
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,7 +41,88 @@ def parity_config(parity_dir) -> dict:
     return json.loads((parity_dir / "config.json").read_text())
 
 
+# ------------------------------------------------------------------ the tiny data, built once per session
+
+# the first four synth recipes: clean videos with 1, 2 and 3 identities, two of them with a mid-clip cut
+TINY_INDICES = [0, 1, 2, 3]
+TINY_SEED = 0
+
+
+@pytest.fixture(scope="session")
+def tiny_raw(tmp_path_factory) -> Path:
+    """The 4-video tiny raw set (`synthesize(seed=0, indices=[0, 1, 2, 3])`), shared by the data and the
+    training tests. Read only."""
+    from ingredients.data.synth import synthesize
+
+    root = tmp_path_factory.mktemp("tiny") / "raw"
+    synthesize(root, seed=TINY_SEED, indices=TINY_INDICES)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_curated(tiny_raw) -> tuple[Path, dict]:
+    """(output folder, report) of an uninterrupted in-process curation of `tiny_raw` with the default
+    CurationParams: the data tests check it, the training tests train on its manifest. Read only."""
+    from ingredients.data.curate import curate
+    from ingredients.data.curation_params import CurationParams
+
+    out = tiny_raw.parent / "curated"
+    report = curate(tiny_raw, out, CurationParams())
+    return out, report
+
+
+# ------------------------------------------------------------------ one tiny `dvc repro` per session
+
+@pytest.fixture(scope="session")
+def tiny_project(tmp_path_factory) -> Path:
+    """A temporary DVC project (tests/e2e/project.py: this repository's packages, dvc.yaml, params.yaml
+    merged with tests/e2e/smaller_than_tiny.yaml) in which `dvc repro` ran once, in full, for the whole
+    session: every test that only reads a whole run's outputs (models/, outputs/, mlflow.db, dvc.lock)
+    takes it. A test that edits the project restores what it edited, or works on a copy. `repro.log` holds
+    the run's output; `dvc repro` prints no warning (an empty file listed as a dep once printed 60)."""
+    import time
+
+    from tests.e2e.project import dvc, make_project
+
+    project = make_project(tmp_path_factory.mktemp("tiny_project"), (REPO_ROOT / "tests/e2e/smaller_than_tiny.yaml",))
+    start = time.monotonic()
+    with command_record.in_fixture("tiny_project"):  # the record names this fixture, whichever test came first
+        run = dvc(project, "repro")
+    (project / "repro.log").write_text(run.stdout + run.stderr)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    (project / "repro_seconds.txt").write_text(f"{time.monotonic() - start:.1f}\n")
+    return project
+
+
 @pytest.fixture(autouse=True)
 def _deterministic_threads():
     torch.manual_seed(0)
     yield
+
+
+# ------------------------------------------------------------------ the executed-command record
+
+@pytest.fixture(scope="session", autouse=True)
+def _command_record(tmp_path_factory):
+    """Records every command the session starts (first fixture of the session: before any other)."""
+    if not os.environ.get(command_record.RECORD_ENV):
+        os.environ[command_record.RECORD_ENV] = str(tmp_path_factory.getbasetemp() / "commands.jsonl")
+    with command_record.Recording():
+        yield command_record.record_path()
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """The documentation test checks the record of the tests before it: it runs last."""
+    last = [item for item in items if item.path.name == "test_documented_commands.py"]
+    items[:] = [item for item in items if item.path.name != "test_documented_commands.py"] + last
+
+
+def pytest_runtest_logreport(report):
+    if report.when == "call" or (report.when == "setup" and not report.passed):
+        command_record.record_outcome(report.nodeid, report.outcome)
+
+
+def pytest_terminal_summary(terminalreporter):
+    path = command_record.record_path()
+    if path is not None and path.is_file():
+        terminalreporter.write_line(f"executed-command record: {path}")

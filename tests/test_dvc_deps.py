@@ -60,6 +60,14 @@ def stages(root: Path = ROOT) -> dict[str, dict]:
     return yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
 
 
+def empty_deps(root: Path = ROOT) -> list[str]:
+    """Code deps that are empty files: `dvc repro` prints `WARNING: '...' is empty.` once per stage for
+    each, which reads as something broken. Such a file (an empty `__init__.py`) stays a dep, as its
+    import is real, and gets a docstring instead."""
+    return sorted({d for stage in stages(root).values() for d in stage.get("deps", [])
+                   if str(d).split("/")[0] in CODE and (root / d).is_file() and (root / d).stat().st_size == 0})
+
+
 def write_exact_deps(root: Path = ROOT) -> None:
     """Rewrite each stage's code deps in dvc.yaml as its import closure, data deps kept after them."""
     from ruamel.yaml import YAML
@@ -75,6 +83,9 @@ def write_exact_deps(root: Path = ROOT) -> None:
         deps.extend([*needed(stage, root), *data])
     with path.open("w") as f:
         rt.dump(doc, f)
+    if empty_deps(root):
+        raise SystemExit(f"dvc.yaml rewritten, but these deps are empty files, which `dvc repro` warns about: "
+                         f"{empty_deps(root)}; give each a docstring saying what the package holds")
 
 
 @pytest.mark.parametrize("name", sorted(stages()))
@@ -88,6 +99,11 @@ def test_stage_deps_cover_its_imports(name):
 def test_stage_deps_hold_nothing_it_does_not_import(name):
     assert extra(stages()[name]) == [], (f"dvc.yaml stage {name!r}: deps it does not import "
                                          "(run `python -m tests.test_dvc_deps` to rewrite them)")
+
+
+def test_no_code_dep_is_an_empty_file():
+    """`dvc repro` warns `'ingredients/__init__.py' is empty.` per stage per empty dep (60 lines once)."""
+    assert empty_deps() == [], "give these files a docstring (dvc repro warns about empty deps)"
 
 
 def test_the_check_finds_an_extra_dep():

@@ -1,0 +1,1 @@
+"""The metrics, one file each, found through the registry (`eval.registry`)."""

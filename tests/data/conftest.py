@@ -1,4 +1,5 @@
-"""Fixtures for the data tests: a 4-video tiny raw set and its curation, shared by the session."""
+"""Fixtures for the data tests. The 4-video tiny raw set and its curation (`tiny_raw`, `tiny_curated`)
+are session fixtures of tests/conftest.py, shared with the training tests."""
 
 from __future__ import annotations
 
@@ -6,29 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-
-from ingredients.data.curate import curate
-from ingredients.data.curation_params import CurationParams
-from ingredients.data.synth import synthesize
-
-# the first four recipes: clean videos with 1, 2 and 3 identities, two of them with a mid-clip cut
-TINY_INDICES = [0, 1, 2, 3]
-SEED = 0
-
-
-@pytest.fixture(scope="session")
-def tiny_raw(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("tiny") / "raw"
-    synthesize(root, seed=SEED, indices=TINY_INDICES)
-    return root
-
-
-@pytest.fixture(scope="session")
-def tiny_curated(tiny_raw) -> tuple[Path, dict]:
-    """(output folder, report) of an uninterrupted in-process curation of `tiny_raw`."""
-    out = tiny_raw.parent / "curated"
-    report = curate(tiny_raw, out, CurationParams())
-    return out, report
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,8 @@ import pytest
 from ingredients.data import synth
 from ingredients.faces.base import box_iou
 from ingredients.files.video_io import read_video
-from tests.data.conftest import TINY_INDICES, load_gt
+from tests.conftest import TINY_INDICES
+from tests.data.conftest import load_gt
 
 
 @pytest.fixture(scope="module")

@@ -26,9 +26,22 @@ def env(project: Path) -> dict[str, str]:
     return out
 
 
+def record_stage_commands(output: str, cwd: Path) -> None:
+    """Add each stage command DVC printed as run (`Running stage 'x':` then `> CMD`) to the executed-command
+    record (tests/command_record.py), as `sh -c CMD` with `"how": "dvc stage"`."""
+    from tests import command_record
+
+    lines = output.splitlines()
+    for before, line in zip(lines, lines[1:]):
+        if before.startswith("Running stage '") and line.startswith("> "):
+            command_record.record(["sh", "-c", line[2:]], how="dvc stage", cwd=cwd)
+
+
 def dvc(project: Path, *args: str, timeout: int = 1200) -> subprocess.CompletedProcess:
-    return subprocess.run([str(Path(sys.executable).parent / "dvc"), *args], cwd=project, env=env(project),
-                          capture_output=True, text=True, timeout=timeout)
+    run = subprocess.run([str(Path(sys.executable).parent / "dvc"), *args], cwd=project, env=env(project),
+                         capture_output=True, text=True, timeout=timeout)
+    record_stage_commands(run.stdout, project)
+    return run
 
 
 def make_project(project: Path, overrides: tuple[Path, ...], extra: dict | None = None) -> Path:
@@ -76,5 +89,50 @@ def commit(project: Path, message: str) -> None:
 
 def shell(project: Path, command: str, timeout: int = 3600) -> subprocess.CompletedProcess:
     """A documented command, verbatim, through bash in `project` (`python`, `dvc` from this environment)."""
-    return subprocess.run(["bash", "-c", command], cwd=project, env=env(project), capture_output=True, text=True,
-                          timeout=timeout)
+    run = subprocess.run(["bash", "-c", command], cwd=project, env=env(project), capture_output=True, text=True,
+                         timeout=timeout)
+    record_stage_commands(run.stdout, project)
+    return run
+
+
+def mlflow_stages_by_experiment(project: Path) -> dict[str, set[str]]:
+    """{dvc_experiment tag: the `stage` tags of its runs} in the project's own mlflow.db."""
+    import sqlite3
+
+    con = sqlite3.connect(project / "mlflow.db")
+    tagged: dict[str, set[str]] = {}
+    for stage, exp in con.execute("select s.value, e.value from tags s join tags e on s.run_uuid = e.run_uuid "
+                                  "where s.key = 'stage' and e.key = 'dvc_experiment'"):
+        tagged.setdefault(exp, set()).add(stage)
+    return tagged
+
+
+def comparison_ui_serves(project: Path, command: str, names: list[str], timeout: float = 120) -> None:
+    """Start the documented comparison command (`dvc exp show --only-changed && python -m
+    study.mlflow_stage ui`, verbatim) in `project`; once its UI answers on 127.0.0.1:5000, assert its runs
+    include an MLflow run named after or tagged with each of `names`; stop it by its process group."""
+    import json as _json
+    import signal
+    import time
+    import urllib.request
+
+    server = subprocess.Popen(["bash", "-c", command], cwd=project, env={**env(project), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                runs = urllib.request.urlopen(urllib.request.Request(
+                    "http://127.0.0.1:5000/api/2.0/mlflow/runs/search",
+                    data=_json.dumps({"experiment_ids": ["1"], "max_results": 1000}).encode(),
+                    headers={"Content-Type": "application/json"}), timeout=2).read()
+                break
+            except OSError:
+                assert server.poll() is None, "the command exited before the UI answered"
+                assert time.monotonic() < deadline, f"the UI did not answer within {timeout:.0f} s"
+                time.sleep(1)
+        for name in names:
+            assert name.encode() in runs, name
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)

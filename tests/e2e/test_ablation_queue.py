@@ -10,13 +10,12 @@ fit in a test. Slow: about 10-20 minutes on 2 cores.
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 
 import pytest
 
 from ingredients.config import deep_merge, load_merged
-from tests.e2e.project import ROOT, commit, dvc, make_repo_copy, shell
+from tests.e2e.project import ROOT, commit, comparison_ui_serves, dvc, make_repo_copy, mlflow_stages_by_experiment, shell
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(5400)]
 
@@ -56,11 +55,7 @@ def test_the_queue_runs_every_ablation_and_mlflow_holds_their_runs(project):
     for name in ABLATIONS:
         assert name in show.stdout, (name, show.stdout)
     assert "face_sim/dlib" in show.stdout.replace("\n", "").replace(" ", "") or "metrics.json" in show.stdout
-    con = sqlite3.connect(project / "mlflow.db")
-    tagged: dict[str, set[str]] = {}
-    for stage, exp in con.execute("select s.value, e.value from tags s join tags e on s.run_uuid = e.run_uuid "
-                                  "where s.key = 'stage' and e.key = 'dvc_experiment'"):
-        tagged.setdefault(exp, set()).add(stage)
+    tagged = mlflow_stages_by_experiment(project)
     for name in ABLATIONS:  # every ablation reran evaluation, at least, in a temporary copy DVC deleted
         assert "evaluate" in tagged.get(name, set()), (name, tagged)
     assert "stage2" in tagged["no_routing_loss"] and "prepare" in tagged["injection_every_2"]
@@ -71,33 +66,7 @@ def test_the_queue_runs_every_ablation_and_mlflow_holds_their_runs(project):
 
 def test_the_comparison_command_opens_the_mlflow_ui_on_the_projects_store(project):
     """README step 5: the table, then the UI on 127.0.0.1:5000 (stopped by the test once it answers)."""
-    import os
-    import signal
-    import subprocess
-    import time
-    import urllib.request
-
-    from tests.e2e.project import env
-
-    server = subprocess.Popen(["bash", "-c", COMPARE], cwd=project, env={**env(project), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                runs = urllib.request.urlopen(urllib.request.Request(
-                    "http://127.0.0.1:5000/api/2.0/mlflow/runs/search", data=b'{"experiment_ids": ["1"], "max_results": 1000}',
-                    headers={"Content-Type": "application/json"}), timeout=2).read()
-                break
-            except OSError:
-                assert server.poll() is None, "the command exited before the UI answered"
-                assert time.monotonic() < deadline, "the UI did not answer within 120 s"
-                time.sleep(1)
-        for name in ABLATIONS:
-            assert name.encode() in runs, name
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+    comparison_ui_serves(project, COMPARE, ABLATIONS)
 
 
 def test_a_failing_experiment_makes_the_queue_command_fail_naming_it(project):

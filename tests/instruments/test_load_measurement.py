@@ -86,7 +86,12 @@ def test_rss_growth_subtracts_the_fid_step_only_when_only_the_large_run_has_fid(
 
 @pytest.mark.slow
 def test_200_videos_bounded_memory_and_four_shards_equal(tmp_path):
-    report = run_load_measurement(tmp_path, videos=200, shards=4, compare=(50,))
+    """docs/reliability_load.md's command, `python -m instruments.load_measurement --videos 200 --out
+    runs/load`, through its main."""
+    from instruments.load_measurement import main
+
+    main(["--videos", "200", "--out", str(tmp_path)])
+    report = json.loads((tmp_path / "load_report.json").read_text())
     _check_report(report, tmp_path, 200, 4)
     assert report["videos_without_face"] == 20
     # distinct reference photos are few here: fid_face is missing at every size (it was computed from

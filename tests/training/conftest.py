@@ -1,7 +1,7 @@
 """Fixtures for the training tests: a tiny curated manifest and a smaller-than-tiny model folder.
 
-The manifest is the data package's own pipeline on four synthesised videos (2 single-identity
-clips, 3 with two identities, 1 with three). The model is the tiny profile shrunk further: 2
+The manifest is the data package's own pipeline on four synthesised videos (2 single-identity clips,
+3 with two identities, 1 with three): tests/conftest.py's `tiny_curated`, shared with the data tests. The model is the tiny profile shrunk further: 2
 transformer layers, a 2-layer projector, 64 x 64 video of 5 frames (2 latent frames).
 """
 
@@ -63,15 +63,10 @@ def train_params(**stage_overrides) -> dict:
 
 
 @pytest.fixture(scope="session")
-def tiny_manifest(tmp_path_factory) -> Path:
-    from ingredients.data.curate import curate
-    from ingredients.data.curation_params import CurationParams
-    from ingredients.data.synth import synthesize
-
-    root = tmp_path_factory.mktemp("training_data")
-    synthesize(root / "raw", seed=0, indices=[0, 1, 2, 3])
-    curate(root / "raw", root / "curated", CurationParams())
-    return root / "curated" / "manifest.jsonl"
+def tiny_manifest(tiny_curated) -> Path:
+    """The manifest of tests/conftest.py's `tiny_curated` (the same four videos and curation the data
+    tests check; it was built a second time here before)."""
+    return tiny_curated[0] / "manifest.jsonl"
 
 
 @pytest.fixture(scope="session")

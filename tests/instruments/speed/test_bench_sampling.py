@@ -43,10 +43,14 @@ def test_reduced_benchmark_three_models_extrapolated(tmp_path):
 
 
 def test_sweep_flips_one_switch_per_run(tmp_path):
+    """docs/speed.md's reduced sweep (`--size reduced --device cpu --steps 50 --sweep ... --out reduced.json`),
+    test-sized: 3 steps, one model."""
     result = main([
-        "--models", "ours", "--steps", "3", "--warmup", "0", "--sweep", "identity_sdpa,fused_injection,id_tokens,step_cache",
-        "--cache-threshold", "0.3",
+        "--size", "reduced", "--device", "cpu", "--models", "ours", "--steps", "3", "--warmup", "0",
+        "--sweep", "identity_sdpa,fused_injection,id_tokens,step_cache", "--cache-threshold", "0.3",
+        "--out", str(tmp_path / "reduced.json"),
     ])
+    assert json.loads((tmp_path / "reduced.json").read_text())["runs"].keys() == result["runs"].keys()
     runs = result["runs"]
     assert set(runs) == {
         "ours", "ours[identity_sdpa=off]", "ours[fused_injection=off]", "ours[id_tokens=per_step]", "ours[step_cache=first_block]",

@@ -78,3 +78,48 @@ def test_identity_cost_ratio_full_width():
     )
     logger.warning("%s", report)  # the measurement: shown in the test's output (pytest -m slow -rA)
     assert ratio <= MAX_RATIO, report
+
+
+# The documented measurement commands (docs/measurements.md), test-sized: the CLI's main in this process
+# (tests/command_record.py records its command line; tests/test_documented_commands.py checks the form).
+
+
+def test_the_documented_measurement_cli_writes_its_json(tmp_path, capsys):
+    """`identity-cost --size full --rounds 5` / `... --rounds 3 --out identity_cost.json`, at the reduced
+    size and one round: the JSON holds every forward's median and the ratios."""
+    import json
+
+    from instruments.speed.identity_cost import main
+
+    threads = torch.get_num_threads()
+    try:
+        main(["identity-cost", "--size", "reduced", "--rounds", "1", "--warmup", "0",
+                             "--out", str(tmp_path / "identity_cost.json")])
+    finally:
+        torch.set_num_threads(threads)
+    result = json.loads((tmp_path / "identity_cost.json").read_text())
+    assert result["size"] == "reduced" and result["rounds"] == 1
+    assert set(result["seconds"]) == {"bare", "ours_precomputed", "ours_with_projector"}
+    assert result["ratio_precomputed_vs_bare"] == pytest.approx(result["seconds"]["ours_precomputed"] / result["seconds"]["bare"])
+    assert json.loads(capsys.readouterr().out) == result
+
+
+# slow: inductor compiles six forwards (minutes on 2 cores); the fullgraph compile itself is in the
+# default suite (tests/models/test_transformer.py, eager backend)
+@pytest.mark.slow
+def test_the_documented_compile_measurement_cli(tmp_path):
+    """`identity-cost --size reduced --rounds 7 --compile --out compile.json`, one round: compiled
+    forwards timed beside the eager ones, with their ratios."""
+    import json
+
+    from instruments.speed.identity_cost import main
+
+    threads = torch.get_num_threads()
+    try:
+        main(["identity-cost", "--size", "reduced", "--rounds", "1", "--warmup", "1", "--compile",
+                             "--out", str(tmp_path / "compile.json")])
+    finally:
+        torch.set_num_threads(threads)
+    result = json.loads((tmp_path / "compile.json").read_text())
+    for name in ("bare", "ours_precomputed", "ours_with_projector"):
+        assert result[f"ratio_compiled_vs_eager_{name}"] > 0
