@@ -165,7 +165,7 @@ def test_a_killed_ray_worker_restarts_from_the_checkpoint(ray_uninterrupted, tin
     assert _losses(out) == _losses(ray_uninterrupted)
 
 
-# ~4 min on 2 loaded cores: 2 Ray Train workers, then a resume with one video gone
+# 358 s (load 6-12): 2 Ray Train workers, then a resume with one video gone (two Ray starts)
 def test_ray_train_sampling_splits_the_cases_and_resumes_per_case(tmp_path):
     """Each of the 2 workers samples its half of the (method, case) list; a rerun after one video is
     lost samples only that one. (The videos are not compared with a one-process run's byte for byte:

@@ -4,8 +4,8 @@ committed copy of the repository, `dvc repro` (one process each, one thread), th
 gives the one-process loss curves of both training stages within 1e-5 (same global batch), every
 video, and MLflow records `num_processes` = 2 for both training stages and for sampling.
 
-Time: about 25 min on 2 shared cores (load 4-6): the repro, then each experiment reruns the training
-stages, sampling, the plan, evaluation and the report (Ray: about 100 s of worker start per stage).
+Time: 1917 s on 2 shared cores (load 8-16, 2026-12-07): the repro, then each experiment reruns the
+training stages, sampling, the plan, evaluation and the report (Ray: a Ray start per stage).
 """
 
 from __future__ import annotations
