@@ -52,6 +52,12 @@ PLACEHOLDERS = {  # a placeholder of the docs: what it stands for when the argum
 README_TEST = "tests/e2e/test_readme_commands.py"
 REHEARSAL_TEST = "tests/e2e/test_full_rehearsal.py"
 QUEUE_TEST = "tests/e2e/test_ablation_queue.py"  # all nine ablations (slow, about an hour; not in .ci/run)
+LAUNCH_TEST = "tests/e2e/test_launch_experiment.py"  # docs/scaling.md's launch experiments (slow)
+LAUNCH_ACCELERATE = ("OMP_NUM_THREADS=1 dvc exp run -S launch.train.engine=accelerate -S launch.train.accelerate_config=configs/accelerate/cpu_ddp.yaml "
+                     "-S launch.train.num_processes=2 -S launch.sample.engine=accelerate -S launch.sample.accelerate_config=configs/accelerate/cpu_ddp.yaml "
+                     "-S launch.sample.num_processes=2")
+LAUNCH_RAY = "OMP_NUM_THREADS=1 dvc exp run -S launch.train.engine=ray -S launch.train.num_processes=2 -S launch.sample.engine=ray -S launch.sample.num_processes=2"
+MLFLOW_UI_TEST = "tests/study/test_mlflow_ui_browser.py"  # the MLflow UI in a browser on two ablations (slow)
 CI_ABLATION = f"{README_TEST}::test_one_retraining_ablation_by_the_queue_command_then_the_comparison"
 
 RUN = {  # command: the test that runs it verbatim (file, or file::test)
@@ -80,9 +86,15 @@ RUN = {  # command: the test that runs it verbatim (file, or file::test)
     "ray stop": f"{QUEUE_TEST}::test_curation_and_evaluation_join_a_ray_cluster_by_the_scaling_docs_commands",
     "dvc repro": "fixture:tiny_project",  # tests/conftest.py: the session's one tiny `dvc repro`
     "bash scripts/device_check.sh --size rehearsal": "tests/instruments/speed/test_device_check.py",
+    LAUNCH_ACCELERATE: LAUNCH_TEST,
+    LAUNCH_RAY: LAUNCH_TEST,
+    "OMP_NUM_THREADS=1 dvc repro": LAUNCH_TEST,
+    "python -m experiments.ablations queue experiments/no_routing_loss.yaml experiments/mse_routing_loss.yaml --run": MLFLOW_UI_TEST,
 }
 
 OUTSIDE_CI = {  # slow tests .ci/run does not run (it runs the uses within 25 minutes): why
+    LAUNCH_TEST: "a one-process dvc repro and two multi-process experiments of three stages (about 30 minutes)",
+    MLFLOW_UI_TEST: "a dvc repro, two queued ablations and a browser (about 45 minutes loaded)",
     f"{QUEUE_TEST}::test_a_failing_experiment_makes_the_queue_command_fail_naming_it": "a failing experiment after the nine",
     f"{QUEUE_TEST}::test_one_ablation_retrains_from_the_workspace": "a second retraining ablation (the queue's one retrains in .ci/run)",
     f"{QUEUE_TEST}::test_curation_and_evaluation_join_a_ray_cluster_by_the_scaling_docs_commands": "a Ray cluster and a rerun of curation and evaluation",
@@ -168,6 +180,10 @@ NOT_COMMANDS = {  # inline code that is not a command to run
     "python -m experiments.ablations": "a module name",
     "python -m tests.test_dvc_deps": "the test module's rewriter, which tests/test_dvc_deps.py checks the result of",
     "python -m eval.run": "a module name",
+    "python -m ingredients.launch": "a module name (dvc.yaml's GPU stages run it)",
+    "accelerate launch": "names the command (its documented forms are in the fences)",
+    "ingredients plan": "the command's name",
+    "dvc exp run": "names the command",
     "ingredients generate": "the command's name",
     "dvc exp run -S sample.steps=N": "the measured pattern (tests/e2e/test_pipeline.py runs it with a name and N filled)",
     "git clone … && bash scripts/setup.sh && dvc repro": "how the fresh-clone time was taken (the README's first command runs in RUN)",
