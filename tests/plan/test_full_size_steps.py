@@ -1,8 +1,10 @@
 """The trainer's own micro-step and the pipeline's own call at full size (CogVideoX-5B-I2V + identity
 modules, 6.38 B parameters, 49 x 480 x 720), with fake weights on the CPU: the code the cost plan measures
 (`StandInTrainer`, `sample_stand_in_video`) and a GPU would run, checked for shapes, dtypes, what trains and what
-the optimizer holds. The default suite runs a stage-1 and a stage-2 micro-step and one two-step video
-(cache as profiles/full.yaml sets it, tiled decode); EMA, LoRA and the step cache are slow.
+the optimizer holds. The default suite runs a stage-2 micro-step (72 s at a load of 5 on 2 cores: the model's
+load and the clip's precompute pass included) and one two-step video (cache as profiles/full.yaml sets it,
+tiled decode; 65 s); stage 1, EMA with LoRA / a trained backbone are slow; the step cache cannot be traced
+with fake weights (its row choice reads values), which a slow test pins.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ def _micro_step(full: dict, stage: str, k: int, tmp_path: Path, **common):
 def _check(trainer, batch, losses, grad_norm, seen, k: int, groups: set[str]):
     assert not is_fake(batch["frames"]) and batch["frames"].shape == (1, 49, 3, 480, 720)  # the real dataset's
     assert batch["index_mask"].shape == (1, TOKENS) and set(batch["index_mask"].unique().tolist()) <= set(range(-1, k))
-    assert sum(p.numel() for p in trainer.transformer.parameters()) == FULL_PARAMETERS
+    assert sum(p.numel() for n, p in trainer.transformer.named_parameters() if parameter_group(n) != "lora") == FULL_PARAMETERS
     assert is_fake(losses.total) and losses.total.shape == () and losses.total.dtype == torch.float32
     assert len(losses.routing_logits) == POINTS
     trainable = {n for n, p in trainer.transformer.named_parameters() if p.requires_grad}
@@ -73,6 +75,7 @@ def _check(trainer, batch, losses, grad_norm, seen, k: int, groups: set[str]):
     assert {p.dtype for p in trainer.pipe.vae.parameters()} == {torch.bfloat16}
 
 
+@pytest.mark.slow  # 79 s at a load of 5 on 2 cores; stage 2's default test runs the same trainer code and more
 def test_stage1_trainer_micro_step_at_full_size(full, tmp_path):
     trainer, batch, losses, grad_norm, seen = _micro_step(full, "stage1", 1, tmp_path)
     _check(trainer, batch, losses, grad_norm, seen, 1, {"projector", "injectors"})
@@ -87,7 +90,7 @@ def test_stage2_trainer_micro_step_at_full_size_with_routing_loss(full, tmp_path
     assert trainer.text_encoder_parked  # precompute on in the full profile
 
 
-@pytest.mark.slow  # about 40 s per case on a loaded core
+@pytest.mark.slow  # 63 s (lora) at a load of 5 on 2 cores
 @pytest.mark.parametrize("backbone", ["lora", "scaled_lr"])
 def test_stage2_micro_step_with_ema_and_a_trained_backbone(full, tmp_path, backbone):
     train = {**full["train"], "stage2": {**full["train"]["stage2"], "train": {
@@ -131,9 +134,12 @@ def test_pipeline_call_at_full_size_two_guided_steps_and_tiled_decode(full):
     assert 650e12 < sum(hooks.flops["denoise"]) / STEPS < 700e12
 
 
-@pytest.mark.slow  # about 60 s on a loaded core
-def test_pipeline_call_at_full_size_with_the_step_cache(full):
-    pipe, video, calls, hooks = _video(full, step_cache="first_block", vae_tiling=False)
-    assert "forward" in vars(pipe.transformer)  # the step cache serves the forward
-    assert video.shape == (1, 49, 3, 480, 720) and calls == [((2, 13, 32, 60, 90), torch.bfloat16)] * STEPS
-    assert "decode" in hooks.peaks and "decode_tiled" not in hooks.peaks
+@pytest.mark.slow  # 8 s at a load of 5 (it stops at the first cached step)
+def test_the_step_cache_cannot_be_traced_with_fake_weights(full):
+    """Known limit: the step cache chooses the rows to compute from the values (`compute.nonzero()`), which
+    a fake tensor does not have, so the plan and this suite run the pipeline with the cache off (every step
+    computed: the cache only skips work). If the choice becomes shape-static, make this the cache-on test."""
+    from torch._subclasses.fake_tensor import DynamicOutputShapeException
+
+    with pytest.raises(DynamicOutputShapeException, match="nonzero"):
+        _video(full, step_cache="first_block", vae_tiling=False)

@@ -47,7 +47,7 @@ def _check(params: list[str], plan, *extra: str):
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
 
 
-# slow: about 4 min on a loaded 2-core machine (the plan at rehearsal size, then three measured runs)
+# slow: 81 s at a load of 5 on 2 cores (the plan at rehearsal size 37 s, then three measured runs 44 s)
 @pytest.mark.slow
 def test_rehearsal_against_its_plan_is_within_1_5x(rehearsal):
     tmp, params = rehearsal
@@ -67,7 +67,7 @@ def test_rehearsal_against_its_plan_is_within_1_5x(rehearsal):
     assert results["sample"]["plan_row"] == "offload_none"
 
 
-@pytest.mark.slow  # about 2 min (one stage measured twice) after the fixture
+@pytest.mark.slow  # 36 s at a load of 5 (one stage measured twice) after the fixture
 def test_a_wrong_row_is_caught(rehearsal):
     tmp, params = rehearsal
     plan = json.loads((tmp / "plan.json").read_text())
