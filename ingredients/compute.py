@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import multiprocessing
 import os
 import re
 import signal
@@ -114,6 +115,14 @@ def die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
 
 
+# Pool workers are started by `spawn`, never `fork`: the stage process holds threads (torch's, tqdm's,
+# MLflow's, and the reruns below submit from a thread pool), and a child forked while another thread
+# holds a lock (the import lock, a logging handler's, malloc's) blocks on it forever at start: seen as a
+# worker asleep on a futex with 0 s of CPU and a stage that never finishes. Spawned workers import the
+# function by name (it must live in an importable module, as Ray requires too).
+_POOL_CONTEXT = multiprocessing.get_context("spawn")
+
+
 def _outcome(fut: Future) -> Any:
     exc = fut.exception()
     return exc if exc is not None else fut.result()
@@ -122,7 +131,7 @@ def _outcome(fut: Future) -> Any:
 def _run_alone(fn: Callable[[T], R], item: T, retries: int) -> R | BaseException:
     """`fn(item)` in a process of its own, rerun up to `retries` times while that process dies."""
     for _ in range(retries + 1):
-        with ProcessPoolExecutor(max_workers=1, initializer=die_with_parent) as solo:
+        with ProcessPoolExecutor(max_workers=1, mp_context=_POOL_CONTEXT, initializer=die_with_parent) as solo:
             result = _outcome(solo.submit(fn, item))
         if not isinstance(result, BrokenProcessPool):
             return result
@@ -137,7 +146,7 @@ def _run_pool(fn: Callable[[T], R], items: list[T], workers: int, retries: int,
     worker every time comes back failed (a BrokenProcessPool), as on Ray."""
     broken: list[T] = []
     with tqdm(total=len(items), desc=desc, unit="item") as bar:
-        with ProcessPoolExecutor(max_workers=workers, initializer=die_with_parent) as pool:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=_POOL_CONTEXT, initializer=die_with_parent) as pool:
             futures = {pool.submit(fn, item): i for i, item in enumerate(items)}
             for fut in as_completed(futures):
                 result = _outcome(fut)
