@@ -93,6 +93,7 @@ RUN = {  # command: the test that runs it verbatim (file, or file::test)
 }
 
 OUTSIDE_CI = {  # slow tests .ci/run does not run (it runs the uses within 25 minutes): why
+    "tests/instruments/speed/test_device_check.py": "a measurement (slow, about 2 minutes): the device check at rehearsal size against its plan",
     LAUNCH_TEST: "a one-process dvc repro and two multi-process experiments of three stages (about 30 minutes)",
     MLFLOW_UI_TEST: "a dvc repro, two queued ablations and a browser (about 45 minutes loaded)",
     f"{QUEUE_TEST}::test_a_failing_experiment_makes_the_queue_command_fail_naming_it": "a failing experiment after the nine",
