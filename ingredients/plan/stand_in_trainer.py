@@ -170,14 +170,7 @@ class StandInTrainer(Trainer):
 
     def prepare_loop(self) -> None:
         """What `fit()` prepares before its loop (validation clips and tracking aside)."""
-        self.prepare_accelerator()
-        self.prepare_models()
-        self.prepare_trainable()
-        self.prepare_data()
-        self.prepare_encoder()
-        self.prepare_optimizer()
-        self.prepare_ema()
-        self.prepare_distributed()
+        self.prepare_step()
         self.park_text_encoder()
 
     def first_batch(self) -> dict:

@@ -138,14 +138,7 @@ class Trainer:
             logger.info("%s is at train.%s.steps=%d and %s is written: the run is finished, nothing to do",
                         self.resume_path, self.spec.stage, self.spec.steps, self.paths.model_dir)
             return self.paths.model_dir
-        self.prepare_accelerator()
-        self.prepare_models()
-        self.prepare_trainable()
-        self.prepare_data()
-        self.prepare_encoder()
-        self.prepare_optimizer()
-        self.prepare_ema()
-        self.prepare_distributed()
+        self.prepare_step()
         self.prepare_resume()
         self.prepare_validation()
         self.park_text_encoder()
@@ -178,6 +171,18 @@ class Trainer:
         return metrics
 
     # ================================================================== prepare
+    def prepare_step(self) -> None:
+        """Everything a micro-step needs, in order: accelerator, models, trainable set, data, encoder,
+        optimizer, EMA, distributed wrapping (the plan's stand-in trainer runs exactly this too)."""
+        self.prepare_accelerator()
+        self.prepare_models()
+        self.prepare_trainable()
+        self.prepare_data()
+        self.prepare_encoder()
+        self.prepare_optimizer()
+        self.prepare_ema()
+        self.prepare_distributed()
+
     def prepare_accelerator(self) -> None:
         spec = self.spec
         on_gpu = torch.cuda.is_available()
