@@ -61,7 +61,7 @@ MLFLOW_UI_TEST = "tests/study/test_mlflow_ui_browser.py"  # the MLflow UI in a b
 CI_ABLATION = f"{README_TEST}::test_one_retraining_ablation_by_the_queue_command_then_the_comparison"
 
 RUN = {  # command: the test that runs it verbatim (file, or file::test)
-    "bash scripts/setup.sh && source .venv/bin/activate && dvc repro": README_TEST,
+    "bash scripts/setup.sh && source .venv/bin/activate && dvc repro": "fixture:readme_project",  # tests/conftest.py
     "bash scripts/setup.sh && source .venv/bin/activate": README_TEST,
     "source .venv/bin/activate": README_TEST,
     "bash scripts/setup.sh && .venv/bin/python -m pytest": ".ci/run",
@@ -84,7 +84,7 @@ RUN = {  # command: the test that runs it verbatim (file, or file::test)
     "ray start --head --port=6379 --num-cpus=32 --num-gpus=0 --temp-dir=/tmp/ray_$USER": f"{QUEUE_TEST}::test_curation_and_evaluation_join_a_ray_cluster_by_the_scaling_docs_commands",
     "dvc exp run -S compute.engine=ray -S compute.address=auto": f"{QUEUE_TEST}::test_curation_and_evaluation_join_a_ray_cluster_by_the_scaling_docs_commands",
     "ray stop": f"{QUEUE_TEST}::test_curation_and_evaluation_join_a_ray_cluster_by_the_scaling_docs_commands",
-    "dvc repro": "fixture:tiny_project",  # tests/conftest.py: the session's one tiny `dvc repro`
+    "dvc repro": "fixture:readme_project",  # tests/conftest.py: the session's one run of the README's first command
     "bash scripts/device_check.sh --size rehearsal": "tests/instruments/speed/test_device_check.py",
     LAUNCH_ACCELERATE: LAUNCH_TEST,
     LAUNCH_RAY: LAUNCH_TEST,
@@ -149,13 +149,13 @@ MEASUREMENTS = {  # command: the test that runs its test-sized form (same progra
 }
 
 SYNOPSES = {  # a synopsis (placeholders, [optional] parts): the test that runs its form
-    "python -m eval.baselines oracle --benchmark B --out runs/oracle [--params params.yaml]": "fixture:tiny_project",  # its dvc.yaml stage
+    "python -m eval.baselines oracle --benchmark B --out runs/oracle [--params params.yaml]": "fixture:readme_project",  # its dvc.yaml stage
     "python -m eval.baselines no_face --benchmark B --out runs/no_face": "tests/eval/test_eval_clis.py",
     "python -m eval.baselines target_oracle --benchmark B --out runs/target_oracle": "tests/eval/test_eval_clis.py",
-    "python -m eval.vae_roundtrip --benchmark B --model models/stage2/model --out runs/vae_roundtrip [--params params.yaml]": "fixture:tiny_project",  # its dvc.yaml stage
-    "python -m eval.run --benchmark B --method oracle=runs/oracle --method no_face=runs/no_face --out runs/eval [--params params.yaml] [--shard I/N]": "fixture:tiny_project",  # its dvc.yaml stage
+    "python -m eval.vae_roundtrip --benchmark B --model models/stage2/model --out runs/vae_roundtrip [--params params.yaml]": "fixture:readme_project",  # its dvc.yaml stage
+    "python -m eval.run --benchmark B --method oracle=runs/oracle --method no_face=runs/no_face --out runs/eval [--params params.yaml] [--shard I/N]": "fixture:readme_project",  # its dvc.yaml stage
     "python -m eval.merge --runs runs/eval_s0 runs/eval_s1 --out runs/eval": "tests/eval/test_eval_clis.py",
-    "python -m eval.report --eval runs/eval [--profile tiny|full]": "fixture:tiny_project",  # its dvc.yaml stage
+    "python -m eval.report --eval runs/eval [--profile tiny|full]": "fixture:readme_project",  # its dvc.yaml stage
     "ingredients plan --params params.yaml profiles/full.yaml [override.yaml ...] [--gpus N] [--gpu-memory-gib G] [--mfu M] [--backbone-only] [--stage train_stage1|train_stage2|sample ...] [--json outputs/plan/plan.json]": "tests/plan/test_plan_cli.py::test_ingredients_plan_command_writes_the_same_schema",
 }
 
@@ -473,7 +473,7 @@ def test_the_lists_hold_only_documented_commands_and_existing_tests():
         assert not stale, f"{name} lists commands no longer in the docs: {stale}"
     for table in (RUN, MEASUREMENTS, SYNOPSES):
         for test in table.values():
-            assert test in (".ci/run", "fixture:tiny_project") or (ROOT / test.split("::")[0]).exists(), test
+            assert test in (".ci/run", "fixture:readme_project") or (ROOT / test.split("::")[0]).exists(), test
     assert set(OUTSIDE_CI) <= set(RUN.values())
 
 

@@ -1,8 +1,9 @@
-"""`dvc repro` end to end on a smaller-than-tiny setting, then MLflow's UI on the run's store.
+"""The tiny study's `dvc repro` end to end, then DVC's and MLflow's views of the run.
 
-The repository's dvc.yaml, params.yaml (merged with smaller_than_tiny.yaml) and packages are copied
-into a temporary project; `python` resolves to this environment's interpreter. The run is the session's
-(tests/conftest.py `tiny_project`), shared with every test that only reads a whole run's outputs.
+The run is the session's one run of the README's first command (tests/conftest.py `readme_project`:
+a committed copy of the repository, the tiny profile, `python` and `dvc` from this environment), shared
+with the README's other commands (tests/e2e/test_readme_commands.py). Slow: `.ci/run` runs this file
+after the default suite, before the README's commands (whose ablation commits to the project).
 """
 
 from __future__ import annotations
@@ -23,34 +24,42 @@ import yaml
 from ingredients.config import load_params
 from tests.e2e.project import PACKAGES, ROOT, dvc, env
 
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
+
 _env, _dvc = env, dvc
 
 
 @pytest.fixture
-def project(tiny_project) -> Path:
-    """The session's tiny `dvc repro` project (tests/conftest.py `tiny_project`)."""
-    return tiny_project
+def project(readme_project) -> Path:
+    """The session's run of the README's first command (tests/conftest.py `readme_project`)."""
+    return readme_project
+
+
+def _evaluated(project: Path) -> list[str]:
+    """The methods the evaluation scores: the sampled ones and the oracle and VAE round trip."""
+    return sorted([*load_params(project / "params.yaml")["sample"]["methods"], "oracle", "vae_roundtrip"])
 
 
 def test_dvc_repro_prints_no_warning(project):
     """An empty file listed as a dep made `dvc repro` print `WARNING: '…/__init__.py' is empty.` 60 times.
     DVC's own warnings start with `WARNING: `; the stages' log lines (`WARNING module: ...`, such as the
     untrained tiny CLIP's) are the study's, and stay."""
-    log = (project / "repro.log").read_text()
+    log = (project / "first_command.log").read_text()
     assert "Running stage 'report'" in log
     assert not [line for line in log.splitlines() if line.startswith("WARNING: ")], log[-3000:]
 
 
 def test_pipeline_produces_every_stage_output(project):
     metrics = json.loads((project / "outputs/eval/metrics.json").read_text())
-    assert sorted(metrics) == ["no_identity", "oracle", "ours", "vae_roundtrip"]
+    assert sorted(metrics) == _evaluated(project)
     # the oracle pastes the references into the frames: it must beat the text-only baseline
     assert metrics["oracle"]["face_sim/dlib"] > metrics["no_identity"]["face_sim/dlib"] + 0.5
     assert (project / "outputs/report/index.html").is_file()
     assert (project / "models/stage2/model/model_index.json").is_file()
-    assert (project / "models/stage2/train_log.csv").read_text().count("\n") == 3  # header + 2 steps
+    steps = load_params(project / "params.yaml")["train"]["stage2"]["steps"]
+    assert (project / "models/stage2/train_log.csv").read_text().count("\n") == 1 + steps  # header + a row a step
     cases = (project / "data/benchmark/benchmark.jsonl").read_text().splitlines()
-    assert len(list((project / "outputs/samples/ours").glob("*.mp4"))) == len(cases) == 3
+    assert len(list((project / "outputs/samples/ours").glob("*.mp4"))) == len(cases) > 0
 
 
 def test_mlflow_store_holds_one_run_per_stage_and_method(project):
@@ -63,7 +72,7 @@ def test_mlflow_store_holds_one_run_per_stage_and_method(project):
     expected = {name.removeprefix("train_") for name in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]}
     assert stages == expected, stages ^ expected
     evaluated = sorted(name for name, stage in rows if stage == "evaluate")
-    assert evaluated == ["no_identity", "oracle", "ours", "vae_roundtrip"]
+    assert evaluated == _evaluated(project)
 
 
 def test_second_repro_runs_nothing(project):
@@ -78,8 +87,6 @@ def _stages_run(output: str) -> list[str]:
     return sorted(line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '"))
 
 
-# slow: keeps the default suite within 15 minutes on 2 idle cores (measured 17 min 25 s with it, fresh clone)
-@pytest.mark.slow
 def test_exp_run_of_a_sampling_param_reruns_only_the_stages_that_read_it(project, tmp_path):
     """`dvc exp run -S sample.steps=...` in a committed copy of the project: sampling, what reads the
     samples (evaluation, report) and the plan, whose sampling cost counts the steps."""

@@ -10,18 +10,15 @@ Slow: the whole tiny study, about 7 minutes on 2 idle cores, and one ablation, a
 from __future__ import annotations
 
 import json
-import os
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.project import ROOT, commit, comparison_ui_serves, make_repo_copy, mlflow_stages_by_experiment, shell
+from tests.e2e.project import commit, comparison_ui_serves, mlflow_stages_by_experiment, shell
 from tests.e2e.test_ablation_queue import COMPARE, QUEUE, SHOW, SHOW_MD
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(5400)]
 
-FIRST = "bash scripts/setup.sh && source .venv/bin/activate && dvc repro"  # README, first command
 SETUP = "bash scripts/setup.sh && source .venv/bin/activate"  # README, "Run the real study" step 0
 ACTIVATE = "source .venv/bin/activate"  # experiments/README.md
 GENERATE = 'ingredients generate --photo a.jpg --photo b.jpg --prompt "two people talking in a park" --out video.mp4 --model models/stage2/model'  # noqa: E501
@@ -30,15 +27,10 @@ METRICS, PLOTS = "dvc metrics show", "dvc plots show"
 PHOTO_CASES = "python -m instruments.photo_cases --out DIR"  # eval/README.md
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Path:
-    project = make_repo_copy(tmp_path_factory.mktemp("readme"))
-    os.symlink(Path(sys.executable).parents[1], project / ".venv")
-    run = shell(project, FIRST)
-    (project / "first_command.log").write_text(run.stdout + run.stderr)
-    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
-    assert "setup: .venv is up to date" in run.stdout, "run `bash scripts/setup.sh` in the repository first"
-    return project
+@pytest.fixture
+def project(readme_project) -> Path:
+    """The session's run of the README's first command (tests/conftest.py `readme_project`)."""
+    return readme_project
 
 
 def test_the_first_command_runs_the_tiny_study_to_the_report(project):

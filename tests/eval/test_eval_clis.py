@@ -2,7 +2,8 @@
 of 64 x 64, one cheap metric): the `no_face` and `target_oracle` baselines, `eval.run` in two shards
 (`--shard I/N`) and `eval.merge` of the shards, equal to one unsharded run. The metrics' values are
 tested in tests/eval/test_run.py; the oracle, the VAE round trip, the runner and the report run as
-dvc.yaml stages in the session's tiny `dvc repro` (tests/conftest.py `tiny_project`)."""
+dvc.yaml stages in the session's run of the README's first command (tests/conftest.py
+`readme_project`, slow, run by `.ci/run`)."""
 
 from __future__ import annotations
 
