@@ -109,7 +109,25 @@ def _deterministic_threads():
     yield
 
 
-# ------------------------------------------------------------------ the executed-command record
+# ------------------------------------------------------------------ the executed-command record, two workers
+
+DOCS_TEST = "tests/test_documented_commands.py"
+
+
+def _is_controller(config) -> bool:
+    """This process hands the tests to pytest-xdist workers (`-n N`, N > 0; pyproject's addopts: 2)."""
+    return not hasattr(config, "workerinput") and bool(getattr(config.option, "numprocesses", None))
+
+
+@pytest.hookimpl(trylast=True)  # after the tmp_path plugin made config._tmp_path_factory
+def pytest_configure(config):
+    """With workers: one command record for all of them (the workers inherit the environment, and their
+    tmp folders lie in this basetemp, as xdist makes them), and one torch thread a worker, so two workers
+    share two cores instead of four spin-waiting threads (their commands inherit it too)."""
+    if _is_controller(config):
+        os.environ.setdefault(command_record.RECORD_ENV, str(config._tmp_path_factory.getbasetemp() / "commands.jsonl"))
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _command_record(tmp_path_factory):
@@ -121,9 +139,44 @@ def _command_record(tmp_path_factory):
 
 
 def pytest_collection_modifyitems(session, config, items):
-    """The documentation test checks the record of the tests before it: it runs last."""
-    last = [item for item in items if item.path.name == "test_documented_commands.py"]
-    items[:] = [item for item in items if item.path.name != "test_documented_commands.py"] + last
+    """The documentation test checks the record of the tests before it: it runs last, and with workers it
+    runs in none of them but after them all (`pytest_sessionfinish`), on their one record."""
+    last = [item for item in items if str(item.path).endswith(DOCS_TEST)]
+    items[:] = [item for item in items if item not in last]
+    if hasattr(config, "workerinput"):
+        config.hook.pytest_deselected(items=last)
+    else:
+        items.extend(last)
+
+
+def _covers_docs_test(config) -> bool:
+    target = (REPO_ROOT / DOCS_TEST).resolve()
+    for arg in config.args:
+        path = (Path(config.invocation_params.dir) / arg.split("::")[0]).resolve()
+        if path == target or path in target.parents:
+            return True
+    return False
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """With workers: once they all finished, the documentation test runs in one process of its own (same
+    record, same marker and keyword selection); its failure fails the session."""
+    config = session.config
+    if not _is_controller(config) or exitstatus == pytest.ExitCode.INTERRUPTED or not _covers_docs_test(config):
+        return
+    import subprocess
+    import sys
+
+    args = [sys.executable, "-m", "pytest", "-n", "0", "-p", "no:cacheprovider", "-m", config.option.markexpr, DOCS_TEST]
+    if config.option.keyword:
+        args[-1:-1] = ["-k", config.option.keyword]
+    run = subprocess.run(args, cwd=REPO_ROOT, capture_output=True, text=True)
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_sep("=", f"{DOCS_TEST}, after the workers, on their record")
+        reporter.write(run.stdout[-20000:] + run.stderr[-5000:])
+    if run.returncode not in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_runtest_logreport(report):
