@@ -16,17 +16,26 @@ RAY_PARAMS = ComputeParams(engine="ray", num_cpus=2, object_store_mb=100, max_re
 RAY_PROCESS_NAMES = ("raylet", "gcs_server")
 
 
+WORKER_ENV = "PYTEST_XDIST_WORKER"  # set by pytest-xdist in each worker (gw0, gw1); inherited by what it starts
+
+
 def ray_processes() -> set[int]:
-    """PIDs of Ray's daemons and workers on this machine (raylet, gcs_server, ray::*)."""
+    """PIDs of Ray's daemons and workers on this machine (raylet, gcs_server, ray::*) started from this
+    pytest worker: those of another xdist worker's Ray test (their environment names another worker)
+    are not this test's."""
+    worker = os.environ.get(WORKER_ENV)
     found = set()
     for proc in psutil.process_iter(["name", "cmdline"]):
         try:
             cmd = " ".join(proc.info["cmdline"] or [])
+            if not (proc.info["name"] in RAY_PROCESS_NAMES or cmd.startswith("ray::") or "ray/_private/workers" in cmd
+                    or "ray/dashboard/agent.py" in cmd or "ray/_private/runtime_env/agent" in cmd):
+                continue
+            if worker is not None and proc.environ().get(WORKER_ENV) != worker:
+                continue
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
-        if proc.info["name"] in RAY_PROCESS_NAMES or cmd.startswith("ray::") or "ray/_private/workers" in cmd \
-                or "ray/dashboard/agent.py" in cmd or "ray/_private/runtime_env/agent" in cmd:
-            found.add(proc.pid)
+        found.add(proc.pid)
     return found
 
 
