@@ -200,6 +200,8 @@ def pytest_sessionfinish(session, exitstatus):
         reporter.write(run.stdout[-20000:] + run.stderr[-5000:])
     if run.returncode not in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        if reporter is not None:  # the count below is the workers' tests only: say it before it
+            reporter.write_sep("=", f"{DOCS_TEST} FAILED (exit {run.returncode}): the session fails", red=True)
 
 
 def pytest_runtest_logreport(report):
