@@ -185,7 +185,8 @@ def pytest_sessionfinish(session, exitstatus):
     """With workers: once they all finished, the documentation test runs in one process of its own (same
     record, same marker and keyword selection); its failure fails the session."""
     config = session.config
-    if not _is_controller(config) or exitstatus == pytest.ExitCode.INTERRUPTED or not _covers_docs_test(config):
+    if not _is_controller(config) or config.option.collectonly or exitstatus == pytest.ExitCode.INTERRUPTED \
+            or not _covers_docs_test(config):
         return
     import subprocess
     import sys
