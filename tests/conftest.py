@@ -115,8 +115,16 @@ DOCS_TEST = "tests/test_documented_commands.py"
 
 
 def _is_controller(config) -> bool:
-    """This process hands the tests to pytest-xdist workers (`-n N`, N > 0; pyproject's addopts: 2)."""
+    """This process hands the tests to pytest-xdist workers (`-n N`, N > 0: the README's test command)."""
     return not hasattr(config, "workerinput") and bool(getattr(config.option, "numprocesses", None))
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist turns `-n 2` into workers
+def pytest_cmdline_main(config):
+    """A benchmark run (`--benchmark-enable`, the speed docs' commands) runs in one process: under xdist
+    pytest-benchmark disables itself, and two workers would share the cores it measures."""
+    if config.getoption("benchmark_enable", False):
+        config.option.numprocesses = 0
 
 
 @pytest.hookimpl(trylast=True)  # after the tmp_path plugin made config._tmp_path_factory

@@ -64,7 +64,7 @@ RUN = {  # command: the test that runs it verbatim (file, or file::test)
     "bash scripts/setup.sh && source .venv/bin/activate && dvc repro": "fixture:readme_project",  # tests/conftest.py
     "bash scripts/setup.sh && source .venv/bin/activate": README_TEST,
     "source .venv/bin/activate": README_TEST,
-    "bash scripts/setup.sh && .venv/bin/python -m pytest": ".ci/run",
+    "bash scripts/setup.sh && .venv/bin/python -m pytest -n 2 --dist loadfile": ".ci/run",
     "ingredients generate --photo a.jpg --photo b.jpg --prompt \"two people talking in a park\" --out video.mp4 --model models/stage2/model": README_TEST,
     "ingredients generate --from-json video.json --out again.mp4": README_TEST,
     "dvc metrics show": README_TEST,
