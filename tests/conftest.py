@@ -84,19 +84,15 @@ def readme_project(tmp_path_factory) -> Path:
     whole run's outputs (models/, outputs/, mlflow.db, dvc.lock) takes it: the README's commands after
     the first (tests/e2e/test_readme_commands.py) and the pipeline's checks (tests/e2e/test_pipeline.py),
     all slow, run by `.ci/run` after the default suite. A test that edits the project restores what it
-    edited, or works on a copy. `first_command.log` holds the run's output and `first_command_seconds.txt`
-    its time."""
+    edited, or works on a copy. `first_command.log` holds the run's output."""
     import sys
-    import time
 
     from tests.e2e.project import make_repo_copy, shell
 
     project = make_repo_copy(tmp_path_factory.mktemp("readme"))
     os.symlink(Path(sys.executable).parents[1], project / ".venv")
-    start = time.monotonic()
     with command_record.in_fixture("readme_project"):  # the record names this fixture, whichever test came first
         run = shell(project, FIRST_COMMAND)
-    (project / "first_command_seconds.txt").write_text(f"{time.monotonic() - start:.1f}\n")
     (project / "first_command.log").write_text(run.stdout + run.stderr)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
     assert "setup: .venv is up to date" in run.stdout, "run `bash scripts/setup.sh` in the repository first"
